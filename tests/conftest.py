@@ -1,0 +1,83 @@
+"""
+Shared fixtures.
+
+pytest-twisted does not fail a test when a Deferred dies with an unhandled
+error or when something logs a Failure; the autouse fixture
+L{logged_failures} does, as trial does. A test that expects failures to be
+logged declares them with C{logged_failures.flush(SomeError, ...)}, which
+returns them (as trial's C{flushLoggedErrors}).
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any, Dict, List, Type
+
+import pytest
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+
+
+class LoggedFailures:
+    """
+    A log observer that keeps every Failure logged during one test.
+    """
+
+    def __init__(self) -> None:
+        self.events: List[Dict[str, Any]] = []
+
+    def __call__(self, event: Dict[str, Any]) -> None:
+        if event.get("log_failure") is not None:
+            self.events.append(event)
+
+    @property
+    def failures(self) -> List[Failure]:
+        """
+        The Failures logged so far and not flushed.
+        """
+        return [e["log_failure"] for e in self.events]
+
+    def flush(self, *types: Type[BaseException]) -> List[Failure]:
+        """
+        Remove and return the logged Failures whose exception is one of
+        C{types} (all of them, when no type is given).
+        """
+        kept, flushed = [], []
+        for event in self.events:
+            failure = event["log_failure"]
+            if not types or failure.check(*types):
+                flushed.append(failure)
+            else:
+                kept.append(event)
+        self.events = kept
+        return flushed
+
+
+@pytest.fixture(autouse=True)
+def logged_failures():
+    """
+    Fail the test if a Failure was logged (an unhandled error in a Deferred
+    included) that the test did not flush.
+    """
+    observer = LoggedFailures()
+    globalLogPublisher.addObserver(observer)
+    try:
+        yield observer
+        # A Deferred that dies with an unhandled error logs it when it is
+        # collected: collect now, so that it is blamed on this test.
+        gc.collect()
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    if observer.events:
+        lines = []
+        for event in observer.events:
+            failure = event["log_failure"]
+            lines.append(
+                f"{event.get('log_namespace')}: {failure.type.__name__}: "
+                f"{failure.getErrorMessage()}\n{failure.getTraceback()}"
+            )
+        pytest.fail(
+            "unexpected Failures were logged (flush the ones a test expects "
+            "with logged_failures.flush(...)):\n" + "\n".join(lines),
+            pytrace=False,
+        )

@@ -1,0 +1,243 @@
+"""
+The exceptions of twisted-plugmgr.
+
+Every error is a L{PluginError}; each one carries the name of the plugin it
+is about (C{plugin}) and, where something raised, the L{Failure} of what
+went wrong (C{failure}), so that a caller or a listener can tell exactly
+what failed without parsing a message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from twisted.python.failure import Failure
+
+__all__ = [
+    "PluginError",
+    "InvalidName",
+    "NoSuchPlugin",
+    "CompileFailed",
+    "InitFailed",
+    "AlreadyLoaded",
+    "InvalidMetadata",
+    "ManagerStopped",
+    "NoSuchHandler",
+    "DependencyError",
+    "ShutdownFailed",
+    "ShutdownTimedOut",
+    "StartTimedOut",
+    "InvalidTransition",
+]
+
+
+class PluginError(Exception):
+    """
+    Base class of every error raised by twisted-plugmgr.
+
+    @ivar plugin: the name of the plugin concerned (as given by the caller,
+        which may be a bad name), or L{None} when no plugin is concerned.
+    @ivar failure: the L{Failure} that caused this error, if any.
+    """
+
+    def __init__(
+        self,
+        plugin: Any = None,
+        detail: str = "",
+        failure: Optional[Failure] = None,
+    ) -> None:
+        self.plugin = plugin
+        self.detail = detail
+        self.failure = failure
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        text = f"plugin {self.plugin!r}: {self.describe()}"
+        if self.detail:
+            text += f": {self.detail}"
+        if self.failure is not None:
+            text += f" ({self.failure.type.__name__}: {self.failure.getErrorMessage()})"
+        return text
+
+    def describe(self) -> str:
+        """
+        A short, human description of this kind of error.
+        """
+        return "plugin error"
+
+
+class InvalidName(PluginError):
+    """
+    A plugin name is not a Python identifier (or not a string at all).
+    Raised before anything is imported.
+    """
+
+    def describe(self) -> str:
+        return "invalid plugin name (a plugin name is a Python identifier)"
+
+
+class NoSuchPlugin(PluginError):
+    """
+    No plugin of that name: not found in the configured packages and paths,
+    or not loaded.
+    """
+
+    def describe(self) -> str:
+        return "no such plugin"
+
+
+class CompileFailed(PluginError):
+    """
+    The plugin's module raised while being imported (C{SyntaxError}
+    included); C{failure} holds what it raised.
+    """
+
+    def describe(self) -> str:
+        return "module failed to import"
+
+
+class InitFailed(PluginError):
+    """
+    The plugin's constructor or its C{startService} raised or failed;
+    C{failure} holds what it raised.
+    """
+
+    def describe(self) -> str:
+        return "plugin failed to initialise"
+
+
+class AlreadyLoaded(PluginError):
+    """
+    A plugin of that name is already loaded.
+    """
+
+    def describe(self) -> str:
+        return "already loaded"
+
+
+class InvalidMetadata(PluginError):
+    """
+    The plugin's module or class does not describe a valid plugin: no plugin
+    class or several, a C{name} missing or different from the loaded name,
+    a missing C{version}, badly formed C{requires} or handlers.
+
+    @ivar problems: the list of problems found, each a sentence.
+    """
+
+    def __init__(
+        self, plugin: Any = None, problems: Iterable[str] = (), failure: Optional[Failure] = None
+    ) -> None:
+        self.problems = tuple(problems)
+        super().__init__(plugin, "; ".join(self.problems), failure)
+
+    def describe(self) -> str:
+        return "invalid plugin metadata"
+
+
+class ManagerStopped(PluginError):
+    """
+    The plugin manager has shut down (or is shutting down) and takes no new
+    plugins.
+    """
+
+    def describe(self) -> str:
+        return "the plugin manager has shut down"
+
+
+class NoSuchHandler(PluginError):
+    """
+    A plugin was called with an event it has no handler for, and it has no
+    C{default} method.
+
+    @ivar event: the event name.
+    """
+
+    def __init__(self, plugin: Any = None, event: str = "") -> None:
+        self.event = event
+        super().__init__(plugin, f"no handler for event {event!r}")
+
+    def describe(self) -> str:
+        return "no such handler"
+
+
+class DependencyError(PluginError):
+    """
+    A plugin's requirements cannot be met (missing or cyclic), or a plugin
+    that others require cannot be unloaded alone.
+
+    @ivar chain: the plugin names involved, in order.
+    """
+
+    def __init__(
+        self, plugin: Any = None, chain: Iterable[str] = (), detail: str = "",
+        failure: Optional[Failure] = None,
+    ) -> None:
+        self.chain = tuple(chain)
+        text = detail or " -> ".join(self.chain)
+        super().__init__(plugin, text, failure)
+
+    def describe(self) -> str:
+        return "dependency error"
+
+
+class ShutdownFailed(PluginError):
+    """
+    A plugin's C{shutdown} raised or failed. The plugin was removed anyway;
+    C{failure} holds what went wrong.
+    """
+
+    def describe(self) -> str:
+        return "shutdown failed; the plugin was removed anyway"
+
+
+class ShutdownTimedOut(ShutdownFailed):
+    """
+    A plugin's C{shutdown} did not finish within the deadline of its mode.
+    The plugin was removed anyway.
+
+    @ivar mode: the shutdown mode.
+    @ivar seconds: the deadline that passed.
+    """
+
+    def __init__(self, plugin: Any = None, mode: Any = None, seconds: float = 0.0) -> None:
+        self.mode = mode
+        self.seconds = seconds
+        super().__init__(plugin, f"no answer within {seconds:g}s in mode {getattr(mode, 'value', mode)!s}")
+
+    def describe(self) -> str:
+        return "shutdown timed out; the plugin was removed anyway"
+
+
+class StartTimedOut(PluginError):
+    """
+    A plugin's C{startService} did not finish within the start deadline.
+
+    @ivar seconds: the deadline that passed.
+    """
+
+    def __init__(self, plugin: Any = None, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        super().__init__(plugin, f"no answer within {seconds:g}s")
+
+    def describe(self) -> str:
+        return "start timed out"
+
+
+class InvalidTransition(PluginError):
+    """
+    An operation was asked of a plugin in a state where it is impossible
+    (for example: starting a plugin that is stopping).
+
+    @ivar state: the state the plugin was in.
+    @ivar transition: the transition that was refused.
+    """
+
+    def __init__(self, plugin: Any = None, state: Any = None, transition: str = "") -> None:
+        self.state = state
+        self.transition = transition
+        super().__init__(
+            plugin, f"cannot {transition} while {getattr(state, 'value', state)}"
+        )
+
+    def describe(self) -> str:
+        return "invalid state transition"

@@ -1,0 +1,179 @@
+"""
+Events: what the manager tells its listeners, and the listener registry.
+
+A listener is any callable that takes one L{PluginEvent}. Events reach the
+listeners synchronously, in the order they happen, in registration order;
+every event is also logged through C{twisted.logger} with its fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Mapping, Optional, Tuple
+
+import attr
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+
+__all__ = [
+    "PluginEvent",
+    "Listener",
+    "Listeners",
+    "EVENT_KINDS",
+    "FAILURE_KINDS",
+]
+
+#: Every kind of event the manager broadcasts.
+EVENT_KINDS: Tuple[str, ...] = (
+    "plugin_started",
+    "plugin_compile_failed",
+    "plugin_init_failed",
+    "plugin_invalid_values",
+    "plugin_error",
+    "plugin_warning",
+    "plugin_unloaded",
+    "plugin_unload_failed",
+    "plugin_waiting",
+    "plugin_table",
+    "plugin_manager_shutdown",
+    "plugin_reloaded",
+    "plugin_reload_failed",
+    "plugin_available",
+    "plugin_source_removed",
+)
+
+#: The kinds of event that carry a Failure and are logged as failures.
+FAILURE_KINDS = frozenset(
+    {
+        "plugin_compile_failed",
+        "plugin_init_failed",
+        "plugin_error",
+        "plugin_unload_failed",
+        "plugin_reload_failed",
+    }
+)
+
+_LEVELS: Mapping[str, LogLevel] = {
+    "plugin_invalid_values": LogLevel.warn,
+    "plugin_warning": LogLevel.warn,
+    "plugin_table": LogLevel.debug,
+    "plugin_waiting": LogLevel.info,
+}
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True, kw_only=True)
+class PluginEvent:
+    """
+    Something that happened to a plugin or to the manager.
+
+    @ivar kind: one of L{EVENT_KINDS}, such as C{"plugin_started"}.
+    @ivar plugin: the name of the plugin concerned (as the caller gave it:
+        it may be an invalid name), or L{None}.
+    @ivar failure: what went wrong, for the failure kinds.
+    @ivar quit_message: what the plugin's shutdown returned
+        (C{plugin_unloaded}).
+    @ivar count: plugins still pending (C{plugin_waiting}).
+    @ivar missing: metadata attributes the plugin lacks
+        (C{plugin_invalid_values}).
+    @ivar table: name -> L{PluginInfo} (C{plugin_table}).
+    @ivar message: a human sentence (warnings, details).
+    @ivar old_version: the version replaced (C{plugin_reloaded}).
+    @ivar new_version: the version now running (C{plugin_reloaded}).
+    @ivar path: a source file (C{plugin_available},
+        C{plugin_source_removed}).
+    """
+
+    kind: str
+    plugin: Any = None
+    failure: Optional[Failure] = None
+    quit_message: Any = None
+    count: Optional[int] = None
+    missing: Tuple[str, ...] = ()
+    table: Optional[Mapping[str, Any]] = None
+    message: Optional[str] = None
+    old_version: Optional[str] = None
+    new_version: Optional[str] = None
+    path: Optional[str] = None
+
+
+#: The type of a listener.
+Listener = Callable[[PluginEvent], object]
+
+
+class Listeners:
+    """
+    The listeners of one manager, in registration order.
+    """
+
+    def __init__(self, log: Optional[Logger] = None) -> None:
+        self._listeners: List[Listener] = []
+        self._log = log if log is not None else Logger(namespace="twisted_plugmgr.events")
+
+    def register(self, listener: Listener) -> None:
+        """
+        Add C{listener}; registering the same listener twice is one
+        registration.
+        """
+        if not callable(listener):
+            raise TypeError(f"a listener must be callable, not {listener!r}")
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def unregister(self, listener: Listener) -> None:
+        """
+        Remove C{listener}; removing one that is not registered does nothing.
+        """
+        try:
+            self._listeners.remove(listener)
+        except ValueError:
+            pass
+
+    def __len__(self) -> int:
+        return len(self._listeners)
+
+    def broadcast(self, event: PluginEvent) -> None:
+        """
+        Log C{event}, then give it to every listener in registration order.
+        A listener that raises is logged and changes nothing else.
+        """
+        self._logEvent(event)
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except BaseException:
+                # Deliberately broad: a listener's SystemExit must not take
+                # the manager down either.
+                failure = Failure()
+                failure.cleanFailure()
+                self._log.failure(
+                    "listener {listener!r} raised on {kind} of {plugin!r}",
+                    failure=failure,
+                    listener=listener,
+                    kind=event.kind,
+                    plugin=event.plugin,
+                )
+
+    def _logEvent(self, event: PluginEvent) -> None:
+        # Only plain values go into the log event: until logging begins,
+        # Twisted buffers log events, and a buffered event that held a plugin
+        # instance or a live traceback would keep an old plugin alive.
+        fields = {
+            "kind": event.kind,
+            "plugin": event.plugin if isinstance(event.plugin, str) else repr(event.plugin),
+        }
+        text = "{kind} {plugin}"
+        for name in ("quit_message", "count", "message", "old_version", "new_version", "path"):
+            value = getattr(event, name)
+            if value is not None:
+                fields[name] = value if isinstance(value, (str, int, float)) else repr(value)
+                text += " %s={%s}" % (name, name)
+        if event.missing:
+            fields["missing"] = ", ".join(event.missing)
+            text += " missing={missing}"
+        if event.table is not None:
+            fields["plugins"] = ", ".join(sorted(event.table))
+            text += " plugins=[{plugins}]"
+        if event.failure is not None:
+            event.failure.cleanFailure()
+            self._log.failure(text, failure=event.failure, **fields)
+        else:
+            self._log.emit(_LEVELS.get(event.kind, LogLevel.info), text, **fields)

@@ -1,0 +1,173 @@
+"""
+The contracts: what a plugin is, what its API offers, and what the manager
+does. Implementations say C{@implementer(...)}; tests check them with
+C{verifyObject}.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+from zope.interface import Attribute, Interface
+
+__all__ = ["IPlugin", "IPluginAPI", "IPluginManager"]
+
+
+class IPlugin(IService):
+    """
+    A plugin: a service the manager loads, starts, addresses by name and
+    shuts down. C{name} (from L{IService}) must equal the name it is loaded
+    under.
+    """
+
+    longname = Attribute("A one-line description of the plugin (str).")
+    license = Attribute("The plugin's license (str).")
+    version = Attribute("The plugin's version (str); required.")
+    author = Attribute("Who wrote the plugin (str).")
+    requires = Attribute(
+        "Names of the plugins this one needs loaded first (tuple of str, may be empty)."
+    )
+
+    def shutdown(mode, reason):
+        """
+        Stop the plugin.
+
+        @param mode: a L{ShutdownMode}: C{IMMEDIATE}, C{SMART} or C{LAZY}.
+        @param reason: why (str, may be empty).
+        @return: the quit message, or a Deferred firing with it.
+        """
+
+
+class IPluginAPI(Interface):
+    """
+    What a plugin receives from the manager to talk to it and to the other
+    plugins.
+    """
+
+    name = Attribute("The name the plugin is loaded under.")
+    manager = Attribute("The L{IPluginManager} that loaded the plugin.")
+    log = Attribute("A twisted.logger.Logger namespaced to the plugin.")
+    reactor = Attribute(
+        "A plugin-scoped view of the reactor: what the plugin starts through it "
+        "is cancelled or closed when it is unloaded or reloaded."
+    )
+
+    def warning(message):
+        """
+        Broadcast C{plugin_warning} with C{message}.
+        """
+
+    def error(failure_or_exception):
+        """
+        Broadcast C{plugin_error} with a Failure (an exception is wrapped).
+        """
+
+    def post(plugin, event, *args, **kw):
+        """
+        Deliver C{event} to C{plugin} on a later reactor turn; return None.
+        """
+
+    def call(plugin, event, *args, **kw):
+        """
+        Call C{plugin}'s handler for C{event}; return a Deferred with its result.
+        """
+
+    def emit(event, *args, **kw):
+        """
+        Call every handler of C{event}; return a Deferred with their results.
+        """
+
+    def plugin(name):
+        """
+        Return a live reference to the plugin loaded under C{name}.
+        """
+
+    def looping_call(f, *args, **kw):
+        """
+        Return a LoopingCall of C{f} on the plugin's clock, owned by the plugin.
+        """
+
+
+class IPluginManager(Interface):
+    """
+    The plugin manager: loads, unloads, reloads and addresses plugins.
+    """
+
+    def load(name, data=None):
+        """
+        Load and start plugin C{name}, constructed with C{data}.
+
+        @return: a Deferred firing with the started plugin.
+        """
+
+    def unload(name, mode="smart", reason="", cascade=True):
+        """
+        Shut plugin C{name} down in C{mode} and remove it.
+
+        @return: a Deferred firing with its quit message.
+        """
+
+    def reload(name, data=None, mode="smart", dependents=False):
+        """
+        Replace plugin C{name} with a fresh import of its source, transactionally.
+
+        @return: a Deferred firing with the new instance.
+        """
+
+    def reload_changed():
+        """
+        Reload every plugin whose source changed since it was loaded.
+
+        @return: a Deferred firing with {name: new instance or Failure}.
+        """
+
+    def shutdown(mode="smart"):
+        """
+        Shut every plugin down in stages, then the manager.
+
+        @return: a Deferred firing when everything has stopped.
+        """
+
+    def plugin_table():
+        """
+        Return name -> PluginInfo for every loaded plugin; broadcast C{plugin_table}.
+        """
+
+    def available():
+        """
+        Return the sorted names of the plugins that could be loaded.
+        """
+
+    def register(listener):
+        """
+        Add a listener (a callable taking a PluginEvent).
+        """
+
+    def unregister(listener):
+        """
+        Remove a listener.
+        """
+
+    def post(plugin, event, *args, **kw):
+        """
+        Deliver C{event} to C{plugin} on a later reactor turn; return None.
+        """
+
+    def call(plugin, event, *args, **kw):
+        """
+        Call C{plugin}'s handler for C{event}; return a Deferred with its result.
+        """
+
+    def emit(event, *args, **kw):
+        """
+        Call every handler of C{event} in order; return a Deferred with the results.
+        """
+
+    def watch(debounce=0.05):
+        """
+        Reload plugins when their source files change.
+        """
+
+    def unwatch():
+        """
+        Stop watching source files.
+        """
