@@ -1,0 +1,393 @@
+"""
+Tests for L{twisted_plugmgr._config}: the config file model and validation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from twisted_plugmgr._config import (
+    Config,
+    ConfigError,
+    FloodConfig,
+    IRCConfig,
+    ManagerConfig,
+    default_control,
+    endpoint_kind,
+    join_endpoint,
+    parse_config,
+    resolve_unix_endpoint,
+    split_endpoint,
+)
+from twisted_plugmgr._lifecycle import DEFAULT_DEADLINES, ShutdownMode
+
+FILE = "/etc/plugmgr/plugmgr.toml"
+
+
+def parse(text):
+    return parse_config(text, FILE)
+
+
+def error(text) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    return info.value
+
+
+FULL = """
+[manager]
+packages = ["myapp.plugins", "other"]
+paths = ["plugins", "/abs/dir", "../up"]
+watch = true
+control = "unix:path=ctl.sock:mode=600"
+shutdown_mode = "lazy"
+deadlines = { immediate = 2, lazy = 30.5 }
+start_deadline = 5
+allow_shared_dir = true
+control_token = "s3cret"
+
+[plugins.hello]
+data = { greeting = "hi", n = [1, 2] }
+
+[plugins.slow]
+enabled = false
+data = 3
+
+[irc]
+server = "tcp:irc.example.org:6667"
+nick = "plugbot"
+channels = ["#a", "#b"]
+owners = ["me!*@example.org"]
+prefix = "."
+flood = { rate = 0.5, burst = 3 }
+data_dir = "ircdata"
+password = "pw"
+username = "bot"
+realname = "Plug Bot"
+"""
+
+
+class TestValid:
+    def test_empty_file_gives_defaults(self):
+        config = parse("")
+        assert config == Config(filename=FILE, base_dir="/etc/plugmgr")
+        assert config.manager == ManagerConfig()
+        assert dict(config.manager.deadlines) == dict(DEFAULT_DEADLINES)
+        assert config.manager.shutdown_mode is ShutdownMode.SMART
+        assert config.irc is None
+        assert config.enabled() == ()
+
+    def test_bytes_and_str_are_the_same(self):
+        assert parse(FULL.encode("utf-8")) == parse(FULL)
+
+    def test_manager_section(self):
+        m = parse(FULL).manager
+        assert m.packages == ("myapp.plugins", "other")
+        assert m.paths == ("/etc/plugmgr/plugins", "/abs/dir", "/etc/up")
+        assert m.watch is True
+        assert m.shutdown_mode is ShutdownMode.LAZY
+        assert dict(m.deadlines) == {
+            ShutdownMode.IMMEDIATE: 2.0, ShutdownMode.SMART: 10.0, ShutdownMode.LAZY: 30.5,
+        }
+        assert m.start_deadline == 5.0
+        assert m.allow_shared_dir is True
+        assert m.control_token == "s3cret"
+
+    def test_unix_control_path_is_relative_to_the_file(self):
+        m = parse(FULL).manager
+        assert split_endpoint(m.control) == (
+            "unix", [], {"path": "/etc/plugmgr/ctl.sock", "mode": "600"}
+        )
+
+    def test_tcp_control_is_unchanged(self):
+        m = parse('[manager]\ncontrol = "tcp:8123:interface=127.0.0.1"\n'
+                  'control_token_file = "tok"\n').manager
+        assert m.control == "tcp:8123:interface=127.0.0.1"
+        assert m.control_token_file == "/etc/plugmgr/tok"
+
+    def test_plugins_in_file_order_with_defaults(self):
+        config = parse(FULL)
+        assert list(config.plugins) == ["hello", "slow"]
+        hello = config.plugins["hello"]
+        assert hello.enabled is True
+        assert hello.data == {"greeting": "hi", "n": [1, 2]}
+        assert config.plugins["slow"].data == 3
+        assert config.enabled() == ("hello",)
+
+    def test_plugin_without_data(self):
+        assert parse("[plugins.x]\n").plugins["x"].data is None
+
+    def test_irc_section(self):
+        irc = parse(FULL).irc
+        assert irc == IRCConfig(
+            server="tcp:irc.example.org:6667", nick="plugbot", channels=("#a", "#b"),
+            owners=("me!*@example.org",), prefix=".", flood=FloodConfig(rate=0.5, burst=3),
+            data_dir="/etc/plugmgr/ircdata", password="pw", username="bot",
+            realname="Plug Bot",
+        )
+
+    def test_irc_defaults(self):
+        irc = parse('[irc]\nserver = "tcp:h:6667"\nnick = "b"\n').irc
+        assert irc.prefix == "!"
+        assert irc.flood == FloodConfig()
+        assert irc.channels == () and irc.owners == ()
+        assert irc.data_dir is None and irc.password is None
+
+    def test_base_dir_given(self):
+        config = parse_config('[manager]\npaths = ["p"]\n', "x.toml", base_dir="/srv")
+        assert config.manager.paths == ("/srv/p",)
+
+    def test_relative_filename_resolves_against_cwd(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        config = parse_config('[manager]\npaths = ["p"]\n', "x.toml")
+        assert config.manager.paths == (os.path.join(str(tmp_path), "p"),)
+
+    def test_model_is_frozen(self):
+        config = parse(FULL)
+        with pytest.raises(AttributeError):
+            config.manager = None
+        with pytest.raises(TypeError):
+            config.plugins["new"] = None
+
+
+class TestErrors:
+    """
+    One test per kind of error; each checks the message names the file, the
+    key and what was expected.
+    """
+
+    def test_invalid_toml(self):
+        e = error("[manager\n")
+        assert e.filename == FILE and e.key is None
+        assert str(e).startswith(f"{FILE}: invalid TOML: ")
+        assert "line 1" in str(e)
+
+    def test_not_utf8(self):
+        e = error(b"\xff\xfe[manager]")
+        assert str(e) == f"{FILE}: expected UTF-8 text (invalid byte at offset 0)"
+
+    def test_unknown_top_level_key(self):
+        e = error("[managr]\n")
+        assert e.key == "managr"
+        assert str(e) == (f"{FILE}: managr: unknown key "
+                          "(expected one of: manager, plugins, irc)")
+
+    def test_unknown_manager_key(self):
+        e = error("[manager]\nwatched = true\n")
+        assert e.key == "manager.watched"
+        assert "unknown key" in str(e) and "watch," in str(e)
+
+    def test_unknown_plugin_key(self):
+        e = error("[plugins.hello]\nenable = true\n")
+        assert str(e) == (f"{FILE}: plugins.hello.enable: unknown key "
+                          "(expected one of: enabled, data)")
+
+    def test_wrong_type_bool(self):
+        e = error('[plugins.hello]\nenabled = "yes"\n')
+        assert e.key == "plugins.hello.enabled"
+        assert str(e) == (f"{FILE}: plugins.hello.enabled: expected true or false, "
+                          "got a string 'yes'")
+
+    def test_wrong_type_list(self):
+        e = error('[manager]\npackages = "myapp.plugins"\n')
+        assert str(e) == (f"{FILE}: manager.packages: expected an array of strings, "
+                          "got a string 'myapp.plugins'")
+
+    def test_wrong_type_list_item(self):
+        e = error('[manager]\npaths = ["a", 3]\n')
+        assert e.key == "manager.paths[1]"
+        assert "expected a string, got an integer 3" in str(e)
+
+    def test_section_not_a_table(self):
+        e = error("manager = 3\n")
+        assert str(e) == f"{FILE}: manager: expected a table, got an integer 3"
+
+    def test_plugin_not_a_table(self):
+        e = error("[plugins]\nhello = true\n")
+        assert str(e) == f"{FILE}: plugins.hello: expected a table, got a boolean True"
+
+    def test_invalid_plugin_name(self):
+        e = error('[plugins."../x"]\n')
+        assert e.key == 'plugins."../x"'
+        assert "invalid plugin name (expected a Python identifier" in str(e)
+
+    def test_keyword_plugin_name(self):
+        e = error("[plugins.class]\n")
+        assert "invalid plugin name" in str(e)
+
+    def test_dotted_plugin_name_is_a_nested_table(self):
+        # [plugins.a.b] is plugin "a" with an unknown key "b".
+        e = error("[plugins.a.b]\n")
+        assert e.key == "plugins.a.b"
+
+    def test_invalid_package_name(self):
+        e = error('[manager]\npackages = ["my-app.plugins"]\n')
+        assert e.key == "manager.packages[0]"
+        assert "expected a dotted Python package name" in str(e)
+
+    def test_invalid_mode(self):
+        e = error('[manager]\nshutdown_mode = "fast"\n')
+        assert str(e) == (f"{FILE}: manager.shutdown_mode: expected one of 'immediate', "
+                          "'smart', 'lazy', got a string 'fast'")
+
+    def test_mode_case_insensitive(self):
+        assert parse('[manager]\nshutdown_mode = "LAZY"\n').manager.shutdown_mode is \
+            ShutdownMode.LAZY
+
+    def test_unknown_deadline_mode(self):
+        e = error("[manager]\ndeadlines = { fast = 1 }\n")
+        assert str(e) == (f"{FILE}: manager.deadlines.fast: unknown key "
+                          "(expected one of: immediate, smart, lazy)")
+
+    @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", '"10"', "true"])
+    def test_deadline_not_positive(self, value):
+        e = error(f"[manager]\ndeadlines = {{ smart = {value} }}\n")
+        assert e.key == "manager.deadlines.smart"
+        assert "expected a positive number" in str(e)
+
+    def test_start_deadline_not_positive(self):
+        e = error("[manager]\nstart_deadline = 0\n")
+        assert e.key == "manager.start_deadline"
+
+    def test_empty_string(self):
+        e = error('[manager]\ncontrol = ""\n')
+        assert str(e) == f"{FILE}: manager.control: expected a non-empty string, got a string ''"
+
+    def test_nul_in_path(self):
+        e = error('[manager]\npaths = ["a\\u0000b"]\n')
+        assert "without NUL" in str(e)
+
+    def test_token_and_token_file(self):
+        e = error('[manager]\ncontrol_token = "a"\ncontrol_token_file = "b"\n')
+        assert "either control_token or control_token_file" in str(e)
+
+    def test_irc_missing_required(self):
+        e = error('[irc]\nserver = "tcp:h:6667"\n')
+        assert str(e) == f"{FILE}: irc.nick: missing (required in the [irc] section)"
+
+    def test_irc_unknown_key(self):
+        e = error('[irc]\nserver = "tcp:h:6667"\nnick = "b"\nchannel = "#a"\n')
+        assert e.key == "irc.channel"
+
+    def test_irc_bad_nick(self):
+        e = error('[irc]\nserver = "tcp:h:6667"\nnick = "a b"\n')
+        assert e.key == "irc.nick"
+
+    def test_irc_flood_burst_int(self):
+        e = error('[irc]\nserver = "tcp:h:6667"\nnick = "b"\nflood = { burst = 1.5 }\n')
+        assert str(e) == (f"{FILE}: irc.flood.burst: expected a positive integer, "
+                          "got a float 1.5")
+
+    def test_irc_channel_with_space(self):
+        e = error('[irc]\nserver = "tcp:h:6667"\nnick = "b"\nchannels = ["#a b"]\n')
+        assert e.key == "irc.channels[0]"
+
+    def test_deep_nesting(self):
+        e = error("x = " + "[" * 100000 + "]" * 100000)
+        assert e.filename == FILE
+
+
+class TestEndpoints:
+    def test_split_and_join(self):
+        desc = r"unix:path=/tmp/a\:b:mode=600"
+        kind, args, kwargs = split_endpoint(desc)
+        assert (kind, args, kwargs) == ("unix", [], {"path": "/tmp/a:b", "mode": "600"})
+        assert join_endpoint(kind, args, kwargs) == desc
+
+    def test_positional(self):
+        assert split_endpoint("tcp:8080:interface=127.0.0.1") == (
+            "tcp", ["8080"], {"interface": "127.0.0.1"}
+        )
+
+    def test_kind(self):
+        assert endpoint_kind("UNIX:path=x") == "unix"
+        assert endpoint_kind("tcp6:80") == "tcp6"
+
+    def test_resolve_positional_unix(self):
+        assert resolve_unix_endpoint("unix:sock", "/srv") == "unix:/srv/sock"
+
+    def test_resolve_leaves_absolute(self):
+        assert resolve_unix_endpoint("unix:path=/run/x.sock", "/srv") == "unix:path=/run/x.sock"
+
+    def test_default_control(self):
+        assert default_control("/srv") == "unix:path=/srv/plugmgr.sock"
+
+    def test_empty_kind(self):
+        with pytest.raises(ValueError):
+            split_endpoint(":x")
+
+
+# --- fuzzing: whatever the input, only ConfigError ----------------------------
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+
+
+_KEYS = st.sampled_from(
+    ["manager", "plugins", "irc", "packages", "paths", "watch", "control", "shutdown_mode",
+     "deadlines", "immediate", "smart", "lazy", "start_deadline", "control_token",
+     "control_token_file", "allow_shared_dir", "enabled", "data", "hello", "server", "nick",
+     "channels", "owners", "prefix", "flood", "rate", "burst", "data_dir", "password",
+     "username", "realname", "a.b", "", "class"]
+) | st.text(max_size=8)
+
+_SCALARS = (
+    st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+    | st.sampled_from(["smart", "lazy", "unix:path=x", "tcp:1", "#chan", "a!b@c", "pkg.mod"])
+)
+
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_KEYS, children, max_size=5),
+    max_leaves=20,
+)
+
+_DOCUMENTS = st.dictionaries(_KEYS, _VALUES, max_size=4)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_DOCUMENTS)
+def test_random_toml_gives_config_or_config_error(document):
+    text = "".join(f"{json.dumps(k)} = {_toml_value(v)}\n" for k, v in document.items())
+    try:
+        parse(text)
+    except ConfigError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_give_config_or_config_error(data):
+    try:
+        parse(data)
+    except ConfigError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="[]{}=\"'.,#\n abcmnager0123plugins", max_size=80))
+def test_random_text_gives_config_or_config_error(text):
+    try:
+        parse(text)
+    except ConfigError:
+        pass
