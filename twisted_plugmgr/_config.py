@@ -317,8 +317,10 @@ def resolve_unix_endpoint(description: str, base_dir: str) -> str:
     if endpoint_kind(description) != "unix":
         return description
     kind, args, kwargs = split_endpoint(description)
-    if "path" in kwargs:
-        kwargs["path"] = _absolute(kwargs["path"], base_dir)
+    if "path" in kwargs or "address" in kwargs:
+        for name in ("path", "address"):
+            if name in kwargs:
+                kwargs[name] = _absolute(kwargs[name], base_dir)
     elif args:
         args[0] = _absolute(args[0], base_dir)
     return join_endpoint(kind, args, kwargs)
