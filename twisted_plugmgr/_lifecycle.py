@@ -60,7 +60,7 @@ class ShutdownMode(str, enum.Enum):
     LAZY = "lazy"
 
     @classmethod
-    def coerce(cls, value: Union["ShutdownMode", str]) -> "ShutdownMode":
+    def coerce(cls, value: Union[ShutdownMode, str]) -> ShutdownMode:
         """
         Return the mode for C{value}, a mode or its name.
 

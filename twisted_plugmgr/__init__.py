@@ -1,0 +1,63 @@
+"""
+twisted-plugmgr: a Twisted MultiService that loads, unloads and hot-reloads
+plugins as child services.
+
+Public names only; everything is defined in the private modules.
+"""
+
+from ._dispatch import STOP, handler
+from ._errors import (
+    AlreadyLoaded,
+    CompileFailed,
+    DependencyError,
+    InitFailed,
+    InvalidMetadata,
+    InvalidName,
+    InvalidTransition,
+    ManagerStopped,
+    NoSuchHandler,
+    NoSuchPlugin,
+    PluginError,
+    ShutdownFailed,
+    ShutdownTimedOut,
+    StartTimedOut,
+)
+from ._events import EVENT_KINDS, PluginEvent
+from ._interfaces import IPlugin, IPluginAPI, IPluginManager
+from ._lifecycle import DEFAULT_DEADLINES, DEFAULT_START_DEADLINE, PluginState, ShutdownMode
+from ._manager import PluginInfo, PluginManager
+from ._plugin import LiveReference, Plugin, PluginAPI, PluginReactor
+
+__all__ = [
+    "AlreadyLoaded",
+    "CompileFailed",
+    "DEFAULT_DEADLINES",
+    "DEFAULT_START_DEADLINE",
+    "DependencyError",
+    "EVENT_KINDS",
+    "IPlugin",
+    "IPluginAPI",
+    "IPluginManager",
+    "InitFailed",
+    "InvalidMetadata",
+    "InvalidName",
+    "InvalidTransition",
+    "LiveReference",
+    "ManagerStopped",
+    "NoSuchHandler",
+    "NoSuchPlugin",
+    "Plugin",
+    "PluginAPI",
+    "PluginError",
+    "PluginEvent",
+    "PluginInfo",
+    "PluginManager",
+    "PluginReactor",
+    "PluginState",
+    "STOP",
+    "ShutdownFailed",
+    "ShutdownMode",
+    "ShutdownTimedOut",
+    "StartTimedOut",
+    "handler",
+]

@@ -1,0 +1,222 @@
+"""
+Helpers for people who test plugins (ours included): an event recorder, a
+fake L{IPluginAPI} to construct a plugin without a manager, a manager on a
+L{Clock}, and synchronous access to the results of Deferreds.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from typing import Any, Dict, List, Optional, Tuple, Type
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock, LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._events import PluginEvent
+from ._interfaces import IPluginAPI
+from ._manager import PluginManager
+from ._plugin import LiveReference, PluginReactor
+
+__all__ = [
+    "EventRecorder",
+    "FakePluginAPI",
+    "clock_manager",
+    "result_of",
+    "failure_of",
+    "write_plugin",
+]
+
+
+class EventRecorder:
+    """
+    A listener that keeps every event it is given.
+
+    @ivar events: the events, in order.
+    """
+
+    def __init__(self) -> None:
+        self.events: List[PluginEvent] = []
+
+    def __call__(self, event: PluginEvent) -> None:
+        self.events.append(event)
+
+    def kinds(self, plugin: Any = ...) -> List[str]:
+        """
+        The kinds of the events received (about C{plugin}, if given).
+        """
+        return [e.kind for e in self.events if plugin is ... or e.plugin == plugin]
+
+    def of(self, kind: str) -> List[PluginEvent]:
+        """
+        The events of C{kind}.
+        """
+        return [e for e in self.events if e.kind == kind]
+
+    def clear(self) -> None:
+        """
+        Forget every event received so far.
+        """
+        self.events.clear()
+
+
+@implementer(IPluginAPI)
+class FakePluginAPI:
+    """
+    An L{IPluginAPI} that records what a plugin does with it, for testing a
+    plugin without a manager. C{call} and C{emit} answer from C{answers}
+    (event -> value), or with L{None}.
+
+    @ivar warnings: messages given to L{warning}.
+    @ivar errors: Failures given to L{error}.
+    @ivar posts: (plugin, event, args, kw) given to L{post}.
+    @ivar calls: (plugin, event, args, kw) given to L{call}.
+    @ivar emits: (event, args, kw) given to L{emit}.
+    @ivar clock: the L{Clock} behind C{reactor}.
+    """
+
+    def __init__(self, name: str = "plugin", manager: Any = None,
+                 clock: Optional[Clock] = None) -> None:
+        self.name = name
+        self.manager = manager
+        self.log = Logger(namespace=f"twisted_plugmgr.plugins.{name}")
+        self.clock = clock if clock is not None else Clock()
+        self.reactor = PluginReactor(self.clock, name)
+        self.warnings: List[str] = []
+        self.errors: List[Failure] = []
+        self.posts: List[Tuple[str, str, tuple, dict]] = []
+        self.calls: List[Tuple[str, str, tuple, dict]] = []
+        self.emits: List[Tuple[str, tuple, dict]] = []
+        self.answers: Dict[str, Any] = {}
+
+    def warning(self, message: str) -> None:
+        """
+        Record a warning.
+        """
+        self.warnings.append(message)
+
+    def error(self, failure_or_exception: Any) -> None:
+        """
+        Record an error, as a Failure.
+        """
+        if not isinstance(failure_or_exception, Failure):
+            failure_or_exception = Failure(failure_or_exception)
+        self.errors.append(failure_or_exception)
+
+    def post(self, plugin: str, event: str, *args: Any, **kw: Any) -> None:
+        """
+        Record a post.
+        """
+        self.posts.append((plugin, event, args, kw))
+
+    def call(self, plugin: str, event: str, *args: Any, **kw: Any) -> Deferred:
+        """
+        Record a call; answer from C{answers}.
+        """
+        self.calls.append((plugin, event, args, kw))
+        return succeed(self.answers.get(event))
+
+    def emit(self, event: str, *args: Any, **kw: Any) -> Deferred:
+        """
+        Record an emit; answer C{[answers[event]]} or C{[]}.
+        """
+        self.emits.append((event, args, kw))
+        return succeed([self.answers[event]] if event in self.answers else [])
+
+    def plugin(self, name: str) -> LiveReference:
+        """
+        A live reference through C{manager} (which must be set).
+        """
+        return LiveReference(self.manager, name)
+
+    def looping_call(self, f: Any, *args: Any, **kw: Any) -> LoopingCall:
+        """
+        A looping call on the fake clock.
+        """
+        return self.reactor.looping_call(f, *args, **kw)
+
+
+def clock_manager(paths: Any = (), packages: Any = (), start: bool = True,
+                  **kw: Any) -> Tuple[PluginManager, Clock, EventRecorder]:
+    """
+    A L{PluginManager} on a fresh L{Clock}, with an L{EventRecorder}
+    registered, started unless C{start} is false.
+    """
+    clock = Clock()
+    manager = PluginManager(packages=packages, paths=[str(p) for p in paths], reactor=clock, **kw)
+    recorder = EventRecorder()
+    manager.register(recorder)
+    if start:
+        manager.startService()
+    return manager, clock, recorder
+
+
+_PENDING: Any = object()
+
+
+def result_of(d: Deferred) -> Any:
+    """
+    The result of C{d}, which must have fired successfully.
+
+    @raise AssertionError: if it has not fired, or failed.
+    """
+    box: List[Any] = []
+    d.addBoth(box.append)
+    if not box:
+        raise AssertionError(f"{d!r} has not fired")
+    result = box[0]
+    if isinstance(result, Failure):
+        d.addErrback(lambda f: None)
+        raise AssertionError(f"{d!r} failed: {result.getTraceback()}")
+    return result
+
+
+def failure_of(d: Deferred, *types: Type[BaseException]) -> Failure:
+    """
+    The Failure of C{d}, which must have failed (with one of C{types}, if
+    given). The failure is consumed.
+
+    @raise AssertionError: if it has not fired, succeeded, or failed with
+        another type.
+    """
+    box: List[Any] = []
+    d.addBoth(box.append)
+    if not box:
+        raise AssertionError(f"{d!r} has not fired")
+    result = box[0]
+    if not isinstance(result, Failure):
+        raise AssertionError(f"{d!r} succeeded with {result!r}")
+    if types and not result.check(*types):
+        raise AssertionError(f"{d!r} failed with {result.type.__name__}, not {types}: "
+                             f"{result.getTraceback()}")
+    return result
+
+
+def write_plugin(directory: Any, name: str, body: str = "", *, version: str = "1.0",
+                 header: str = "", meta: str = "", cls: str = "") -> str:
+    """
+    Write a plugin module C{name}.py into C{directory} and return its path.
+
+    C{body} is indented into a C{Plugin} subclass that already has C{name}
+    and C{version} (and C{longname}, C{license}, C{author}); C{header} goes
+    before the class (imports). C{meta} replaces the metadata lines; C{cls}
+    replaces the whole class.
+    """
+    metadata = meta if meta else (
+        f"name = {name!r}\nversion = {version!r}\nlongname = 'test plugin {name}'\n"
+        "license = 'MIT'\nauthor = 'tests'\n"
+    )
+    source = "from twisted_plugmgr import Plugin, handler, STOP\n" + textwrap.dedent(header) + "\n"
+    if cls:
+        source += textwrap.dedent(cls)
+    else:
+        source += f"class P_{name}(Plugin):\n" + textwrap.indent(
+            metadata + textwrap.dedent(body), "    "
+        )
+    path = os.path.join(str(directory), f"{name}.py")
+    with open(path, "w") as f:
+        f.write(source)
+    return path
