@@ -1,0 +1,352 @@
+"""
+C{plugmgr}: operate a running plugin manager through its control channel.
+
+::
+
+    plugmgr [--control ENDPOINT | --config FILE] [--token TOKEN | --token-file FILE]
+            [--json] [--timeout SECONDS]
+            status | available | load NAME [--data JSON]
+            | unload NAME [--mode MODE] [--reason TEXT]
+            | reload NAME [--data JSON] [--mode MODE] | reload-changed
+            | events [--count N] | shutdown [--mode MODE]
+
+Where the manager listens, in order: C{--control}; the C{control} of the
+config file given with C{--config} (default: C{plugmgr.sock} next to it);
+C{$PLUGMGR_CONTROL}; C{plugmgr.sock} in the current directory.
+
+Exit status: 0 done; 1 the manager refused or failed the command (no such
+plugin, ...); 2 bad usage; 3 cannot connect, or the connection was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, TextIO
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost, TimeoutError
+from twisted.internet.task import react
+from twisted.protocols import amp
+
+from ._config import ConfigError, default_control, parse_config
+from ._control import ControlClient, ControlError, client_endpoint_for, connect
+
+__all__ = ["main", "run", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "EXIT_UNAVAILABLE"]
+
+#: The command was done.
+EXIT_OK = 0
+#: The manager refused or failed the command.
+EXIT_REFUSED = 1
+#: Bad usage (options, JSON, config file).
+EXIT_USAGE = 2
+#: Cannot connect, or the connection was lost.
+EXIT_UNAVAILABLE = 3
+
+#: Seconds to wait for the connection.
+CONNECT_TIMEOUT = 10.0
+
+
+class _UsageError(Exception):
+    """Bad usage: a message for the user."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise _UsageError(f"{message}\n{self.format_usage().rstrip()}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog="plugmgr",
+        description="Operate a running twisted-plugmgr manager through its control channel.",
+        epilog="Exit status: 0 done, 1 refused by the manager, 2 bad usage, "
+        "3 cannot connect or connection lost.",
+    )
+    parser.add_argument(
+        "--control", metavar="ENDPOINT",
+        help="client endpoint of the control channel, e.g. unix:path=/run/plugmgr.sock "
+        "or tcp:host=127.0.0.1:port=8123 (default: from --config, then $PLUGMGR_CONTROL, "
+        "then unix:path=plugmgr.sock)",
+    )
+    parser.add_argument("--config", metavar="FILE",
+                        help="the manager's config file, to find its control channel and token")
+    tokens = parser.add_mutually_exclusive_group()
+    tokens.add_argument("--token", help="the control token (TCP endpoints); or $PLUGMGR_TOKEN")
+    tokens.add_argument("--token-file", metavar="FILE", help="a file holding the control token")
+    parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="give up on the command after this long (default: wait)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    commands.add_parser("status", help="the plugin table")
+    commands.add_parser("available", help="plugins that could be loaded")
+    p = commands.add_parser("load", help="load a plugin")
+    p.add_argument("name")
+    p.add_argument("--data", metavar="JSON", help="data for the plugin, as JSON")
+    p = commands.add_parser("unload", help="unload a plugin")
+    p.add_argument("name")
+    p.add_argument("--mode", choices=("immediate", "smart", "lazy"))
+    p.add_argument("--reason", default="")
+    p = commands.add_parser("reload", help="reload a plugin from its source")
+    p.add_argument("name")
+    p.add_argument("--data", metavar="JSON", help="new data for the plugin, as JSON")
+    p.add_argument("--mode", choices=("immediate", "smart", "lazy"))
+    commands.add_parser("reload-changed", help="reload the plugins whose source changed")
+    p = commands.add_parser("events", help="print events as they happen")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    p = commands.add_parser("shutdown", help="shut the manager down (its process exits)")
+    p.add_argument("--mode", choices=("immediate", "smart", "lazy"))
+    return parser
+
+
+def _read_token_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise _UsageError(f"cannot read token file {path}: {e}") from None
+    if not token:
+        raise _UsageError(f"token file {path} is empty")
+    return token
+
+
+def _resolve(args: argparse.Namespace, environ: Dict[str, str]) -> tuple:
+    """
+    Where to connect, and with which token.
+    """
+    control: Optional[str] = args.control
+    token: Optional[str] = args.token
+    if args.token_file:
+        token = _read_token_file(args.token_file)
+    if args.config:
+        try:
+            with open(args.config, "rb") as f:
+                text = f.read()
+        except OSError as e:
+            raise _UsageError(f"cannot read {args.config}: {e.strerror}") from None
+        try:
+            config = parse_config(text, args.config)
+        except ConfigError as e:
+            raise _UsageError(str(e)) from None
+        if control is None:
+            server = config.manager.control or default_control(config.base_dir)
+            try:
+                control = client_endpoint_for(server)
+            except ValueError as e:
+                raise _UsageError(f"{e} (use --control)") from None
+        if token is None:
+            if config.manager.control_token is not None:
+                token = config.manager.control_token
+            elif config.manager.control_token_file is not None:
+                token = _read_token_file(config.manager.control_token_file)
+    if control is None:
+        control = environ.get("PLUGMGR_CONTROL") or "unix:path=plugmgr.sock"
+    if ":" not in control:
+        control = f"unix:path={control}"
+    elif control.split(":", 1)[0].lower() == "unix":
+        control = client_endpoint_for(control)
+    if token is None:
+        token = environ.get("PLUGMGR_TOKEN") or None
+    return control, token
+
+
+def _reason(e: BaseException) -> str:
+    os_error = getattr(e, "osError", None)
+    if isinstance(os_error, int):
+        return os.strerror(os_error)
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return os_error.strerror
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
+def _parse_data(text: Optional[str]) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise _UsageError(f"--data is not valid JSON: {e}") from None
+
+
+def _when(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _table(rows: List[List[str]], headers: List[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
+    lines = []
+    for row in [headers] + rows:
+        cells = zip(row, widths, strict=True)
+        lines.append("  ".join(str(cell).ljust(w) for cell, w in cells).rstrip())
+    return "\n".join(lines)
+
+
+def _format_status(plugins: List[Dict[str, Any]]) -> str:
+    if not plugins:
+        return "no plugins loaded"
+    headers = ["NAME", "VERSION", "STATE", "LOADED", "RELOADS", "DESCRIPTION"]
+    rows = [
+        [p.get("name", "?"), p.get("version") or "-", p.get("state", "?"),
+         _when(p.get("loaded_at")), str(p.get("reloads", 0)), p.get("longname") or ""]
+        for p in plugins
+    ]
+    return _table(rows, headers)
+
+
+def _format_event(event: Dict[str, Any]) -> str:
+    parts = [time.strftime("%H:%M:%S", time.localtime(event.get("time", time.time()))),
+             event.get("kind", "?")]
+    if event.get("plugin") is not None:
+        parts.append(str(event["plugin"]))
+    for key in ("count", "quit_message", "old_version", "new_version", "message", "path",
+                "failure"):
+        if key in event:
+            parts.append(f"{key}={event[key]!r}" if isinstance(event[key], str)
+                         else f"{key}={event[key]}")
+    if event.get("missing"):
+        parts.append("missing=" + ",".join(event["missing"]))
+    if "table" in event:
+        parts.append("plugins=" + ",".join(sorted(event["table"])))
+    return " ".join(parts)
+
+
+async def _command(
+    reactor: Any, args: argparse.Namespace, client: ControlClient, out: TextIO, err: TextIO
+) -> int:
+    name = args.command
+    as_json = args.json
+
+    def emit(value: Any, human: str) -> None:
+        out.write((json.dumps(value, indent=None if name == "events" else 2) if as_json
+                   else human) + "\n")
+        out.flush()
+
+    if name == "status":
+        plugins = await client.status()
+        emit(plugins, _format_status(plugins))
+    elif name == "available":
+        names = await client.available()
+        emit(names, "\n".join(names) if names else "no plugins available")
+    elif name == "load":
+        plugin = await client.load(args.name, _parse_data(args.data))
+        emit(plugin, f"loaded {plugin['name']} {plugin.get('version') or ''}".rstrip())
+    elif name == "unload":
+        quit_message = await client.unload(args.name, args.mode, args.reason)
+        emit({"name": args.name, "quit_message": quit_message},
+             f"unloaded {args.name}: {quit_message}")
+    elif name == "reload":
+        plugin = await client.reload(args.name, _parse_data(args.data), args.mode)
+        emit(plugin, f"reloaded {plugin['name']} {plugin.get('version') or ''}".rstrip())
+    elif name == "reload-changed":
+        results = await client.reload_changed()
+        lines = [
+            f"reloaded {n} {r.get('version') or ''}".rstrip() if r.get("ok")
+            else f"failed {n}: {r.get('error')}"
+            for n, r in sorted(results.items())
+        ]
+        emit(results, "\n".join(lines) if lines else "nothing changed")
+        if any(not r.get("ok") for r in results.values()):
+            return EXIT_REFUSED
+    elif name == "shutdown":
+        await client.shutdown(args.mode)
+        emit({"shutdown": True}, "manager shut down")
+    elif name == "events":
+        done: Deferred = Deferred()
+        seen = [0]
+
+        def on_event(event: Dict[str, Any]) -> None:
+            emit(event, _format_event(event))
+            seen[0] += 1
+            if args.count is not None and seen[0] >= args.count and not done.called:
+                done.callback(None)
+
+        client.closed.addCallback(lambda _: None if done.called else done.callback(None))
+        await client.subscribe(on_event)
+        err.write("subscribed; waiting for events (Ctrl-C to stop)\n")
+        err.flush()
+        await done
+    return EXIT_OK
+
+
+async def run(
+    reactor: Any,
+    argv: Sequence[str],
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    environ: Optional[Dict[str, str]] = None,
+) -> int:
+    """
+    Run C{plugmgr} with C{argv} (without the program name) on C{reactor}.
+
+    @return: the exit status.
+    """
+    environ = dict(os.environ if environ is None else environ)
+
+    def fail(code: int, message: str) -> int:
+        err.write(f"plugmgr: {message}\n")
+        err.flush()
+        return code
+
+    try:
+        args = _parser().parse_args(list(argv))
+        control, token = _resolve(args, environ)
+        _parse_data(getattr(args, "data", None))
+    except _UsageError as e:
+        return fail(EXIT_USAGE, str(e))
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    client: Optional[ControlClient] = None
+    try:
+        connecting = connect(reactor, control, token)
+        connecting.addTimeout(CONNECT_TIMEOUT, reactor)
+        client = await connecting
+    except ControlError as e:
+        return fail(EXIT_REFUSED, f"{control}: refused: {e.message}")
+    except ValueError as e:
+        return fail(EXIT_USAGE, str(e))
+    except (ConnectError, TimeoutError, OSError) as e:
+        return fail(EXIT_UNAVAILABLE,
+                    f"cannot connect to {control}: {_reason(e)} (is the manager running?)")
+    try:
+        command = _command(reactor, args, client, out, err)
+        d = Deferred.fromCoroutine(command)
+        if args.timeout is not None:
+            d.addTimeout(args.timeout, reactor)
+        return await d
+    except ControlError as e:
+        return fail(EXIT_REFUSED, f"{args.command}: {e.message}")
+    except amp.UnknownRemoteError as e:
+        return fail(EXIT_REFUSED, f"{args.command}: refused: {e}")
+    except (ConnectionDone, ConnectionLost, amp.RemoteAmpError) as e:
+        return fail(EXIT_UNAVAILABLE, f"{args.command}: connection lost ({e})")
+    except TimeoutError:
+        return fail(EXIT_UNAVAILABLE, f"{args.command}: no answer within {args.timeout:g}s")
+    finally:
+        if client is not None:
+            client.close()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """
+    The C{plugmgr} console script.
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+
+    async def _main(reactor: Any) -> None:
+        code = await run(reactor, arguments)
+        if code:
+            raise SystemExit(code)
+
+    react(_main)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
