@@ -1,0 +1,118 @@
+"""
+L{BotPlugin}: a plugin of the IRC bot, and the decorator for IRC events.
+
+A bot plugin is an ordinary L{Plugin}: the manager loads, unloads and
+reloads it. What makes it a bot plugin is that its C{startService} enters
+its commands and rules into the bot's L{CommandIndex} (and is refused, so
+that the load fails, when another plugin holds one of its commands), and
+that its IRC handlers receive a L{Context}.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+
+from .._dispatch import handler
+from .._errors import PluginError
+from .._plugin import Plugin
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._bot import IRCBot
+
+__all__ = ["BotPlugin", "on", "IRC_EVENTS", "BOT_SERVICE_NAME", "find_bot", "NoBot"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: The IRC happenings plugins can handle with L{on}, and the manager event
+#: each is emitted as (C{irc_<kind>}).
+IRC_EVENTS = ("message", "action", "join", "part", "quit", "kick", "nick", "topic")
+
+#: The name of the bot's service, beside the manager in their parent.
+BOT_SERVICE_NAME = "irc"
+
+
+class NoBot(PluginError):
+    """
+    A bot plugin was started by a manager that has no IRC bot beside it.
+    """
+
+    def describe(self) -> str:
+        return "no IRC bot runs beside this plugin manager"
+
+
+def on(kind: str, priority: int = 0) -> Callable[[_F], _F]:
+    """
+    Declare a bot plugin method as the handler of an IRC happening:
+    C{on("join")} handles the manager event C{irc_join}. The method
+    receives a L{Context}. C{"message"} is every channel or private
+    message, commands included.
+
+    @param kind: one of L{IRC_EVENTS}.
+    @param priority: as for L{handler}: higher first.
+    """
+    if kind not in IRC_EVENTS:
+        raise ValueError(f"unknown IRC event {kind!r}: expected one of {', '.join(IRC_EVENTS)}")
+    return handler(f"irc_{kind}", priority=priority)  # type: ignore[no-any-return]
+
+
+def find_bot(manager: Any) -> IRCBot:
+    """
+    The L{IRCBot} serving C{manager}: the service named
+    L{BOT_SERVICE_NAME} in the manager's parent service.
+
+    @raise NoBot: if there is none.
+    """
+    from ._bot import IRCBot
+
+    parent = getattr(manager, "parent", None)
+    try:
+        bot = parent.getServiceNamed(BOT_SERVICE_NAME) if parent is not None else None
+    except KeyError:
+        bot = None
+    if not isinstance(bot, IRCBot) or bot.manager is not manager:
+        raise NoBot(None, "make_bot_service(manager, ...) must share the manager's parent")
+    return bot
+
+
+class BotPlugin(Plugin):
+    """
+    Base class of IRC bot plugins.
+
+    Declare commands with L{command}, rules with L{rule}, and IRC event
+    handlers with L{on}; each receives a L{Context}, and what a command or
+    rule returns (a string, or a Deferred firing with one) is replied. A
+    subclass that overrides C{startService} must call
+    C{super().startService()} first: that is where its commands enter the
+    bot's index.
+
+    @ivar bot: the L{IRCBot} (set by C{startService}).
+    """
+
+    bot: IRCBot
+
+    def startService(self) -> Any:
+        """
+        Enter this plugin's commands and rules into the bot's index.
+
+        @raise NoBot: when no bot runs beside the manager.
+        @raise DuplicateCommand: when another plugin holds one of its
+            commands (the load, or the reload, fails then).
+        """
+        self.bot = find_bot(self.api.manager)
+        self.bot.install(self.api.name, type(self))
+        return super().startService()
+
+    def data_path(self, filename: str) -> Optional[str]:
+        """
+        The path of C{filename} in this plugin's data directory (the bot's
+        C{data_dir}, then the plugin's name), created if needed; L{None}
+        when the bot has no data directory. Blocking: call it from a thread
+        or at start.
+        """
+        base = self.bot.data_dir
+        if base is None:
+            return None
+        directory = os.path.join(base, self.api.name)
+        os.makedirs(directory, exist_ok=True)
+        return os.path.join(directory, filename)
