@@ -441,6 +441,7 @@ def wait_for_event(manager, kind, reactor, timeout=5.0):
 @pytest_twisted.ensureDeferred
 async def test_inotify_watch_reloads_real_edit_and_survives_pycache_removal(plugdir):
     from twisted.internet import reactor
+
     from twisted_plugmgr import PluginManager
 
     manager = PluginManager(paths=[str(plugdir)], reactor=reactor)

@@ -765,8 +765,11 @@ class PluginManager(MultiService):
         record.stopping = stopping = _Shared()
 
         def stopped(quit_message: Any) -> None:
-            self._finish_stop(record, quit_message)
-            stopping.fire(quit_message)
+            def closed(_: Any) -> None:
+                self._finish_stop(record, quit_message)
+                stopping.fire(quit_message)
+
+            self._close_owned(record.name, record.api).addCallback(closed)
 
         def failed(failure: Failure) -> None:
             if failure.check(TimeoutError, CancelledError):
@@ -775,25 +778,32 @@ class PluginManager(MultiService):
             else:
                 error = ShutdownFailed(record.name, failure=failure)
             self._report_error(record.name, failure)
-            self._finish_stop(record, None)
-            stopping.fire(Failure(error))
+
+            def closed(_: Any) -> None:
+                self._finish_stop(record, None)
+                stopping.fire(Failure(error))
+
+            self._close_owned(record.name, record.api).addCallback(closed)
 
         d.addCallbacks(stopped, failed)
         return stopping.wait()
 
-    def _close_owned(self, name: str, api: PluginAPI) -> None:
+    def _close_owned(self, name: str, api: Optional[PluginAPI]) -> Deferred:
+        """
+        Cancel or close what the plugin left live (reporting each kind);
+        the Deferred fires once its ports have stopped listening.
+        """
+        if api is None:
+            return succeed(None)
         closed, left = api.reactor.close()
         for sentence in left:
             self._report_warning(name, sentence)
-        closed.addErrback(lambda f: self._report_error(name, f))
+        return closed.addErrback(lambda f: self._report_error(name, f))
 
     def _finish_stop(self, record: _Record, quit_message: Any) -> None:
         instance = record.instance
         if instance is not None:
             instance.running = 0
-        if record.api is not None:
-            self._close_owned(record.name, record.api)
-        if instance is not None:
             self._release(instance)
         if record.imported is not None:
             _source.purge(record.imported.source.module_name)
@@ -1171,8 +1181,10 @@ class PluginManager(MultiService):
                     outcome = Failure(ShutdownTimedOut(name, mode, seconds))
                 self._report_error(name, outcome)
             old_instance.running = 0
-            self._close_owned(name, old_api)  # type: ignore[arg-type]
             self._release(old_instance)
+            return self._close_owned(name, old_api).addCallback(hand_over)
+
+        def hand_over(_: Any) -> Deferred:
             state = _NO_STATE
             if hasattr(old_instance, "get_state"):
                 try:
