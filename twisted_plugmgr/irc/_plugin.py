@@ -13,6 +13,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
+
 from .._dispatch import handler
 from .._errors import PluginError
 from .._plugin import Plugin
@@ -56,11 +60,12 @@ def on(kind: str, priority: int = 0) -> Callable[[_F], _F]:
     return handler(f"irc_{kind}", priority=priority)  # type: ignore[no-any-return]
 
 
-def find_bot(manager: Any) -> IRCBot:
+def find_bot(manager: Any, plugin: Optional[str] = None) -> IRCBot:
     """
     The L{IRCBot} serving C{manager}: the service named
     L{BOT_SERVICE_NAME} in the manager's parent service.
 
+    @param plugin: the name of the plugin asking (for the error).
     @raise NoBot: if there is none.
     """
     from ._bot import IRCBot
@@ -71,7 +76,7 @@ def find_bot(manager: Any) -> IRCBot:
     except KeyError:
         bot = None
     if not isinstance(bot, IRCBot) or bot.manager is not manager:
-        raise NoBot(None, "make_bot_service(manager, ...) must share the manager's parent")
+        raise NoBot(plugin, "make_bot_service(manager, ...) must share the manager's parent")
     return bot
 
 
@@ -99,9 +104,21 @@ class BotPlugin(Plugin):
         @raise DuplicateCommand: when another plugin holds one of its
             commands (the load, or the reload, fails then).
         """
-        self.bot = find_bot(self.api.manager)
+        self.bot = find_bot(self.api.manager, self.api.name)
         self.bot.install(self.api.name, type(self))
         return super().startService()
+
+    def blocking(self, f: Callable[..., Any], *args: Any, **kw: Any) -> Deferred:
+        """
+        Run C{f(*args, **kw)} (file I/O, for instance) in the reactor's
+        thread pool, off the reactor thread; return a Deferred with its
+        result. On a reactor without threads (a L{Clock} in tests), it runs
+        at once.
+        """
+        reactor = self.bot.reactor
+        if IReactorThreads.providedBy(reactor):
+            return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args, **kw)
+        return maybeDeferred(f, *args, **kw)
 
     def data_path(self, filename: str) -> Optional[str]:
         """

@@ -1,0 +1,641 @@
+"""
+The bot in-process: a real manager and bot on a Clock, a fake server on a
+StringTransport. Dispatch, replies, failures, the index kept current,
+admin commands, flood control, protocol details.
+"""
+
+from __future__ import annotations
+
+import pytest
+from irc_fakes import BOT_MASK, BotHarness, write_bot_plugin
+from twisted.application.service import MultiService
+from zope.interface.verify import verifyObject
+
+from twisted_plugmgr import InitFailed, IPlugin, PluginManager
+from twisted_plugmgr.irc import (
+    BotPlugin,
+    DuplicateCommand,
+    IRCBot,
+    NoBot,
+    find_bot,
+    make_bot_service,
+)
+from twisted_plugmgr.testing import EventRecorder, failure_of, result_of
+
+OWNER = "alice!~al@trusted.example"
+STRANGER = "mallory!~al@evil.example"
+
+DICE = """
+@command("roll", aliases=("r",), help="roll dice")
+def roll(self, ctx):
+    return f"{ctx.nick} rolled 4 {ctx.args}".strip()
+"""
+
+BOOM = """
+@command("boom", help="fails")
+def boom(self, ctx):
+    return 1 / 0
+
+@command("ok")
+def ok(self, ctx):
+    return "still here"
+"""
+
+
+@pytest.fixture
+def harness(tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    h = BotHarness(plugins)
+    h.dir = plugins
+    yield h
+    h.stop()
+    assert not h.clock.getDelayedCalls(), h.clock.getDelayedCalls()
+
+
+def nick_lines(h):
+    return [line for line in h.said() if line.startswith("NICK")]
+
+
+def load(h, name, body=None, **kw):
+    if body is not None:
+        write_bot_plugin(h.dir, name, body, **kw)
+    return result_of(h.manager.load(name))
+
+
+# -- the bot's setup ------------------------------------------------------
+
+
+def test_bot_plugins_provide_iplugin(harness):
+    harness.start()
+    plugin = load(harness, "dice", DICE)
+    assert verifyObject(IPlugin, plugin)
+    assert plugin.bot is harness.bot
+    assert find_bot(harness.manager) is harness.bot
+
+
+def test_sign_on_joins_the_channels_and_learns_the_hostmask(harness):
+    harness.start(welcome=False)
+    assert harness.said()[-2:] == ["NICK bot", "USER bot foo bar :twisted-plugmgr bot"]
+    harness.feed(":irc.test 001 bot :Welcome to the network bot!~bot@10.0.0.1")
+    assert harness.said() == ["JOIN #chan"]
+    assert harness.proto.hostmask == "bot!~bot@10.0.0.1"
+    harness.feed(f":{BOT_MASK} JOIN #chan")
+    assert harness.proto.hostmask == BOT_MASK
+    assert harness.bot.sign_ons == 1
+
+
+def test_ping_is_answered(harness):
+    harness.start()
+    harness.feed("PING :irc.test")
+    assert harness.said() == ["PONG irc.test"]
+
+
+def test_nick_collision_alters_the_nick_then_reclaims_it(harness):
+    harness.start(welcome=False)
+    harness.said()
+    harness.feed(":irc.test 433 * bot :Nickname already in use")
+    assert nick_lines(harness) == ["NICK bot_"]
+    harness.welcome("bot_")
+    assert harness.proto.nickname == "bot_"
+    harness.clock.advance(harness.bot.regain_interval)
+    assert nick_lines(harness) == ["NICK bot"]
+    # still taken: keep bot_, try again later, never bot__
+    harness.feed(":irc.test 433 bot_ bot :Nickname already in use")
+    assert nick_lines(harness) == []
+    harness.clock.advance(harness.bot.regain_interval)
+    assert nick_lines(harness) == ["NICK bot"]
+    harness.feed(":bot_!~bot@127.0.0.1 NICK :bot")
+    assert harness.proto.nickname == "bot"
+    assert harness.proto.hostmask == BOT_MASK
+    harness.clock.advance(harness.bot.regain_interval)
+    assert nick_lines(harness) == []
+
+
+def test_a_bot_plugin_without_a_bot_fails_to_load(tmp_path, logged_failures):
+    write_bot_plugin(tmp_path, "dice", DICE)
+    from twisted.internet.task import Clock
+
+    manager = PluginManager(paths=[str(tmp_path)], reactor=Clock())
+    events = EventRecorder()
+    manager.register(events)
+    MultiService().addService(manager)
+    manager.startService()
+    failure = failure_of(manager.load("dice"))
+    assert failure.value.failure.check(NoBot)
+    assert failure.value.failure.value.plugin == "dice"
+    assert "dice" not in manager.plugin_table()
+    assert "plugin_init_failed" in events.kinds("dice")
+    logged_failures.flush(InitFailed)
+
+
+def test_make_bot_service_reads_the_irc_config(tmp_path):
+    from twisted.internet.task import Clock
+
+    from twisted_plugmgr._config import FloodConfig, IRCConfig
+
+    manager = PluginManager(reactor=Clock())
+    config = IRCConfig(server="tcp:host=127.0.0.1:port=6667", nick="plugbot",
+                       channels=("#a", "#b"), owners=("alice!*@h",), prefix=".",
+                       flood=FloodConfig(rate=2.0, burst=5), data_dir=str(tmp_path),
+                       password="pw", username="pb", realname="Plug Bot")
+    bot = make_bot_service(manager, config, Clock())
+    assert isinstance(bot, IRCBot) and bot.name == "irc"
+    assert (bot.nick, bot.channels, bot.prefix) == ("plugbot", ("#a", "#b"), ".")
+    assert (bot.flood_rate, bot.flood_burst) == (2.0, 5)
+    assert (bot.password, bot.username, bot.realname, bot.data_dir) == (
+        "pw", "pb", "Plug Bot", str(tmp_path))
+    assert bot.owners.patterns == ("alice!*@h",)
+    assert "twisted_plugmgr.irc.plugins" in manager.packages
+
+
+def test_make_bot_service_refuses_a_bare_nick_as_owner():
+    from twisted.internet.task import Clock
+
+    with pytest.raises(ValueError, match="nick!user@host"):
+        make_bot_service(PluginManager(reactor=Clock()),
+                         {"server": "tcp:localhost:6667", "nick": "b", "owners": ["alice"]},
+                         Clock())
+
+
+# -- dispatch -------------------------------------------------------------
+
+
+def test_prefixed_command_in_a_channel_is_answered_there(harness):
+    harness.start()
+    load(harness, "dice", DICE)
+    harness.say("!roll 2d6")
+    assert harness.said() == ["PRIVMSG #chan :carol rolled 4 2d6"]
+
+
+def test_alias_and_addressed_forms(harness):
+    harness.start()
+    load(harness, "dice", DICE)
+    harness.say("!R")
+    harness.say("bot: roll 1d4")
+    harness.say("Bot, !roll")
+    assert harness.said() == [
+        "PRIVMSG #chan :carol rolled 4",
+        "PRIVMSG #chan :carol rolled 4 1d4",
+        "PRIVMSG #chan :carol rolled 4",
+    ]
+
+
+def test_private_command_is_answered_in_private(harness):
+    harness.start()
+    load(harness, "dice", DICE)
+    harness.say("roll 3d6", target="bot")
+    assert harness.said() == ["PRIVMSG carol :carol rolled 4 3d6"]
+
+
+def test_chatter_and_unknown_commands_get_no_answer(harness):
+    harness.start()
+    load(harness, "dice", DICE)
+    harness.say("hello everyone")
+    harness.say("!nosuchcommand")
+    harness.feed(":carol!~c@h NOTICE #chan :!roll")  # never answer a notice
+    assert harness.said() == []
+
+
+def test_rules_see_lines_and_get_the_match(harness):
+    harness.start()
+    load(harness, "greet", """
+@rule(r"\\bhello (\\w+)")
+def greet(self, ctx):
+    return f"hi {ctx.nick}, not {ctx.match.group(1)}"
+""")
+    harness.say("well hello world")
+    harness.say("nothing here")
+    assert harness.said() == ["PRIVMSG #chan :hi carol, not world"]
+
+
+def test_message_handlers_get_every_line_commands_included(harness):
+    harness.start()
+    load(harness, "dice", DICE)
+    load(harness, "log", """
+def __init__(self, api, data=None):
+    super().__init__(api, data)
+    self.lines = []
+
+@on("message")
+def message(self, ctx):
+    self.lines.append((ctx.nick, ctx.channel, ctx.text))
+""")
+    harness.say("hi")
+    harness.say("!roll")
+    harness.say("psst", target="bot")
+    plugin = harness.manager._instance_of("log")
+    assert plugin.lines == [("carol", "#chan", "hi"), ("carol", "#chan", "!roll"),
+                            ("carol", None, "psst")]
+
+
+def test_irc_events_reach_their_handlers_with_the_full_sender(harness):
+    harness.start()
+    load(harness, "watch", """
+def __init__(self, api, data=None):
+    super().__init__(api, data)
+    self.seen = []
+
+@on("join")
+@on("part")
+@on("kick")
+@on("nick")
+@on("topic")
+@on("quit")
+@on("action")
+def happened(self, ctx):
+    self.seen.append((ctx.kind, str(ctx.sender), ctx.channel, ctx.text, ctx.kicked,
+                      ctx.new_nick))
+""")
+    harness.feed(
+        ":dave!~d@h.example JOIN #chan",
+        ":dave!~d@h.example PART #chan :bye",
+        ":op!~o@h KICK #chan dave :out",
+        ":dave!~d@h.example NICK :david",
+        ":op!~o@h TOPIC #chan :new topic",
+        ":dave!~d@h.example QUIT :gone",
+        ":dave!~d@h.example PRIVMSG #chan :\x01ACTION waves\x01",
+    )
+    seen = harness.manager._instance_of("watch").seen
+    assert seen == [
+        ("join", "dave!~d@h.example", "#chan", "", None, None),
+        ("part", "dave!~d@h.example", "#chan", "bye", None, None),
+        ("kick", "op!~o@h", "#chan", "out", "dave", None),
+        ("nick", "dave!~d@h.example", None, "", None, "david"),
+        ("topic", "op!~o@h", "#chan", "new topic", None, None),
+        ("quit", "dave!~d@h.example", None, "gone", None, None),
+        ("action", "dave!~d@h.example", "#chan", "waves", None, None),
+    ]
+
+
+def test_reply_helpers(harness):
+    harness.start()
+    load(harness, "talk", """
+@command("talk")
+def talk(self, ctx):
+    ctx.reply("one")
+    ctx.msg("dave", "two")
+    ctx.notice("#chan", "three")
+    ctx.action("#chan", "waves")
+""")
+    harness.say("!talk")
+    assert harness.said() == [
+        "PRIVMSG #chan :one", "PRIVMSG dave :two", "NOTICE #chan :three",
+        "PRIVMSG #chan :\x01ACTION waves\x01",
+    ]
+
+
+def test_deferred_answers_are_replied_when_they_fire(harness):
+    harness.start()
+    load(harness, "slow", """
+@command("slow")
+def slow(self, ctx):
+    from twisted.internet.task import deferLater
+    return deferLater(self.api.reactor, 5, lambda: "done")
+""")
+    harness.say("!slow")
+    assert harness.said() == []
+    harness.clock.advance(5)
+    assert harness.said() == ["PRIVMSG #chan :done"]
+
+
+# -- failures -------------------------------------------------------------
+
+
+def test_a_failing_command_answers_the_caller_and_the_bot_keeps_serving(harness, logged_failures):
+    harness.start()
+    load(harness, "boom", BOOM)
+    harness.say("!boom")
+    assert harness.said() == ["NOTICE carol :!boom failed: ZeroDivisionError in plugin boom"]
+    errors = harness.events.of("plugin_error")
+    assert [(e.plugin, e.failure.type) for e in errors] == [("boom", ZeroDivisionError)]
+    assert len(logged_failures.flush(ZeroDivisionError)) == 1
+    harness.say("!ok")
+    assert harness.said() == ["PRIVMSG #chan :still here"]
+    assert harness.proto.transport.connected
+
+
+def test_a_failing_rule_does_not_stop_the_other_rules(harness, logged_failures):
+    harness.start()
+    load(harness, "bad", """
+@rule("x")
+def bad(self, ctx):
+    raise RuntimeError("no")
+""")
+    load(harness, "good", """
+@rule("x")
+def good(self, ctx):
+    return "x seen"
+""")
+    harness.say("x")
+    said = harness.said()
+    assert "PRIVMSG #chan :x seen" in said
+    assert "NOTICE carol :your message failed: RuntimeError in plugin bad" in said
+    logged_failures.flush(RuntimeError)
+
+
+def test_a_bad_target_from_a_plugin_sends_nothing(harness, logged_failures):
+    harness.start()
+    load(harness, "evil", """
+@command("evil")
+def evil(self, ctx):
+    ctx.msg("#chan\\r\\nQUIT", "bye")
+""")
+    harness.say("!evil")
+    assert harness.said() == ["NOTICE carol :!evil failed: ValueError in plugin evil"]
+    logged_failures.flush(ValueError)
+
+
+def test_cr_lf_in_plugin_output_never_makes_a_second_command(harness):
+    harness.start()
+    load(harness, "inject", """
+@command("inject")
+def inject(self, ctx):
+    return "hello\\r\\nQUIT :bye\\rJOIN #evil\\nPART #chan\\x00x"
+""")
+    harness.say("!inject")
+    assert harness.said() == [
+        "PRIVMSG #chan :hello", "PRIVMSG #chan :QUIT :bye",
+        "PRIVMSG #chan :JOIN #evil", "PRIVMSG #chan :PART #chanx",
+    ]
+
+
+def test_raw_lines_with_cr_lf_are_refused(harness, logged_failures):
+    harness.start()
+    harness.proto.sendLine("PRIVMSG #chan :a\r\nQUIT")
+    assert harness.said() == []
+    assert harness.proto.transport.connected
+
+
+def test_undecodable_and_malformed_lines_do_not_drop_the_connection(harness):
+    harness.start()
+    load(harness, "dice", DICE)
+    harness.feed(raw=b":carol!~c@h PRIVMSG #chan :caf\xe9 !\r\n")
+    harness.feed(raw=b"\r\n:\r\n")
+    harness.say("!roll")
+    assert harness.said() == ["PRIVMSG #chan :carol rolled 4"]
+    assert harness.proto.transport.connected
+
+
+def test_long_replies_are_split_to_fit(harness):
+    harness.start()
+    load(harness, "long", """
+@command("long")
+def long(self, ctx):
+    return "é" * 600
+""")
+    harness.say("!long")
+    lines = harness.take()
+    assert len(lines) == 3
+    for line in lines:
+        assert len(b":" + BOT_MASK.encode() + b" " + line + b"\r\n") <= 512
+    assert "".join(line.decode().split(" :", 1)[1] for line in lines) == "é" * 600
+
+
+# -- the command index, kept current ---------------------------------------
+
+
+def test_two_plugins_claiming_a_command_the_second_fails_naming_both(harness, logged_failures):
+    harness.start()
+    load(harness, "dice", DICE)
+    write_bot_plugin(harness.dir, "clash", """
+@command("r")
+def mine(self, ctx):
+    return "mine"
+""")
+    failure = failure_of(harness.manager.load("clash"))
+    cause = failure.value.failure
+    assert cause.check(DuplicateCommand)
+    assert (cause.value.plugin, cause.value.other, cause.value.command) == ("clash", "dice", "r")
+    assert "'clash'" in str(failure.value) and "'dice'" in str(failure.value)
+    assert "plugin_init_failed" in harness.events.kinds("clash")
+    # nothing of clash is left; dice still answers
+    assert "clash" not in harness.manager.plugin_table()
+    assert "clash" not in harness.bot.index
+    harness.say("!r")
+    assert harness.said() == ["PRIVMSG #chan :carol rolled 4"]
+    logged_failures.flush()
+
+
+def test_unload_removes_the_commands(harness):
+    harness.start()
+    load(harness, "dice", DICE)
+    result_of(harness.manager.unload("dice"))
+    assert harness.bot.index.lookup("roll") is None
+    harness.say("!roll")
+    assert harness.said() == []
+
+
+def test_reload_swaps_the_commands_in_one_step(harness):
+    harness.start()
+    load(harness, "dice", DICE)
+    write_bot_plugin(harness.dir, "dice", """
+@command("throw", help="new")
+def throw(self, ctx):
+    return "thrown"
+""", version="2.0")
+    result_of(harness.manager.reload("dice"))
+    assert harness.bot.index.lookup("roll") is None
+    harness.say("!roll")
+    harness.say("!throw")
+    assert harness.said() == ["PRIVMSG #chan :thrown"]
+
+
+def test_a_reload_that_would_clash_is_rolled_back(harness, logged_failures):
+    harness.start()
+    load(harness, "dice", DICE)
+    load(harness, "other", """
+@command("flip")
+def flip(self, ctx):
+    return "heads"
+""")
+    write_bot_plugin(harness.dir, "other", """
+@command("roll")
+def flip(self, ctx):
+    return "stolen"
+""", version="2.0")
+    failure_of(harness.manager.reload("other"))
+    harness.say("!roll")
+    harness.say("!flip")
+    assert harness.said() == ["PRIVMSG #chan :carol rolled 4", "PRIVMSG #chan :heads"]
+    logged_failures.flush()
+
+
+def test_one_lookup_whatever_the_number_of_plugins(harness):
+    harness.start()
+    for i in range(30):
+        load(harness, f"p{i}", f"""
+@command("c{i}")
+def c(self, ctx):
+    return "{i}"
+""")
+    harness.say("!c17")
+    assert harness.said() == ["PRIVMSG #chan :17"]
+    calls = {name: info.calls for name, info in harness.manager.plugin_table().items()}
+    assert calls["p17"] == 1
+    assert sum(calls.values()) == 1
+
+
+# -- admin ----------------------------------------------------------------
+
+
+def test_help_lists_and_describes_commands(harness):
+    harness.start()
+    load(harness, "dice", DICE)
+    harness.say("!help")
+    harness.say("!help r")
+    harness.say("!help nope")
+    assert harness.said() == [
+        "PRIVMSG #chan :commands: !help, !load, !plugins, !reload, !roll, !unload "
+        "(!help COMMAND for more)",
+        "PRIVMSG #chan :!roll (also !r): roll dice [plugin dice]",
+        "PRIVMSG #chan :no command !nope",
+    ]
+
+
+def test_owner_loads_reloads_and_unloads(harness):
+    harness.start()
+    write_bot_plugin(harness.dir, "dice", DICE)
+    harness.say("!load dice", sender=OWNER)
+    assert harness.said() == ["PRIVMSG #chan :loaded dice 1.0"]
+    write_bot_plugin(harness.dir, "dice", """
+@command("roll")
+def roll(self, ctx):
+    return "new code"
+""", version="2.0")
+    harness.say("!reload dice", sender=OWNER)
+    assert harness.said() == ["PRIVMSG #chan :reloaded dice 2.0"]
+    harness.say("!roll")
+    assert harness.said() == ["PRIVMSG #chan :new code"]
+    harness.say("!unload dice immediate", sender=OWNER)
+    assert harness.said() == ["PRIVMSG #chan :unloaded dice: unloaded by alice"]
+    assert "dice" not in harness.manager.plugin_table()
+
+
+@pytest.mark.parametrize("command", ["!load dice", "!reload dice", "!unload dice",
+                                     "!unload irc_admin"])
+def test_non_owners_are_refused_and_nothing_happens(harness, command):
+    harness.start()
+    load(harness, "dice", DICE)
+    before = harness.manager.plugin_table()
+    harness.events.clear()
+    harness.say(command, sender=STRANGER)
+    verb = command.split()[0][1:]
+    assert harness.said() == [f"PRIVMSG #chan :mallory: only the bot's owners may {verb} plugins"]
+    after = harness.manager.plugin_table()
+    assert after.keys() == before.keys()
+    assert [i.reloads for i in after.values()] == [i.reloads for i in before.values()]
+    assert set(harness.events.kinds()) <= {"plugin_table"}
+
+
+def test_the_owners_nick_from_another_host_is_refused(harness):
+    harness.start()
+    write_bot_plugin(harness.dir, "dice", DICE)
+    harness.say("!load dice", sender="alice!~al@evil.example")
+    assert "only the bot's owners" in harness.said()[0]
+    assert "dice" not in harness.manager.plugin_table()
+
+
+def test_admin_failures_are_short_answers(harness, logged_failures):
+    harness.start()
+    harness.say("!load nosuch", sender=OWNER)
+    harness.say("!load ../etc", sender=OWNER)
+    harness.say("!unload nosuch", sender=OWNER)
+    harness.say("!unload irc_admin", sender=OWNER)
+    harness.say("!unload x sideways", sender=OWNER)
+    harness.say("!load", sender=OWNER)
+    said = harness.said()
+    assert said[0].startswith("PRIVMSG #chan :load of nosuch failed: no such plugin")
+    assert said[1].startswith("PRIVMSG #chan :load of ../etc failed: invalid plugin name")
+    assert said[2].startswith("PRIVMSG #chan :unload of nosuch failed: no such plugin")
+    assert said[3] == "PRIVMSG #chan :irc_admin cannot be unloaded from IRC (reload it instead)"
+    assert said[4].startswith("PRIVMSG #chan :invalid shutdown mode 'sideways'")
+    assert said[5] == "PRIVMSG #chan :usage: !load NAME"
+    assert all(len(line) < 400 for line in said)
+    logged_failures.flush()
+
+
+def test_plugins_table(harness):
+    harness.start()
+    load(harness, "dice", DICE)
+    harness.say("!plugins")
+    assert harness.said() == [
+        "PRIVMSG #chan :2 plugins: dice 1.0 (running), irc_admin 1.0 (running)"]
+
+
+# -- flood control and connections ------------------------------------------
+
+
+def test_flood_control_queues_what_exceeds_the_burst(tmp_path):
+    h = BotHarness(tmp_path, flood_rate=2.0, flood_burst=3)
+    h.dir = tmp_path
+    h.start(welcome=False)
+    h.clock.advance(10)  # the tokens spent on NICK and USER come back
+    h.welcome()
+    h.clock.advance(10)
+    load(h, "many", """
+@command("many")
+def many(self, ctx):
+    return "\\n".join(str(i) for i in range(7))
+""")
+    h.say("!many")
+    assert h.said() == ["PRIVMSG #chan :0", "PRIVMSG #chan :1", "PRIVMSG #chan :2"]
+    h.feed("PING :irc.test")  # PONG goes first when the next token comes
+    h.clock.advance(0.5)
+    assert h.said() == ["PONG irc.test"]
+    h.clock.advance(0.5)
+    assert h.said() == ["PRIVMSG #chan :3"]
+    for _ in range(6):
+        h.clock.advance(0.5)
+    assert h.said() == ["PRIVMSG #chan :4", "PRIVMSG #chan :5", "PRIVMSG #chan :6"]
+    h.stop()
+    assert not h.clock.getDelayedCalls()
+
+
+def test_a_lost_connection_drops_the_queue_and_reconnects(tmp_path):
+    h = BotHarness(tmp_path, flood_rate=1.0, flood_burst=1)
+    h.dir = tmp_path
+    h.start()
+    first = h.proto
+    h.bot.msg("#chan", "a\nb\nc")
+    assert len(first.queue) > 0
+    h.lose()
+    assert len(first.queue) == 0
+    assert h.bot.connection is None
+    h.bot.msg("#chan", "nobody hears this")  # dropped, no error
+    h.clock.advance(5)  # the retry policy's first delay
+    assert h.proto is not first
+    h.welcome()
+    assert h.bot.sign_ons == 2
+    h.stop()
+
+
+def test_stopping_says_quit_first(harness):
+    harness.start()
+    transport = harness.proto.transport
+    harness.stop()
+    assert transport.value().startswith(b"QUIT :shutting down\r\n")
+    assert harness.bot.connection is None
+
+
+def test_kicked_bot_rejoins(harness):
+    harness.start()
+    harness.feed(":op!~o@h KICK #chan bot :out")
+    assert harness.said() == []
+    harness.clock.advance(harness.bot.rejoin_delay)
+    assert harness.said() == ["JOIN #chan"]
+
+
+def test_silent_server_is_dropped_by_the_heartbeat(harness):
+    harness.start()
+    interval = harness.proto.heartbeatInterval
+    harness.clock.advance(interval)
+    assert harness.said() == ["PING irc.test"]
+    harness.feed(":irc.test PONG irc.test :irc.test")
+    for _ in range(4):
+        harness.clock.advance(interval)
+    assert harness.proto.transport.disconnecting or not harness.proto.transport.connected
+
+
+def test_bot_plugin_is_a_plugin():
+    assert issubclass(BotPlugin, __import__("twisted_plugmgr").Plugin)
