@@ -379,7 +379,7 @@ def tick(clock, seconds, step=0.01):
 
 def test_watch_reloads_once_per_burst_and_announces_files(env):
     manager, clock, events, plugdir = env
-    path = counter(plugdir)
+    counter(plugdir)
     result_of(manager.load("counter"))
     manager.watch(debounce=0.05, use_inotify=False, poll_interval=0.01)
     try:

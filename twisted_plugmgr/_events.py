@@ -165,7 +165,7 @@ class Listeners:
             value = getattr(event, name)
             if value is not None:
                 fields[name] = value if isinstance(value, (str, int, float)) else repr(value)
-                text += " %s={%s}" % (name, name)
+                text += f" {name}={{{name}}}"
         if event.missing:
             fields["missing"] = ", ".join(event.missing)
             text += " missing={missing}"
