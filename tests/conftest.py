@@ -11,11 +11,15 @@ returns them (as trial's C{flushLoggedErrors}).
 from __future__ import annotations
 
 import gc
+import sys
 from typing import Any, Dict, List, Type
 
 import pytest
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
+
+from twisted_plugmgr import ShutdownMode
+from twisted_plugmgr.testing import clock_manager, result_of
 
 
 class LoggedFailures:
@@ -81,3 +85,29 @@ def logged_failures():
             "with logged_failures.flush(...)):\n" + "\n".join(lines),
             pytrace=False,
         )
+
+
+@pytest.fixture
+def plugdir(tmp_path):
+    """
+    An empty plugin directory.
+    """
+    d = tmp_path / "plugins"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def env(plugdir):
+    """
+    (manager, clock, events, plugdir): a started manager on a Clock whose
+    path is C{plugdir}. At teardown it shuts down, and nothing may be left
+    scheduled on the clock or imported from its plugins.
+    """
+    manager, clock, events = clock_manager(paths=[plugdir])
+    yield manager, clock, events, plugdir
+    d = manager.shutdown(ShutdownMode.IMMEDIATE)
+    clock.advance(5)
+    result_of(d)
+    assert clock.getDelayedCalls() == []
+    assert [n for n in sys.modules if n.startswith(manager._private_prefix)] == []

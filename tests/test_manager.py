@@ -32,25 +32,6 @@ from twisted_plugmgr import (
 from twisted_plugmgr.testing import clock_manager, failure_of, result_of, write_plugin
 
 
-@pytest.fixture
-def plugdir(tmp_path):
-    d = tmp_path / "plugins"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def env(plugdir):
-    manager, clock, events = clock_manager(paths=[plugdir])
-    yield manager, clock, events, plugdir
-    # No test leaves anything scheduled, or anything of its plugins imported.
-    d = manager.shutdown(ShutdownMode.IMMEDIATE)
-    clock.advance(5)
-    result_of(d)
-    assert clock.getDelayedCalls() == []
-    assert plugin_modules(manager) == []
-
-
 def plugin_modules(manager):
     return [n for n in sys.modules if n.startswith(manager._private_prefix)]
 

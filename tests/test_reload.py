@@ -20,9 +20,8 @@ from twisted_plugmgr import (
     InvalidMetadata,
     NoSuchPlugin,
     PluginState,
-    ShutdownMode,
 )
-from twisted_plugmgr.testing import clock_manager, failure_of, result_of, write_plugin
+from twisted_plugmgr.testing import failure_of, result_of, write_plugin
 
 COUNTER = """
 def __init__(self, api, data=None):
@@ -49,24 +48,6 @@ def set_state(self, state):
 def counter(plugdir, name="counter", tag="v1", extra="", version="1.0"):
     return write_plugin(plugdir, name, COUNTER + extra, version=version,
                         header=f"VERSION_TAG = {tag!r}\n")
-
-
-@pytest.fixture
-def plugdir(tmp_path):
-    d = tmp_path / "plugins"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def env(plugdir):
-    manager, clock, events = clock_manager(paths=[plugdir])
-    yield manager, clock, events, plugdir
-    d = manager.shutdown(ShutdownMode.IMMEDIATE)
-    clock.advance(5)
-    result_of(d)
-    assert clock.getDelayedCalls() == []
-    assert [n for n in sys.modules if n.startswith(manager._private_prefix)] == []
 
 
 def test_reload_picks_up_new_code_and_carries_state(env):
