@@ -41,7 +41,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import attr
 
+from ._errors import InvalidName
 from ._lifecycle import DEFAULT_DEADLINES, ShutdownMode, coerce_deadlines
+from ._source import check_name
 
 __all__ = [
     "ConfigError",
@@ -516,10 +518,12 @@ class _Checker:
         result: Dict[str, PluginConfig] = {}
         for name, body in section.items():
             key = _key("plugins", name)
-            if not _valid_name(name):
+            try:
+                check_name(name)
+            except InvalidName:
                 raise self.fail(
                     key, "invalid plugin name (expected a Python identifier such as 'hello')"
-                )
+                ) from None
             body = self.table(body, key)
             self.keys(body, ("enabled", "data"), "plugins", name)
             enabled = self.boolean(body.get("enabled", True), f"{key}.enabled")
