@@ -81,9 +81,10 @@ def test_long_text_is_split_to_fit_the_relayed_line_and_reassembles():
     assert len(lines) > 1
     for line in lines:
         assert len(relayed(line)) <= MAX_LINE_BYTES
-    assert "".join(payload(line) for line in lines) == text
-    # split after a space: every piece but the last ends with one
-    assert all(payload(line).endswith(" ") for line in lines[:-1])
+    # split at spaces, which are dropped: the words come back joined by one
+    assert " ".join(payload(line) for line in lines) == text
+    assert not any(payload(line).endswith(" ") or payload(line).startswith(" ")
+                   for line in lines)
 
 
 def test_split_fills_the_line_exactly_when_there_is_no_space():
@@ -121,11 +122,23 @@ def test_split_limit_below_one_character_is_refused():
 
 @given(st.text(), st.integers(min_value=4, max_value=64))
 def test_split_property(text, limit):
+    text = text.encode("utf-8", "replace").decode("utf-8")
     pieces = split_utf8(text, limit)
-    assert "".join(pieces) == text.encode("utf-8", "replace").decode("utf-8")
+    # Walk the text: each piece follows, then at most one dropped space.
+    position = 0
     for piece in pieces:
-        assert piece
         assert len(piece.encode("utf-8")) <= limit
+        assert text.startswith(piece, position)
+        position += len(piece)
+        if position < len(text) and text[position] == " ":
+            position += 1
+    assert position == len(text)
+
+
+def test_a_break_space_is_dropped_and_a_hard_cut_keeps_everything():
+    assert split_utf8("aaaa bbbb", 6) == ["aaaa", "bbbb"]
+    assert split_utf8("aaaaaa bb", 6) == ["aaaaaa", "bb"]  # the space just after the room
+    assert split_utf8("abcdefghij", 4) == ["abcd", "efgh", "ij"]
 
 
 @given(

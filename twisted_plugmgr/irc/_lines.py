@@ -16,9 +16,12 @@ Three rules, applied to every message the bot sends on a plugin's behalf:
     when the bot knows it (the server tells it in the echo of its own
     C{JOIN}), and as L{CONSERVATIVE_RESERVE} bytes until then.
  3. B{Split on UTF-8 character boundaries}, never inside a multi-byte
-    character, and preferably after a space (when one lies in the second
-    half of the room): the space stays at the end of the first piece, so
-    the pieces concatenated give back the line exactly.
+    character, and preferably at a space (when one lies in the second half
+    of the room). The space at a break is dropped, as clients do: servers
+    strip trailing spaces anyway (ngircd does). So the pieces joined with
+    one space give back a line of words; a word too long for a line is cut
+    where the room ends, and those pieces join with nothing. A piece that
+    would hold only spaces is not sent.
 
 Everything here is pure: text in, bytes out.
 """
@@ -63,9 +66,10 @@ def split_utf8(text: str, limit: int) -> List[str]:
     Split C{text} into pieces of at most C{limit} bytes of UTF-8 each.
 
     A piece never ends inside a multi-byte character. When a space lies in
-    the second half of the room, the piece ends just after the last such
-    space. The pieces joined give back C{text} (unencodable characters,
-    such as lone surrogates, become C{"?"}).
+    the second half of the room (or just after it), the piece ends before
+    the last such space, and that space is dropped. Otherwise the piece
+    fills the room, and the next one starts with what follows, never with
+    a space. Unencodable characters (lone surrogates) become C{"?"}.
 
     @param limit: bytes per piece; at least 4, the size of the longest
         UTF-8 character.
@@ -81,11 +85,13 @@ def split_utf8(text: str, limit: int) -> List[str]:
         # continuation byte (10xxxxxx) of a character begun in this piece.
         while data[cut] & 0xC0 == 0x80:
             cut -= 1
-        space = data.rfind(b" ", 0, cut)
+        space = data.rfind(b" ", 0, cut + 1)
         if space >= limit // 2:
-            cut = space + 1
-        pieces.append(data[:cut].decode("utf-8"))
-        data = data[cut:]
+            pieces.append(data[:space].decode("utf-8"))
+            data = data[space + 1:]
+        else:
+            pieces.append(data[:cut].decode("utf-8"))
+            data = data[cut:]
     if data:
         pieces.append(data.decode("utf-8"))
     return pieces
@@ -148,5 +154,7 @@ def format_messages(
     out: List[bytes] = []
     for line in text_lines(text):
         for piece in split_utf8(line, room):
+            if not piece.strip(" "):
+                continue
             out.append(head + opener + piece.encode("utf-8") + closer + b"\r\n")
     return out
