@@ -27,6 +27,7 @@ from twisted_plugmgr._control import (
     AuthenticationFailed,
     AuthenticationRequired,
     BadRequestError,
+    CompileFailedError,
     ControlChannelError,
     ControlFactory,
     ControlService,
@@ -650,3 +651,87 @@ async def test_slow_subscriber_is_dropped(server, monkeypatch):
     await timeout(raw.closed)
     assert len(server.manager.listeners) == 0
 
+
+
+# --- the real manager ---------------------------------------------------------------------
+
+
+def test_real_manager_provides_the_interface():
+    from twisted_plugmgr import PluginManager
+
+    assert verifyObject(IPluginManager, PluginManager(reactor=Clock()))
+
+
+def _write_plugin(directory, name, version="1", body=""):
+    (directory / f"{name}.py").write_text(
+        "from twisted_plugmgr import Plugin\n\n"
+        "class Thing(Plugin):\n"
+        f"    name = {name!r}\n    version = {version!r}\n    longname = 'the {name}'\n"
+        "    license = 'MIT'\n    author = 'tests'\n"
+        "    def shutdown(self, mode, reason):\n"
+        "        return f'{self.name} quits ({mode.value}): {reason}'\n" + body
+    )
+
+
+@pytest.fixture
+def real_server(tmp_path):
+    from twisted_plugmgr import PluginManager
+
+    os.chmod(tmp_path, 0o700)
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    _write_plugin(plugins, "hello")
+    manager = PluginManager(paths=[str(plugins)], reactor=reactor)
+    manager.startService()
+    s = Server(tmp_path, manager=manager).start()
+    s.plugins = plugins
+    yield s
+    pytest_twisted.blockon(s.stop())
+    pytest_twisted.blockon(timeout(manager.shutdown("immediate")))
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_manager_load_status_unload(real_server):
+    client = await real_server.connect()
+    assert await client.available() == ["hello"]
+    assert await client.load("hello", {"a": 1}) == {
+        "name": "hello", "version": "1", "longname": "the hello"}
+    [row] = await client.status()
+    assert (row["name"], row["version"], row["state"]) == ("hello", "1", "running")
+    assert row["source"] == str(real_server.plugins / "hello.py")
+    assert await client.unload("hello", mode="lazy", reason="bye") == \
+        "hello quits (lazy): bye"
+    assert await client.status() == []
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_manager_errors(real_server, logged_failures):
+    from twisted_plugmgr import CompileFailed
+    from twisted_plugmgr import NoSuchPlugin as NoSuch
+
+    (real_server.plugins / "broken.py").write_text("def (:\n")
+    client = await real_server.connect()
+    with pytest.raises(NoSuchPluginError):
+        await client.load("missing")
+    with pytest.raises(CompileFailedError) as info:
+        await client.load("broken")
+    assert "plugin 'broken': module failed to import" in str(info.value)
+    assert "SyntaxError" in str(info.value)
+    with pytest.raises(NoSuchPluginError):
+        await client.reload("hello")
+    logged_failures.flush(NoSuch, CompileFailed, SyntaxError)
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_manager_reload_and_reload_changed(real_server):
+    client = await real_server.connect()
+    await client.load("hello")
+    _write_plugin(real_server.plugins, "hello", version="2")
+    assert (await client.reload("hello"))["version"] == "2"
+    _write_plugin(real_server.plugins, "hello", version="3")
+    results = await client.reload_changed()
+    assert results == {"hello": {"ok": True, "name": "hello", "version": "3",
+                                 "longname": "the hello"}}
+    await client.close()

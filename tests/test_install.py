@@ -114,7 +114,7 @@ def project(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def fresh_venv(tmp_path_factory):
     """
     A fresh venv with Twisted (and its dependencies) installed.
     """
@@ -154,17 +154,17 @@ def _check_installed(env: Venv, project) -> None:
     assert result.returncode == 0, f"cannot import all of {packages}:\n{result.stderr}"
 
 
-def test_pip_install(env, project):
-    env.pip_run("install", "-q", str(project))
+def test_pip_install(fresh_venv, project):
+    fresh_venv.pip_run("install", "-q", str(project))
     try:
-        _check_installed(env, project)
+        _check_installed(fresh_venv, project)
     finally:
-        env.pip_run("uninstall", "-y", "-q", "twisted-plugmgr")
+        fresh_venv.pip_run("uninstall", "-y", "-q", "twisted-plugmgr")
 
 
-def test_pip_install_editable(env, project):
-    env.pip_run("install", "-q", "-e", str(project))
+def test_pip_install_editable(fresh_venv, project):
+    fresh_venv.pip_run("install", "-q", "-e", str(project))
     try:
-        _check_installed(env, project)
+        _check_installed(fresh_venv, project)
     finally:
-        env.pip_run("uninstall", "-y", "-q", "twisted-plugmgr")
+        fresh_venv.pip_run("uninstall", "-y", "-q", "twisted-plugmgr")
