@@ -430,14 +430,25 @@ class PlugmgrService(MultiService):
             count=len(config.enabled()),
         )
         self.manager.startService()
-        self.ready = self._load_all([config.plugins[name] for name in config.enabled()])
-        self.ready.addCallback(self._report_ready)
+        loaded = self._load_all([config.plugins[name] for name in config.enabled()])
         if config.manager.watch:
             self.manager.watch()
         if self.bot is not None:
             self.bot.startService()
-        if self._handle_signals:
-            self._reactor.callWhenRunning(self._install_signals)
+        # Ready once the plugins are loaded and the reactor runs with our
+        # signal handlers in place (a SIGTERM before that would end the
+        # process with the signal instead of the staged shutdown).
+        running: Deferred = Deferred()
+
+        def reactor_running() -> None:
+            if self._handle_signals:
+                self._install_signals()
+            running.callback(None)
+
+        self._reactor.callWhenRunning(reactor_running)
+        self.ready = loaded
+        loaded.addCallback(lambda outcome: running.addCallback(lambda _: outcome))
+        loaded.addCallback(self._report_ready)
 
     def _report_ready(self, outcome: Dict[str, Any]) -> Dict[str, Any]:
         failed = sorted(name for name, result in outcome.items() if result is not True)
