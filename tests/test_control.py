@@ -5,6 +5,7 @@ UNIX and TCP sockets, against a fake manager that provides IPluginManager.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -735,3 +736,95 @@ async def test_real_manager_reload_and_reload_changed(real_server):
     assert results == {"hello": {"ok": True, "name": "hello", "version": "3",
                                  "longname": "the hello"}}
     await client.close()
+
+
+# --- the CLI, in process ---------------------------------------------------------------------
+
+
+async def run_cli(*argv, environ=None):
+    import io
+
+    from twisted_plugmgr.cli import run
+
+    out, err = io.StringIO(), io.StringIO()
+    code = await timeout(Deferred.fromCoroutine(
+        run(reactor, list(argv), out, err, environ=environ or {})))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_status_table_and_json(server):
+    server.manager.plugins["hello"] = FakePlugin("hello", None)
+    code, out, err = await run_cli("--control", server.path, "status")
+    assert code == 0, err
+    header, row = out.splitlines()
+    assert header.split() == ["NAME", "VERSION", "STATE", "LOADED", "RELOADS", "DESCRIPTION"]
+    assert row.split()[:3] == ["hello", "1.0", "running"]
+    code, out, err = await run_cli("--control", f"unix:path={server.path}", "--json", "status")
+    assert json.loads(out) == [{"name": "hello", "version": "1.0", "state": "running",
+                                "loaded_at": 12.5}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_control_from_the_environment(server):
+    code, out, err = await run_cli("available",
+                                   environ={"PLUGMGR_CONTROL": f"unix:path={server.path}"})
+    assert (code, out.split()) == (0, ["a", "b", "hello"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_control_and_token_from_the_config_file(tcp_server, tmp_path):
+    port = tcp_server.service.port.getHost().port
+    (tmp_path / "token").write_text("s3cret\n")
+    config = tmp_path / "plugmgr.toml"
+    config.write_text(f'[manager]\ncontrol = "tcp:{port}:interface=127.0.0.1"\n'
+                      'control_token_file = "token"\n')
+    code, out, err = await run_cli("--config", str(config), "load", "x", "--data", "[1]")
+    assert (code, out.strip()) == (0, "loaded x 1.0"), err
+    assert tcp_server.manager.plugins["x"].data == [1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_wrong_token_is_refused(tcp_server):
+    port = tcp_server.service.port.getHost().port
+    code, out, err = await run_cli("--control", f"tcp:host=127.0.0.1:port={port}",
+                                   "--token", "guess", "status")
+    assert code == 1
+    assert err.strip() == (f"plugmgr: tcp:host=127.0.0.1:port={port}: refused: wrong token")
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_no_such_plugin(server):
+    code, out, err = await run_cli("--control", server.path, "reload", "nope")
+    assert (code, err.strip()) == (1, "plugmgr: reload: plugin 'nope': no such plugin")
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_bad_data_is_a_usage_error(server):
+    code, out, err = await run_cli("--control", server.path, "load", "x", "--data", "{")
+    assert code == 2
+    assert err.startswith("plugmgr: --data is not valid JSON")
+    assert server.manager.calls == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_reload_changed_reports_failures(server):
+    code, out, err = await run_cli("--control", server.path, "reload-changed")
+    assert code == 1
+    assert out.splitlines() == ["reloaded a 1.0", "failed b: SyntaxError: bad"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_events_until_the_server_closes(server):
+    d = Deferred.fromCoroutine(run_cli("--control", server.path, "events"))
+    for _ in range(100):
+        if len(server.manager.listeners):
+            break
+        await deferLater(reactor, 0.01, lambda: None)
+    server.manager.listeners.broadcast(PluginEvent(kind="plugin_warning", plugin="x",
+                                                   message="careful"))
+    await deferLater(reactor, 0.05, lambda: None)
+    await server.stop()
+    code, out, err = await d
+    assert code == 0
+    assert out.split()[1:] == ["plugin_warning", "x", "message='careful'"]
