@@ -152,9 +152,10 @@ class BotHarness:
 
     def said(self) -> List[str]:
         """
-        The lines written since the last call, decoded.
+        The lines written since the last call, decoded, without the
+        heartbeat's C{PING}s.
         """
-        return [line.decode("utf-8") for line in self.take()]
+        return [line.decode("utf-8") for line in self.take() if not line.startswith(b"PING ")]
 
     def lose(self) -> None:
         """

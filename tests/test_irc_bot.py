@@ -630,7 +630,7 @@ def test_silent_server_is_dropped_by_the_heartbeat(harness):
     harness.start()
     interval = harness.proto.heartbeatInterval
     harness.clock.advance(interval)
-    assert harness.said() == ["PING irc.test"]
+    assert harness.take() == [b"PING irc.test"]
     harness.feed(":irc.test PONG irc.test :irc.test")
     for _ in range(4):
         harness.clock.advance(interval)

@@ -13,7 +13,7 @@ import re
 
 from twisted_plugmgr.irc import BotPlugin, Context, command
 
-_DICE = re.compile(r"^(\d{0,3})d(\d{1,4})$", re.IGNORECASE)
+_DICE = re.compile(r"^(\d{0,6})d(\d{1,6})$", re.IGNORECASE)
 MAX_DICE = 100
 MAX_SIDES = 1000
 
