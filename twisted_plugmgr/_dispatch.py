@@ -8,6 +8,7 @@ says which, in which order.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 
 import attr
@@ -105,23 +106,20 @@ def handler_specs(cls: type) -> Tuple[HandlerSpec, ...]:
     return tuple(sorted(specs.values(), key=lambda s: s.event))
 
 
-@attr.s(frozen=True, slots=True, auto_attribs=True, order=True)
-class _Entry:
-    key: Tuple[int, int]  # (-priority, load sequence)
-    plugin: str = attr.ib(order=False)
-
-
 class HandlerIndex:
     """
     Event name -> the names of the plugins that handle it, in call order
     (priority, then load order). A lookup costs one dict access, whatever
-    the number of plugins loaded.
+    the number of plugins loaded; adding a plugin costs a binary insertion
+    per event it handles.
     """
 
     def __init__(self) -> None:
-        self._by_event: Dict[str, Tuple[_Entry, ...]] = {}
+        # event -> sorted [(-priority, load sequence, plugin)]
+        self._by_event: Dict[str, List[Tuple[int, int, str]]] = {}
+        # event -> the plugin names of _by_event[event], built when asked for
         self._names: Dict[str, Tuple[str, ...]] = {}
-        self._by_plugin: Dict[str, Tuple[Tuple[str, _Entry], ...]] = {}
+        self._by_plugin: Dict[str, Tuple[Tuple[str, Tuple[int, int, str]], ...]] = {}
 
     def set(self, plugin: str, sequence: int, specs: Tuple[HandlerSpec, ...]) -> None:
         """
@@ -131,9 +129,9 @@ class HandlerIndex:
         self.remove(plugin)
         added = []
         for spec in specs:
-            entry = _Entry((-spec.priority, sequence), plugin)
-            current = self._by_event.get(spec.event, ())
-            self._store(spec.event, tuple(sorted(current + (entry,))))
+            entry = (-spec.priority, sequence, plugin)
+            bisect.insort(self._by_event.setdefault(spec.event, []), entry)
+            self._names.pop(spec.event, None)
             added.append((spec.event, entry))
         if added:
             self._by_plugin[plugin] = tuple(added)
@@ -143,21 +141,23 @@ class HandlerIndex:
         Forget every handler of C{plugin}.
         """
         for event, entry in self._by_plugin.pop(plugin, ()):
-            self._store(event, tuple(e for e in self._by_event[event] if e is not entry))
-
-    def _store(self, event: str, entries: Tuple[_Entry, ...]) -> None:
-        if entries:
-            self._by_event[event] = entries
-            self._names[event] = tuple(e.plugin for e in entries)
-        else:
-            del self._by_event[event]
-            del self._names[event]
+            entries = self._by_event[event]
+            entries.pop(bisect.bisect_left(entries, entry))
+            self._names.pop(event, None)
+            if not entries:
+                del self._by_event[event]
 
     def plugins_for(self, event: str) -> Tuple[str, ...]:
         """
         The plugins that handle C{event}, in call order.
         """
-        return self._names.get(event, ())
+        names = self._names.get(event)
+        if names is None:
+            entries = self._by_event.get(event)
+            if entries is None:
+                return ()
+            names = self._names[event] = tuple(entry[2] for entry in entries)
+        return names
 
     def events(self) -> List[str]:
         """
@@ -169,4 +169,4 @@ class HandlerIndex:
         """
         The events C{plugin} handles, with their priorities.
         """
-        return {event: -entry.key[0] for event, entry in self._by_plugin.get(plugin, ())}
+        return {event: -entry[0] for event, entry in self._by_plugin.get(plugin, ())}

@@ -1347,7 +1347,13 @@ class PluginManager(MultiService):
         the reactor has no threads (a Clock in tests).
         """
         if IReactorThreads.providedBy(self._reactor):
-            return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
+            # An idle worker thread keeps its last job's Deferred until its
+            # next job: hand the result over to a fresh Deferred, so that
+            # what the caller chains (reloaded plugins) is not kept alive.
+            result: Deferred = Deferred()
+            threaded = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
+            threaded.addBoth(lambda outcome: _pass(result, outcome))
+            return result
         try:
             return succeed(f(*args))
         except Exception:

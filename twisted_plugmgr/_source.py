@@ -235,6 +235,13 @@ class _PluginFinder(importlib.abc.MetaPathFinder):
 
 
 def _owned(module_name: str) -> List[str]:
+    """
+    The names in C{sys.modules} of module C{module_name} and its
+    submodules. Scans C{sys.modules} only when the module is a package.
+    """
+    module = sys.modules.get(module_name)
+    if module is not None and not hasattr(module, "__path__"):
+        return [module_name]
     prefix = module_name + "."
     return [n for n in list(sys.modules) if n == module_name or n.startswith(prefix)]
 
@@ -293,7 +300,8 @@ def import_plugin(source: PluginSource) -> ImportedPlugin:
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
     finder = _PluginFinder(source.module_name, hashes)
-    purge(source.module_name)
+    if source.is_package or source.module_name in sys.modules:
+        purge(source.module_name)
     sys.modules[source.module_name] = module
     sys.meta_path.insert(0, finder)
     try:
