@@ -391,6 +391,9 @@ class IRCBot(Service):
             retryPolicy=retry_policy or backoffPolicy(initialDelay=1.0, maxDelay=60.0),
             clock=reactor,
         )
+        # Listen from now on: the manager may load (and unload) bot plugins
+        # before this service starts.
+        manager.register(self._plugin_event)
 
     # -- service --------------------------------------------------------
 
@@ -411,7 +414,7 @@ class IRCBot(Service):
     def stopService(self) -> defer.Deferred[None]:
         """
         Say goodbye, disconnect and stop reconnecting; fires once the
-        connection is closed.
+        connection is closed. The bot stops listening to the manager.
         """
         super().stopService()
         self.manager.unregister(self._plugin_event)
