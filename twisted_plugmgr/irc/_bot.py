@@ -102,6 +102,9 @@ class BotProtocol(irc.IRCClient):
     # -- connection -----------------------------------------------------
 
     def connectionMade(self) -> None:
+        """
+        Set up this connection's flood-controlled queue, then register.
+        """
         clock = self.reactor
         bucket = TokenBucket(self.bot.flood_rate, self.bot.flood_burst, clock)
         self.queue = OutgoingQueue(self.transport.write, bucket, clock, self.bot.max_queue)
@@ -110,6 +113,9 @@ class BotProtocol(irc.IRCClient):
         self.bot._connected(self)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        """
+        Drop the queue and pending timers; tell the bot.
+        """
         if self.queue is not None:
             self.queue.clear()
         for call in [self._regain, *self._rejoins.values()]:
@@ -174,6 +180,9 @@ class BotProtocol(irc.IRCClient):
     # -- receiving ------------------------------------------------------
 
     def lineReceived(self, line: bytes) -> None:
+        """
+        Decode (UTF-8, else Latin-1), parse and handle one line from the server.
+        """
         self.last_received = self.reactor.seconds()
         text = _decode(line) if isinstance(line, bytes) else line
         try:
@@ -200,12 +209,18 @@ class BotProtocol(irc.IRCClient):
     # -- registration and nick ------------------------------------------
 
     def irc_RPL_WELCOME(self, prefix: str, params: List[str]) -> None:
+        """
+        Signed on: learn the bot's hostmask when the welcome gives it.
+        """
         words = params[-1].split() if params else []
         if words and "!" in words[-1] and "@" in words[-1]:
             self.hostmask = words[-1]
         super().irc_RPL_WELCOME(prefix, params)
 
     def irc_RPL_ISUPPORT(self, prefix: str, params: List[str]) -> None:
+        """
+        Follow the server's CASEMAPPING for nicks and owner patterns.
+        """
         super().irc_RPL_ISUPPORT(prefix, params)
         mapping = self.supported.getFeature("CASEMAPPING")
         if isinstance(mapping, (tuple, list)):
@@ -215,6 +230,9 @@ class BotProtocol(irc.IRCClient):
             self.bot.owners.casemapping = self.casemapping
 
     def alterCollidedNick(self, nickname: str) -> str:
+        """
+        The next nick to try at sign-on: C{nick_}, then C{nick2}, C{nick3}...
+        """
         self._collisions += 1
         base = self.bot.nick
         if self._collisions == 1:
@@ -223,6 +241,9 @@ class BotProtocol(irc.IRCClient):
         return base[: max(1, 9 - len(suffix))] + suffix
 
     def irc_ERR_NICKNAMEINUSE(self, prefix: str, params: List[str]) -> None:
+        """
+        At sign-on, try another nick; later (reclaiming), keep the current one.
+        """
         if not self._registered:
             super().irc_ERR_NICKNAMEINUSE(prefix, params)
         else:
@@ -240,6 +261,9 @@ class BotProtocol(irc.IRCClient):
             self.setNick(self.bot.nick)
 
     def signedOn(self) -> None:
+        """
+        Join the configured channels; reclaim the nick later if it was altered.
+        """
         self.log.info("signed on as {nick}", nick=self.nickname)
         if self.nickname != self.bot.nick:
             self._schedule_regain()
@@ -248,11 +272,17 @@ class BotProtocol(irc.IRCClient):
         self.bot._signed_on(self)
 
     def nickChanged(self, nick: str) -> None:
+        """
+        Keep the hostmask in step with the bot's nick.
+        """
         super().nickChanged(nick)
         if self.hostmask:
             self.hostmask = nick + self.hostmask[self.hostmask.index("!"):]
 
     def kickedFrom(self, channel: str, kicker: str, message: str) -> None:
+        """
+        Rejoin a configured channel after C{rejoin_delay} seconds.
+        """
         if any(channel.lower() == c.lower() for c in self.bot.channels):
             self._rejoins[channel] = self.reactor.callLater(
                 self.bot.rejoin_delay, self._rejoin, channel)
@@ -272,37 +302,61 @@ class BotProtocol(irc.IRCClient):
         return Hostmask.parse(prefix).nick == self.nickname
 
     def privmsg(self, user: str, channel: str, message: str) -> None:
+        """
+        A message: to the bot's dispatch.
+        """
         self.bot.handle_privmsg(self, user, channel, message)
 
     def action(self, user: str, channel: str, data: str) -> None:
+        """
+        A CTCP ACTION: emitted as C{irc_action}.
+        """
         where = channel if is_channel(channel) else None
         self.bot.handle_event("action", user, channel=where, target=channel, text=data)
 
     def irc_JOIN(self, prefix: str, params: List[str]) -> None:
+        """
+        Emit C{irc_join}; the bot's own join tells its hostmask.
+        """
         super().irc_JOIN(prefix, params)
         if self._own(prefix):
             self.hostmask = prefix
         self.bot.handle_event("join", prefix, channel=params[-1])
 
     def irc_PART(self, prefix: str, params: List[str]) -> None:
+        """
+        Emit C{irc_part}.
+        """
         super().irc_PART(prefix, params)
         self.bot.handle_event("part", prefix, channel=params[0],
                               text=params[1] if len(params) > 1 else "")
 
     def irc_QUIT(self, prefix: str, params: List[str]) -> None:
+        """
+        Emit C{irc_quit}.
+        """
         super().irc_QUIT(prefix, params)
         self.bot.handle_event("quit", prefix, text=params[0] if params else "")
 
     def irc_KICK(self, prefix: str, params: List[str]) -> None:
+        """
+        Emit C{irc_kick}.
+        """
         super().irc_KICK(prefix, params)
         self.bot.handle_event("kick", prefix, channel=params[0], kicked=params[1],
                               text=params[2] if len(params) > 2 else "")
 
     def irc_NICK(self, prefix: str, params: List[str]) -> None:
+        """
+        Emit C{irc_nick}.
+        """
         super().irc_NICK(prefix, params)
         self.bot.handle_event("nick", prefix, new_nick=params[0])
 
     def irc_TOPIC(self, prefix: str, params: List[str]) -> None:
+        """
+        Emit C{irc_topic}.
+        """
         super().irc_TOPIC(prefix, params)
         self.bot.handle_event("topic", prefix, channel=params[0], text=params[-1])
 
@@ -316,6 +370,9 @@ class _BotFactory(protocol.Factory):
         self.bot = bot
 
     def buildProtocol(self, addr: Any) -> BotProtocol:
+        """
+        A L{BotProtocol} for the bot.
+        """
         proto = BotProtocol(self.bot)
         proto.factory = self
         return proto

@@ -190,6 +190,9 @@ class DuplicateCommand(PluginError):
         )
 
     def describe(self) -> str:
+        """
+        A short, human description of this kind of error.
+        """
         return "duplicate command"
 
 

@@ -42,6 +42,9 @@ class NoBot(PluginError):
     """
 
     def describe(self) -> str:
+        """
+        A short, human description of this kind of error.
+        """
         return "no IRC bot runs beside this plugin manager"
 
 
