@@ -148,6 +148,7 @@ def _tracking_factory_class() -> Any:
         def __init__(self, realm: Any, portal: Any) -> None:
             super().__init__(realm, portal)
             self.clients: set = set()
+            self.closed_waiters: dict = {}
 
         def buildProtocol(self, addr: Any) -> Any:
             proto = super().buildProtocol(addr)
@@ -158,6 +159,8 @@ def _tracking_factory_class() -> Any:
             def connectionLost(reason: Any) -> None:
                 clients.discard(proto)
                 lost(reason)
+                for waiter in self.closed_waiters.pop(proto, []):
+                    waiter.callback(None)
 
             proto.connectionLost = connectionLost
             return proto
@@ -251,11 +254,19 @@ class IRCServer:
             factory = port.factory
             stopped = defer.maybeDeferred(port.stopListening)
 
-            def drop_clients(_: object) -> None:
+            def drop_clients(_: object) -> defer.Deferred[None]:
                 # Closing the listening port leaves the connections open,
-                # unlike a real server that stops: close them.
+                # unlike a real server that stops: close them, and fire once
+                # they are all closed, as ngircd's end does.
+                closing = []
                 for client in list(factory.clients):
+                    closed: defer.Deferred[None] = defer.Deferred()
+                    factory.closed_waiters.setdefault(client, []).append(closed)
+                    closing.append(closed)
                     client.transport.abortConnection()
+                done = defer.gatherResults(closing, consumeErrors=True)
+                done.addTimeout(TIMEOUT, self.reactor)
+                return done.addCallback(lambda _: None)
 
             return stopped.addCallback(drop_clients)
         return defer.succeed(None)

@@ -603,10 +603,14 @@ def test_a_lost_connection_drops_the_queue_and_reconnects(tmp_path):
     assert len(first.queue) == 0
     assert h.bot.connection is None
     h.bot.msg("#chan", "nobody hears this")  # dropped, no error
+    fresh = h.bot.when_signed_on(fresh=True)
     h.clock.advance(5)  # the retry policy's first delay
     assert h.proto is not first
+    assert not fresh.called
     h.welcome()
     assert h.bot.sign_ons == 2
+    assert result_of(fresh) is h.proto
+    assert result_of(h.bot.when_signed_on()) is h.proto
     h.stop()
 
 

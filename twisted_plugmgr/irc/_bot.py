@@ -498,12 +498,13 @@ class IRCBot(Service):
             self.connection = None
         self.log.info("disconnected: {reason}", reason=reason.getErrorMessage())
 
-    def when_signed_on(self) -> defer.Deferred[BotProtocol]:
+    def when_signed_on(self, fresh: bool = False) -> defer.Deferred[BotProtocol]:
         """
-        Fire with the connection once the bot is signed on (at once if it
-        is now).
+        Fire with the connection once the bot is signed on: at once if it is
+        now, unless C{fresh}, which waits for the next sign-on (after a
+        reconnection).
         """
-        if self.connection is not None and self.connection.signed_on:
+        if not fresh and self.connection is not None and self.connection.signed_on:
             return defer.succeed(self.connection)
         waiter: defer.Deferred[BotProtocol] = defer.Deferred()
         self._sign_on_waiters.append(waiter)
