@@ -609,8 +609,8 @@ def test_a_lost_connection_drops_the_queue_and_reconnects(tmp_path):
     assert not fresh.called
     h.welcome()
     assert h.bot.sign_ons == 2
-    assert result_of(fresh) is h.proto
-    assert result_of(h.bot.when_signed_on()) is h.proto
+    assert result_of(fresh) is h.bot.connection
+    assert result_of(h.bot.when_signed_on()) is h.bot.connection
     h.stop()
 
 
