@@ -77,7 +77,6 @@ class BotProtocol(irc.IRCClient):
     @ivar queue: the L{OutgoingQueue} of this connection.
     """
 
-    log = Logger(namespace="twisted_plugmgr.irc")
     versionName = "twisted-plugmgr"
     versionNum = None
     versionEnv = None
@@ -85,6 +84,9 @@ class BotProtocol(irc.IRCClient):
     heartbeatInterval = 60.0
 
     def __init__(self, bot: IRCBot) -> None:
+        # Per instance: a Logger class attribute would take the class's
+        # name as its namespace, whatever namespace it was given.
+        self.log = Logger(namespace="twisted_plugmgr.irc", source=self)
         self.bot = bot
         self.reactor = bot.reactor
         self.nickname = bot.nick
@@ -395,7 +397,6 @@ class IRCBot(Service):
         adds one).
     """
 
-    log = Logger(namespace="twisted_plugmgr.irc")
     name = BOT_SERVICE_NAME
 
     def __init__(
@@ -421,6 +422,7 @@ class IRCBot(Service):
         rejoin_delay: float = 10.0,
     ) -> None:
         TokenBucket(flood_rate, flood_burst, reactor)  # check the settings now
+        self.log = Logger(namespace="twisted_plugmgr.irc", source=self)
         self.manager = manager
         self.reactor = reactor
         self.nick = nick

@@ -16,7 +16,6 @@ from collections import deque
 from typing import Callable, Deque, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 
 __all__ = ["TokenBucket", "OutgoingQueue", "QueueFull"]
 
@@ -96,8 +95,6 @@ class OutgoingQueue:
     @param max_queue: the most lines that may wait; beyond that, lines are
         dropped (and logged) rather than kept without bound.
     """
-
-    log = Logger()
 
     def __init__(
         self,
