@@ -237,7 +237,7 @@ class PluginManager(MultiService):
     @param timer: the clock handler calls are measured with.
     """
 
-    log = Logger(namespace="twisted_plugmgr.manager")
+    log = Logger()
 
     def __init__(
         self,
