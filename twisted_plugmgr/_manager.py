@@ -387,7 +387,16 @@ class PluginManager(MultiService):
             C{plugin_started}; or failing with a L{PluginError} (also
             broadcast), after which nothing of the plugin remains.
         """
-        return self._load(name, data, ())
+        try:
+            return self._load(name, data, ())
+        except BaseException:
+            # A bug of ours, not a plugin's: never raise out of load().
+            failure = Failure()
+            record = self._records.get(name) if isinstance(name, str) else None
+            if record is not None and record.state is PluginState.LOADING:
+                self._forget(record)
+            self.log.failure("load({name!r}) failed unexpectedly", failure=failure, name=name)
+            return fail(failure)
 
     def _fail_load(self, name: Any, error: PluginError) -> Deferred:
         for kind, event in _LOAD_FAILURE_EVENTS:
@@ -396,7 +405,7 @@ class PluginManager(MultiService):
                 break
         return fail(error)
 
-    def _load(self, name: Any, data: Any, chain: Tuple[str, ...]) -> Deferred:
+    def _load(self, name: Any, data: Any, chain: Tuple[str, ...], wait_start: bool = True) -> Deferred:
         try:
             if self._stopped or self._shutdown is not None:
                 raise ManagerStopped(name)
@@ -426,9 +435,9 @@ class PluginManager(MultiService):
                             message="missing " + ", ".join(missing))
         to_load = [r for r in record.requires if r not in self._records]
         if not to_load:
-            return self._construct_and_start(record, data)
+            return self._construct_and_start(record, data, wait_start)
         return self._load_requirements(record, to_load, chain).addCallback(
-            lambda _: self._construct_and_start(record, data)
+            lambda _: self._construct_and_start(record, data, wait_start)
         )
 
     def _load_requirements(self, record: _Record, names: List[str], chain: Tuple[str, ...]) -> Deferred:
@@ -443,7 +452,9 @@ class PluginManager(MultiService):
             if required in self._records:
                 next_one()
                 return
-            d = self._load(required, None, chain + (record.name,))
+            # Before the manager starts, a requirement is only constructed:
+            # it starts with the manager, before what requires it.
+            d = self._load(required, None, chain + (record.name,), wait_start=self.running)
             d.addCallbacks(lambda _: (loaded.append(required), next_one()), failed)
 
         def failed(failure: Failure) -> None:
@@ -476,15 +487,21 @@ class PluginManager(MultiService):
         source = _source.locate(record.name, self.packages, self.paths, self._private_prefix)
         try:
             imported = _source.import_plugin(source)
-        except (Exception, SystemExit):
+        except BaseException:  # plugin code: SystemExit, KeyboardInterrupt too
             raise CompileFailed(record.name, source.origin, failure=Failure()) from None
         record.imported = imported
-        cls = _source.find_plugin_class(record.name, imported.module)
-        missing = _source.check_metadata(record.name, cls)
         try:
+            cls = _source.find_plugin_class(record.name, imported.module)
+            missing = _source.check_metadata(record.name, cls)
             specs = handler_specs(cls)
+        except PluginError:
+            raise
         except ValueError as e:
             raise InvalidMetadata(record.name, [str(e)]) from None
+        except BaseException as e:  # plugin code: a descriptor, a metaclass...
+            raise InvalidMetadata(
+                record.name, [f"looking at the plugin class raised {e!r}"], failure=Failure()
+            ) from None
         record.cls = cls
         record.specs = specs
         return cls, specs, missing
@@ -493,13 +510,13 @@ class PluginManager(MultiService):
         api = PluginAPI(self, record.name, self._reactor)
         try:
             instance = cls(api, data)
-        except (Exception, SystemExit):
+        except BaseException:  # plugin code: SystemExit, KeyboardInterrupt too
             failure = Failure()
             api.reactor.close()
             raise InitFailed(record.name, "the constructor raised", failure=failure) from None
         return instance, api
 
-    def _construct_and_start(self, record: _Record, data: Any) -> Deferred:
+    def _construct_and_start(self, record: _Record, data: Any, wait_start: bool = True) -> Deferred:
         if self._stopped or self._shutdown is not None:
             self._forget(record)
             return self._fail_load(record.name, ManagerStopped(record.name))
@@ -516,6 +533,8 @@ class PluginManager(MultiService):
         if self.running:
             return self._start(record)
         self._settle(record)
+        if not wait_start:
+            return succeed(record.instance)
         return self._unstarted_waiter(record)
 
     def _adopt(self, instance: Any) -> None:
@@ -631,7 +650,7 @@ class PluginManager(MultiService):
     def _call_with_deadline(self, f: Callable[..., Any], args: tuple, seconds: float) -> Deferred:
         try:
             result = f(*args)
-        except (Exception, SystemExit):
+        except BaseException:  # plugin code: SystemExit, KeyboardInterrupt too
             return fail()
         if not isinstance(result, Deferred):
             return succeed(result)
@@ -755,6 +774,9 @@ class PluginManager(MultiService):
         was_running = record.state is PluginState.RUNNING
         if was_running:
             self._drain(record)
+            if record.stopping is not None:
+                # A handler delivered just now unloaded its own plugin.
+                return record.stopping.wait()
         record.lifecycle.fire("stop")
         self._index.remove(record.name)
         seconds = self.deadlines[mode]
@@ -914,7 +936,7 @@ class PluginManager(MultiService):
             method, call_args = default, (event,) + args
         try:
             result = self._invoke(record, method, call_args, kw)
-        except (Exception, SystemExit):
+        except BaseException:  # plugin code: SystemExit, KeyboardInterrupt too
             failure = Failure()
             self._report_error(record.name, failure)
             return fail(failure)
@@ -968,7 +990,11 @@ class PluginManager(MultiService):
         if record.drain_call is not None and record.drain_call.active():
             record.drain_call.cancel()
         record.drain_call = None
-        while record.inbox and record.state is PluginState.RUNNING:
+        # Only what was queued before this turn: a handler that posts to its
+        # own plugin gets its post delivered on a later turn.
+        for _ in range(len(record.inbox)):
+            if record.state is not PluginState.RUNNING or not record.inbox:
+                break
             event, args, kw, answer = record.inbox.popleft()
             d = self._deliver(record, event, args, kw)
             if answer is not None:
@@ -1020,7 +1046,7 @@ class PluginManager(MultiService):
                 continue
             try:
                 result = self._invoke(record, getattr(record.instance, attribute), args, kw)
-            except (Exception, SystemExit):
+            except BaseException:  # plugin code: SystemExit, KeyboardInterrupt too
                 self._report_error(record.name, Failure())
                 continue
             if isinstance(result, Deferred):
@@ -1185,15 +1211,18 @@ class PluginManager(MultiService):
             return self._close_owned(name, old_api).addCallback(hand_over)
 
         def hand_over(_: Any) -> Deferred:
-            state = _NO_STATE
-            if hasattr(old_instance, "get_state"):
-                try:
-                    state = old_instance.get_state()
-                except (Exception, SystemExit):
-                    failure = Failure()
-                    self._report_error(name, failure)
-                    # The old version is stopped and its state unreadable:
-                    # the new version starts without it.
+            if not hasattr(old_instance, "get_state"):
+                return start_new(_NO_STATE)
+            return self._call_with_deadline(old_instance.get_state, (), self.start_deadline) \
+                .addCallbacks(start_new, state_lost)
+
+        def state_lost(failure: Failure) -> Deferred:
+            # The old version is stopped and its state unreadable: the new
+            # version starts without it.
+            self._report_error(name, failure)
+            return start_new(_NO_STATE)
+
+        def start_new(state: Any) -> Deferred:
             return self._start_version(record, scratch, state).addCallbacks(
                 succeeded, new_failed, errbackArgs=(state,))
 
@@ -1253,13 +1282,20 @@ class PluginManager(MultiService):
         instance = version.instance
         self._adopt(instance)
         if state is not _NO_STATE and hasattr(instance, "set_state"):
-            try:
-                instance.set_state(state)
-            except (Exception, SystemExit):
-                failure = Failure()
-                self._release(instance)
-                self._close_owned(record.name, version.api)  # type: ignore[arg-type]
-                return fail(InitFailed(record.name, "set_state raised", failure=failure))
+            given = self._call_with_deadline(instance.set_state, (state,), self.start_deadline)
+        else:
+            given = succeed(None)
+
+        def state_refused(failure: Failure) -> Any:
+            self._release(instance)
+            self._close_owned(record.name, version.api)
+            if failure.check(TimeoutError):
+                failure = Failure(StartTimedOut(record.name, self.start_deadline))
+            return Failure(InitFailed(record.name, "set_state failed", failure=failure))
+
+        def start(_: Any) -> Deferred:
+            d = self._call_with_deadline(instance.startService, (), self.start_deadline)
+            return d.addCallbacks(lambda _: instance, failed)
 
         def failed(failure: Failure) -> Any:
             instance.running = 0
@@ -1269,8 +1305,7 @@ class PluginManager(MultiService):
                 failure = Failure(StartTimedOut(record.name, self.start_deadline))
             return Failure(InitFailed(record.name, "startService failed", failure=failure))
 
-        d = self._call_with_deadline(instance.startService, (), self.start_deadline)
-        return d.addCallbacks(lambda _: instance, failed)
+        return given.addCallbacks(start, state_refused)
 
     def _lost(self, record: _Record, error: PluginError) -> None:
         """

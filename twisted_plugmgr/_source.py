@@ -67,7 +67,12 @@ def check_name(name: object) -> str:
 
     @raise InvalidName: otherwise, naming the value.
     """
-    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+    if (
+        not isinstance(name, str)
+        or not name.isidentifier()
+        or keyword.iskeyword(name)
+        or (name.startswith("__") and name.endswith("__"))  # __init__, __main__: not plugins
+    ):
         raise InvalidName(name)
     return name
 
@@ -231,7 +236,11 @@ class _PluginFinder(importlib.abc.MetaPathFinder):
                     loader=_FreshSourceLoader(fullname, origin, self._hashes),
                     submodule_search_locations=[os.path.dirname(origin)] if is_package else None,
                 )
-        return None
+        # Authoritative for the plugin's own modules: no other finder may
+        # load one from elsewhere (a symlink leading out of the plugin, say).
+        raise ModuleNotFoundError(
+            f"no module {fullname!r} inside the plugin's directory", name=fullname
+        )
 
 
 def _owned(module_name: str) -> List[str]:
