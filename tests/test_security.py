@@ -171,9 +171,6 @@ def test_symlinked_plugin_path_is_the_operators_choice(layout):
     result_of(manager.shutdown())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a submodule of a package plugin that is a symlink "
-                   "pointing outside the plugin path is imported (the plugin finder declines it "
-                   "and Python's own PathFinder then loads it from the package's __path__)")
 def test_symlinked_submodule_pointing_outside(layout, logged_failures):
     tmp, plugins, outside = layout
     pkg = plugins / "pkg"
@@ -192,9 +189,6 @@ def test_symlinked_submodule_pointing_outside(layout, logged_failures):
         logged_failures.flush()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load('__init__') runs the __init__.py of a plugin "
-                   "path (or re-runs a configured package's __init__ as a new module), which is "
-                   "not a plugin; available() rightly leaves it out")
 def test_init_is_not_a_plugin(layout, logged_failures):
     tmp, plugins, outside = layout
     (plugins / "__init__.py").write_text(f"import {MARKER}\n{MARKER}.ran.append(__name__)\n")
