@@ -358,6 +358,42 @@ def test_reactor_stop_is_not_prevented(plugdir):
     result_of(manager.shutdown())
 
 
+ASYNC_HANDLER = """
+@handler("shout", priority=5)
+def shout(self, value):
+    return deferLater(self.api.reactor, 5, lambda: "late")
+
+@handler()
+def ask(self):
+    return deferLater(self.api.reactor, 5, lambda: "late")
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a call or emit waiting on a handler's Deferred is "
+                   "never answered when the plugin is unloaded first: the manager cancels the "
+                   "plugin's timers (so deferLater(api.reactor, ...) never fires) and nothing "
+                   "fails the waiting caller; an emit stops there, the later handlers are not "
+                   "called")
+@pytest.mark.parametrize("how", ["unload", "reload"])
+def test_handler_waiting_on_its_timer_when_unloaded(env, logged_failures, how):
+    manager, clock, events, plugdir = env
+    write_plugin(plugdir, "waiter", ASYNC_HANDLER,
+                 header="from twisted.internet.task import deferLater\n")
+    result_of(manager.load("waiter"))
+    called = manager.call("waiter", "ask")
+    emitted = manager.emit("shout", 1)
+    if how == "unload":
+        result_of(manager.unload("waiter"))
+    else:
+        result_of(manager.reload("waiter"))
+    clock.advance(10)
+    try:
+        failure_of(called)
+        assert result_of(emitted) == ["witness"]
+    finally:
+        logged_failures.flush()
+
+
 # -- faults in get_state and set_state -------------------------------------
 
 STATEFUL = """
