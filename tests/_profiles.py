@@ -7,8 +7,8 @@ Two profiles, chosen with the C{HYPOTHESIS_PROFILE} environment variable:
   - C{ci} (the default): enough examples to matter, small enough that all
     the fault-tolerance tests together take well under a minute on two
     cores;
-  - C{long}: a nightly-style run, about twenty times as many examples and
-    longer stateful runs::
+  - C{long}: a nightly-style run, ten to twenty times as many examples
+    and longer stateful runs (about ten minutes)::
 
         HYPOTHESIS_PROFILE=long .venv/bin/pytest tests/test_stateful.py tests/test_fuzz.py
 
@@ -43,8 +43,8 @@ settings.load_profile(PROFILE)
 
 #: Examples per kind of test, per profile.
 _EXAMPLES = {
-    "ci": {"cheap": 200, "fuzz": 100, "io": 40, "stateful": 200},
-    "long": {"cheap": 5000, "fuzz": 2000, "io": 800, "stateful": 3000},
+    "ci": {"cheap": 500, "fuzz": 500, "io": 100, "stateful": 500},
+    "long": {"cheap": 10000, "fuzz": 10000, "io": 2000, "stateful": 5000},
 }
 
 #: Steps per stateful example, per profile.
