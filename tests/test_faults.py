@@ -902,6 +902,45 @@ def test_handler_unloading_its_plugin_during_shutdown(plugdir):
     assert manager.plugin_table() == {} and manager.services == []
 
 
+# -- a plugin that claims another name ---------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the manager's namedServices is keyed by the name "
+                   "the instance claims (getattr(instance, 'name') in _adopt/_release), not the "
+                   "name it was loaded under: a plugin whose instance claims another plugin's "
+                   "name takes over that plugin's getServiceNamed() entry, and removes it when "
+                   "unloaded")
+def test_instance_claiming_another_name_cannot_take_its_entry(env):
+    manager, clock, events, plugdir = env
+    witness = manager.getServiceNamed("witness")
+    write_plugin(plugdir, "impostor", """
+        def __init__(self, api, data):
+            Plugin.__init__(self, api, data)
+            self.name = "witness"
+    """)
+    result_of(manager.load("impostor"))
+    assert manager.getServiceNamed("witness") is witness
+    result_of(manager.unload("impostor"))
+    assert manager.getServiceNamed("witness") is witness
+    assert sorted(manager.namedServices) == ["witness"]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a plugin that renames itself after it was adopted "
+                   "leaves its old getServiceNamed() entry, holding the dead instance, after it "
+                   "is unloaded")
+def test_instance_renaming_itself_leaves_no_entry(env):
+    manager, clock, events, plugdir = env
+    write_plugin(plugdir, "renamer", """
+        def startService(self):
+            Plugin.startService(self)
+            self.name = "renamed"
+    """)
+    result_of(manager.load("renamer"))
+    result_of(manager.unload("renamer"))
+    assert sorted(manager.namedServices) == ["witness"]
+    assert_nothing_left(manager, "renamer")
+
+
 # -- dependencies ----------------------------------------------------------
 
 
