@@ -23,6 +23,7 @@ __all__ = [
     "InvalidMetadata",
     "ManagerStopped",
     "NoSuchHandler",
+    "HandlerAbandoned",
     "DependencyError",
     "ShutdownFailed",
     "ShutdownTimedOut",
@@ -84,6 +85,17 @@ class NoSuchPlugin(PluginError):
 
     def describe(self) -> str:
         return "no such plugin"
+
+
+class HandlerAbandoned(NoSuchPlugin):
+    """
+    The plugin was unloaded or reloaded before its handler's Deferred
+    answered; the caller of C{call} gets this, and an C{emit} goes on
+    without that handler's result.
+    """
+
+    def describe(self) -> str:
+        return "gone before its handler answered"
 
 
 class CompileFailed(PluginError):

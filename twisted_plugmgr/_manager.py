@@ -41,6 +41,7 @@ from ._errors import (
     AlreadyLoaded,
     CompileFailed,
     DependencyError,
+    HandlerAbandoned,
     InitFailed,
     InvalidMetadata,
     ManagerStopped,
@@ -147,6 +148,7 @@ class _Record:
     start_waiters: List[Deferred] = attr.ib(factory=list)
     stopping: Optional[_Shared] = None
     pending_reload: Optional[_Pending] = None
+    waiting: set = attr.ib(factory=set)  # answers still waiting on a handler's Deferred
     reloads: int = 0
     calls: int = 0
     busy_time: float = 0.0
@@ -775,8 +777,11 @@ class PluginManager(MultiService):
         if was_running:
             self._drain(record)
             if record.stopping is not None:
-                # A handler delivered just now unloaded its own plugin.
+                # A handler delivered just now unloaded its own plugin...
                 return record.stopping.wait()
+            if record.state is not PluginState.RUNNING:
+                # ... or started its reload: stop once that is over.
+                return self._stop(record, mode, reason)
         record.lifecycle.fire("stop")
         self._index.remove(record.name)
         seconds = self.deadlines[mode]
@@ -835,6 +840,7 @@ class PluginManager(MultiService):
         record.lifecycle.fire("stopped")
         if self._records.get(record.name) is record:
             del self._records[record.name]
+        self._abandon(record, "unloaded")
         self._fail_inbox(record, NoSuchPlugin(record.name, "it was unloaded"))
         error = ManagerStopped(record.name) if self._shutdown is not None else NoSuchPlugin(
             record.name, "unloaded before it started")
@@ -941,11 +947,41 @@ class PluginManager(MultiService):
             self._report_error(record.name, failure)
             return fail(failure)
         if isinstance(result, Deferred):
-            return result.addErrback(self._handler_failed, record.name)
+            return self._track(record, result).addErrback(self._handler_failed, record.name)
         return succeed(result)
 
+    def _track(self, record: _Record, result: Deferred) -> Deferred:
+        """
+        A Deferred with the outcome of a handler's Deferred C{result}, which
+        fails with L{NoSuchPlugin} if the plugin is unloaded or reloaded
+        before the handler answers (its timers are cancelled then: the
+        answer might never come).
+        """
+        answer: Deferred = Deferred()
+        record.waiting.add(answer)
+
+        def done(outcome: Any) -> None:
+            record.waiting.discard(answer)
+            if not answer.called:
+                _pass(answer, outcome)
+            elif isinstance(outcome, Failure):
+                self._report_error(record.name, outcome)
+
+        result.addBoth(done)
+        return answer
+
+    def _abandon(self, record: _Record, why: str) -> None:
+        """
+        Fail every answer still waiting on a handler of C{record}.
+        """
+        waiting, record.waiting = record.waiting, set()
+        for answer in waiting:
+            if not answer.called:
+                answer.errback(Failure(HandlerAbandoned(record.name, why)))
+
     def _handler_failed(self, failure: Failure, name: str) -> Failure:
-        self._report_error(name, failure)
+        if not failure.check(HandlerAbandoned):  # not the plugin's fault
+            self._report_error(name, failure)
         return failure
 
     def call(self, plugin: str, event: str, *args: Any, **kw: Any) -> Deferred:
@@ -1003,6 +1039,8 @@ class PluginManager(MultiService):
                 d.addErrback(self._post_failed, record.name)
 
     def _post_failed(self, failure: Failure, name: str) -> None:
+        if failure.check(HandlerAbandoned):
+            return  # delivered: its handler just never answered
         if failure.check(NoSuchHandler, NoSuchPlugin):
             self._report_error(name, failure)
         # Anything else was broadcast when the handler failed.
@@ -1050,7 +1088,7 @@ class PluginManager(MultiService):
                 self._report_error(record.name, Failure())
                 continue
             if isinstance(result, Deferred):
-                return result.addCallbacks(
+                return self._track(record, result).addCallbacks(
                     self._emit_async_result, self._emit_async_failure,
                     callbackArgs=(names, i, event, args, kw, results),
                     errbackArgs=(record.name, names, i, event, args, kw, results),
@@ -1069,7 +1107,8 @@ class PluginManager(MultiService):
 
     def _emit_async_failure(self, failure: Failure, name: str, names: Tuple[str, ...], i: int,
                             event: str, args: tuple, kw: dict, results: List[Any]) -> Any:
-        self._report_error(name, failure)
+        if not failure.check(HandlerAbandoned):  # not the plugin's fault
+            self._report_error(name, failure)
         return self._emit_from(names, i, event, args, kw, results)
 
     # -- reload ---------------------------------------------------------
@@ -1208,19 +1247,25 @@ class PluginManager(MultiService):
                 self._report_error(name, outcome)
             old_instance.running = 0
             self._release(old_instance)
-            return self._close_owned(name, old_api).addCallback(hand_over)
+            self._abandon(record, "reloaded")
+            # get_state may still use the old version's reactor; what it
+            # left running is closed after.
+            if hasattr(old_instance, "get_state"):
+                got = self._call_with_deadline(old_instance.get_state, (), self.start_deadline)
+            else:
+                got = succeed(_NO_STATE)
+            return got.addErrback(state_lost).addCallback(close_then_start)
 
-        def hand_over(_: Any) -> Deferred:
-            if not hasattr(old_instance, "get_state"):
-                return start_new(_NO_STATE)
-            return self._call_with_deadline(old_instance.get_state, (), self.start_deadline) \
-                .addCallbacks(start_new, state_lost)
-
-        def state_lost(failure: Failure) -> Deferred:
+        def state_lost(failure: Failure) -> Any:
             # The old version is stopped and its state unreadable: the new
             # version starts without it.
+            if failure.check(TimeoutError):
+                failure = Failure(StartTimedOut(name, self.start_deadline))
             self._report_error(name, failure)
-            return start_new(_NO_STATE)
+            return _NO_STATE
+
+        def close_then_start(state: Any) -> Deferred:
+            return self._close_owned(name, old_api).addCallback(lambda _: start_new(state))
 
         def start_new(state: Any) -> Deferred:
             return self._start_version(record, scratch, state).addCallbacks(
