@@ -530,7 +530,7 @@ class PluginManager(MultiService):
             return self._fail_load(record.name, error)
         record.instance, record.api = instance, api
         record.handlers = {s.event: s.attribute for s in record.specs}
-        self._adopt(instance)
+        self._adopt(record.name, instance)
         record.lifecycle.fire("loaded")
         if self.running:
             return self._start(record)
@@ -539,21 +539,19 @@ class PluginManager(MultiService):
             return succeed(record.instance)
         return self._unstarted_waiter(record)
 
-    def _adopt(self, instance: Any) -> None:
+    def _adopt(self, name: str, instance: Any) -> None:
         # MultiService.addService would start the child itself and ignore
         # the Deferred of its start: the manager keeps the bookkeeping and
-        # owns the order of startService and shutdown.
+        # owns the order of startService and shutdown. The child is named
+        # by the name it was loaded under, whatever it claims.
         instance.parent = self
         self.services.append(instance)
-        name = getattr(instance, "name", None)
-        if name is not None:
-            self.namedServices[name] = instance
+        self.namedServices[name] = instance
 
-    def _release(self, instance: Any) -> None:
+    def _release(self, name: str, instance: Any) -> None:
         if instance in self.services:
             self.services.remove(instance)
-        name = getattr(instance, "name", None)
-        if name is not None and self.namedServices.get(name) is instance:
+        if self.namedServices.get(name) is instance:
             del self.namedServices[name]
         if getattr(instance, "parent", None) is self:
             instance.parent = None
@@ -567,7 +565,7 @@ class PluginManager(MultiService):
             del self._records[record.name]
         self._index.remove(record.name)
         if record.instance is not None:
-            self._release(record.instance)
+            self._release(record.name, record.instance)
         if record.imported is not None:
             _source.purge(record.imported.source.module_name)
         if record.drain_call is not None and record.drain_call.active():
@@ -831,7 +829,7 @@ class PluginManager(MultiService):
         instance = record.instance
         if instance is not None:
             instance.running = 0
-            self._release(instance)
+            self._release(record.name, instance)
         if record.imported is not None:
             _source.purge(record.imported.source.module_name)
         if record.drain_call is not None and record.drain_call.active():
@@ -1206,10 +1204,10 @@ class PluginManager(MultiService):
         except PluginError as error:
             return self._reload_failed(record.name, error)
         old_version = getattr(record.instance, "version", None)
-        self._release(record.instance)
+        self._release(record.name, record.instance)
         self._close_owned(record.name, record.api)  # type: ignore[arg-type]
         self._swap_in(record, scratch, data)
-        self._adopt(record.instance)
+        self._adopt(record.name, record.instance)
         record.reloads += 1
         self._broadcast("plugin_reloaded", record.name, old_version=_text(old_version),
                         new_version=_text(getattr(record.instance, "version", None)))
@@ -1246,7 +1244,7 @@ class PluginManager(MultiService):
                     outcome = Failure(ShutdownTimedOut(name, mode, seconds))
                 self._report_error(name, outcome)
             old_instance.running = 0
-            self._release(old_instance)
+            self._release(name, old_instance)
             self._abandon(record, "reloaded")
             # get_state may still use the old version's reactor; what it
             # left running is closed after.
@@ -1325,14 +1323,14 @@ class PluginManager(MultiService):
         L{InitFailed}, having closed what the instance started.
         """
         instance = version.instance
-        self._adopt(instance)
+        self._adopt(record.name, instance)
         if state is not _NO_STATE and hasattr(instance, "set_state"):
             given = self._call_with_deadline(instance.set_state, (state,), self.start_deadline)
         else:
             given = succeed(None)
 
         def state_refused(failure: Failure) -> Any:
-            self._release(instance)
+            self._release(record.name, instance)
             self._close_owned(record.name, version.api)
             if failure.check(TimeoutError):
                 failure = Failure(StartTimedOut(record.name, self.start_deadline))
@@ -1344,7 +1342,7 @@ class PluginManager(MultiService):
 
         def failed(failure: Failure) -> Any:
             instance.running = 0
-            self._release(instance)
+            self._release(record.name, instance)
             self._close_owned(record.name, version.api)  # type: ignore[arg-type]
             if failure.check(TimeoutError):
                 failure = Failure(StartTimedOut(record.name, self.start_deadline))
