@@ -66,7 +66,7 @@ from twisted_plugmgr.testing import clock_manager
 #: unload() raise InvalidTransition. The plugin "selfish" has a slow
 #: shutdown only when this is False: steer around the bug until it is
 #: fixed, so that the machine keeps looking for other bugs.
-AVOID_REENTRANT_RELOAD_BUG = True
+AVOID_REENTRANT_RELOAD_BUG = False
 
 #: Known bug (see test_faults.test_handler_waiting_on_its_timer_when_unloaded):
 #: a call or emit waiting on a handler's Deferred is never answered when the
@@ -74,7 +74,7 @@ AVOID_REENTRANT_RELOAD_BUG = True
 #: timers). The asynchronous handlers of "alpha" and "beta" use the plugin's
 #: own reactor only when this is False (else the manager's, which nobody
 #: cancels).
-AVOID_PENDING_HANDLER_BUG = True
+AVOID_PENDING_HANDLER_BUG = False
 
 
 # -- the plugins -----------------------------------------------------------
