@@ -14,6 +14,7 @@ library; the lead removes the mark with the fix.
 
 from __future__ import annotations
 
+import gc
 import sys
 import textwrap
 import types
@@ -820,6 +821,57 @@ def test_slow_call_threshold_is_configurable(plugdir):
     [warning] = events.of("plugin_warning")
     assert warning.plugin == "blocker" and "work" in warning.message
     result_of(manager.shutdown())
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a handler's time includes the handlers it calls "
+                   "through the manager: a plugin that calls a slow plugin is warned as having "
+                   "blocked the reactor, and both are charged the same time")
+def test_nested_handler_time_is_charged_to_the_plugin_that_spent_it(blocking):
+    manager, clock, events, plugdir = blocking
+    write_plugin(plugdir, "relay", """
+        @handler()
+        def relay(self, seconds):
+            return self.api.call("blocker", "work", seconds)
+    """)
+    result_of(manager.load("relay"))
+    events.clear()
+    assert result_of(manager.call("relay", "relay", 1.0)) == 1.0
+    assert [e.plugin for e in events.of("plugin_warning")] == ["blocker"]
+    table = manager.plugin_table()
+    assert table["blocker"].busy_time == pytest.approx(1.0)
+    assert table["relay"].busy_time == pytest.approx(0.0)
+
+
+TICKER = """
+def startService(self):
+    Plugin.startService(self)
+    self.api.reactor.callLater(1, self.boom)
+    self.loop = self.api.looping_call(self.boom)
+    self.loop.start(5, now=False)
+
+def boom(self):
+    raise ValueError("timer raised")
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a plugin's timer (api.reactor.callLater) or looping "
+                   "call (api.looping_call) that raises is not reported as plugin_error naming "
+                   "the plugin: the timer's exception goes to the reactor (out of Clock.advance), "
+                   "the looping call's failure becomes an 'Unhandled error in Deferred'")
+def test_plugin_timer_raising_is_reported_as_the_plugins(env, logged_failures):
+    manager, clock, events, plugdir = env
+    write_plugin(plugdir, "ticker", TICKER)
+    result_of(manager.load("ticker"))
+    try:
+        clock.advance(1)
+        clock.advance(4)
+        assert [e.plugin for e in events.of("plugin_error")] == ["ticker", "ticker"]
+        assert manager.plugin_table()["ticker"].state is PluginState.RUNNING
+    finally:
+        if "ticker" in manager.plugin_table():
+            result_of(manager.unload("ticker"))
+        gc.collect()
+        logged_failures.flush()
 
 
 # -- re-entrant plugins ----------------------------------------------------
