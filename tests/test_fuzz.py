@@ -110,7 +110,7 @@ def good(tmp_path):
 TRICKY_NAMES = [
     "..", "../x", "/etc/passwd", "os.path", "twisted_plugmgr", "__init__", "__main__",
     "fuzzgood.py", "fuzzgood ", " fuzzgood", "FUZZGOOD", "fuzzgood\x00", "fuzzgood/",
-    "ｆｕｚｚｇｏｏｄ", "fuzzgoo\u0064", "class", "None", "", "_", "datap2",
+    "ｆｕｚｚｇｏｏｄ", "fuzzgoo\u217e", "class", "None", "", "_", "datap2",
 ]
 NAMES = st.one_of(
     st.sampled_from(TRICKY_NAMES),
