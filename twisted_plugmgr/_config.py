@@ -3,9 +3,13 @@ The configuration file: its model and its validation.
 
 Pure code: L{parse_config} takes the text of a TOML file (bytes or str) and
 the file's name, and returns a frozen L{Config} or raises L{ConfigError}.
-Nothing here touches the reactor, the network or the file system (paths are
-resolved as strings, relative to the directory of the config file); whatever
-the input, the only exception that comes out is L{ConfigError}.
+Nothing here touches the reactor or the network (paths are resolved as
+strings, relative to the directory of the config file); whatever the input,
+the only exception that comes out is L{ConfigError}. The one exception to
+"pure": the C{[irc] server} string is checked by Twisted's own endpoint
+parser (against a stand-in reactor), which reads the certificate files a
+TLS string names and, for an endpoint type Twisted does not know itself,
+looks through the C{twisted.plugins} drop-ins.
 
 The file::
 
@@ -40,6 +44,8 @@ import types
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import attr
+from twisted.internet.interfaces import IReactorPluggableNameResolver
+from zope.interface import implementer
 
 from ._errors import InvalidName
 from ._lifecycle import DEFAULT_DEADLINES, ShutdownMode, coerce_deadlines
@@ -56,6 +62,7 @@ __all__ = [
     "split_endpoint",
     "join_endpoint",
     "endpoint_kind",
+    "check_client_endpoint",
     "resolve_unix_endpoint",
     "default_control",
     "DEFAULT_SOCKET_NAME",
@@ -342,6 +349,53 @@ def _absolute(path: str, base_dir: str) -> str:
     return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
 
 
+@implementer(IReactorPluggableNameResolver)
+class _StandInReactor:
+    """
+    What an endpoint parser is given instead of a reactor when a string is
+    only checked: the endpoint it builds is thrown away, never used.
+
+    It provides L{IReactorPluggableNameResolver} only so that
+    C{HostnameEndpoint} (C{tls:} strings) takes it without a deprecation
+    warning; no name is ever resolved with it.
+    """
+
+    nameResolver: Any = None
+
+    def installNameResolver(self, resolver: Any) -> Any:
+        previous, self.nameResolver = self.nameResolver, resolver
+        return previous
+
+
+def check_client_endpoint(description: str) -> None:
+    """
+    Parse C{description} as Twisted's C{clientFromString} does, against a
+    stand-in reactor, and throw the endpoint away.
+
+    @raise ValueError: saying what is wrong with it, whatever the parser
+        raised (a missing port is a C{TypeError} there, an unknown type a
+        C{ValueError}, a missing TLS library an C{ImportError}...).
+    """
+    from twisted.internet.endpoints import clientFromString
+
+    try:
+        clientFromString(_StandInReactor(), description)
+    except Exception as e:
+        if endpoint_kind(description) in ("tls", "ssl") and not _have_tls():
+            raise ValueError(
+                "TLS needs pyOpenSSL and service_identity (pip install 'twisted[tls]')"
+            ) from None
+        raise ValueError(f"{type(e).__name__}: {e}"[:200]) from None
+
+
+def _have_tls() -> bool:
+    try:
+        import twisted.internet.ssl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 # --- validation -------------------------------------------------------------
 
 
@@ -454,6 +508,19 @@ class _Checker:
             raise self.fail(key, f"expected a Twisted endpoint string ({e})", _got(value)) from None
         return text
 
+    def client_endpoint(self, value: Any, key: str) -> str:
+        text = self.endpoint(value, key)
+        try:
+            check_client_endpoint(text)
+        except ValueError as e:
+            raise self.fail(
+                key,
+                "expected a Twisted client endpoint string such as "
+                f"'tcp:irc.example.org:6667' or 'tls:irc.example.org:6697' ({e})",
+                _got(value),
+            ) from None
+        return text
+
     # sections
 
     def manager(self, value: Any) -> ManagerConfig:
@@ -537,7 +604,7 @@ class _Checker:
             if required not in section:
                 raise self.fail(f"irc.{required}", "missing (required in the [irc] section)")
         kw: Dict[str, Any] = {
-            "server": self.endpoint(section["server"], "irc.server"),
+            "server": self.client_endpoint(section["server"], "irc.server"),
             "nick": self.string(section["nick"], "irc.nick"),
         }
         if any(c in kw["nick"] for c in " \r\n!@:"):

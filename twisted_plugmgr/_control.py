@@ -9,9 +9,10 @@ an existing socket that still answers is never taken over, and a stale one
 (TCP, ...) needs a shared token: the first command of every connection must
 be L{Authenticate}, and the token is compared with L{hmac.compare_digest}.
 
-Malformed input (a box that is not an AMP command, an argument that does
-not parse, a key or value too long, a box too big) drops that connection
-only; the service and the other connections go on.
+Malformed input (a box that is not an AMP command, a command without
+C{_ask}, an argument that does not parse, a key or value too long, a box too
+big) drops that connection only, with one line in the log; the service and
+the other connections go on.
 
 Wire protocol (AMP; every JSON value may be split over the keys C{name},
 C{name.1}, C{name.2}, ...)::
@@ -602,9 +603,19 @@ class ControlProtocol(amp.AMP):
     def ampBoxReceived(self, box: amp.AmpBox) -> None:
         """
         Dispatch a box, unless the connection is being dropped.
+
+        A command without C{_ask} drops the connection before it runs: every
+        command of this channel is answered, and AMP would leave the failure
+        of such a command (unknown, malformed, refused) to
+        C{unhandledError}, which logs a traceback for anything a peer sends.
         """
-        if not self._dropped:
-            super().ampBoxReceived(box)
+        if self._dropped:
+            return
+        if (amp.COMMAND in box and amp.ASK not in box
+                and amp.ANSWER not in box and amp.ERROR not in box):
+            self._drop(f"{box[amp.COMMAND]!r} command without {amp.ASK.decode()}"[:300])
+            return
+        super().ampBoxReceived(box)
 
     def locateResponder(self, name: bytes) -> Any:
         """

@@ -37,7 +37,7 @@ from ._context import Context, is_channel
 from ._flood import OutgoingQueue, QueueFull, TokenBucket
 from ._hostmask import Hostmask, HostmaskPatterns
 from ._index import CommandIndex, bot_specs
-from ._lines import CONSERVATIVE_RESERVE, format_messages, prefix_reserve
+from ._lines import CONSERVATIVE_RESERVE, check_target, format_messages, prefix_reserve
 from ._parse import parse_command
 from ._plugin import BOT_SERVICE_NAME
 
@@ -60,6 +60,26 @@ def _decode(line: bytes) -> str:
         return line.decode("latin-1")
 
 
+#: The fewest parameters a command from the server must have before its
+#: handler (the bot's or L{irc.IRCClient}'s) may look at them: a shorter line
+#: is ignored, with one line in the log. Commands not named here need none.
+MIN_PARAMS: Dict[str, int] = {
+    "PRIVMSG": 2, "NOTICE": 2, "JOIN": 1, "PART": 1, "KICK": 2, "NICK": 1,
+    "TOPIC": 2, "MODE": 2, "PING": 1,
+    "RPL_TOPIC": 3, "RPL_NOTOPIC": 2, "RPL_MOTDSTART": 1, "RPL_MOTD": 1,
+    "RPL_CREATED": 2, "RPL_YOURHOST": 2, "RPL_MYINFO": 2, "RPL_BOUNCE": 2,
+    "RPL_LUSERCLIENT": 2, "RPL_LUSEROP": 2, "RPL_LUSERCHANNELS": 2, "RPL_LUSERME": 2,
+}
+
+
+def _is_target(name: str) -> bool:
+    try:
+        check_target(name)
+    except ValueError:
+        return False
+    return True
+
+
 class BotProtocol(irc.IRCClient):
     """
     One connection of the bot to the server.
@@ -70,7 +90,11 @@ class BotProtocol(irc.IRCClient):
     dequoted, so that received text cannot smuggle CR or LF; nick
     collisions at sign-on alter the nick, and the configured nick is
     reclaimed later; the heartbeat runs on the bot's reactor and closes a
-    connection that has been silent for three heartbeats.
+    connection that has been silent for three heartbeats. A line from the
+    server that lacks parameters its handler needs (L{MIN_PARAMS}), a
+    C{MODE} that does not parse, and a C{PRIVMSG} that could not be answered
+    (its sender has no nick, or its channel is not a valid target) are
+    ignored with one line in the log, before any plugin sees them.
 
     @ivar hostmask: the bot's own C{nick!user@host} as the server relays
         it, once known (from the welcome, then from its own joins).
@@ -195,6 +219,22 @@ class BotProtocol(irc.IRCClient):
         command = irc.numeric_to_symbolic.get(command, command)
         self.handleCommand(command, prefix, params)
 
+    def handleCommand(self, command: str, prefix: str, params: List[str]) -> None:
+        """
+        Dispatch one command from the server, unless it lacks parameters its
+        handler needs (L{MIN_PARAMS}): that is ignored, with one line in the
+        log rather than a traceback.
+        """
+        needed = MIN_PARAMS.get(command, 0)
+        if len(params) < needed:
+            self.log.warn(
+                "ignored {command} from {prefix!r}: {count} parameters, {needed} needed",
+                command=command, prefix=prefix, count=len(params), needed=needed,
+                params=params,
+            )
+            return
+        super().handleCommand(command, prefix, params)
+
     def _createHeartbeat(self) -> LoopingCall:
         loop = LoopingCall(self._sendHeartbeat)
         loop.clock = self.reactor
@@ -242,6 +282,14 @@ class BotProtocol(irc.IRCClient):
         suffix = str(self._collisions)
         return base[: max(1, 9 - len(suffix))] + suffix
 
+    def irc_ERR_PASSWDMISMATCH(self, prefix: str, params: List[str]) -> None:
+        """
+        The server refused the password: say so (L{irc.IRCClient} raises,
+        which only logs a traceback); the server closes the connection.
+        """
+        self.log.error("the server refused the password: {text}",
+                       text=params[-1] if params else "")
+
     def irc_ERR_NICKNAMEINUSE(self, prefix: str, params: List[str]) -> None:
         """
         At sign-on, try another nick; later (reclaiming), keep the current one.
@@ -279,19 +327,34 @@ class BotProtocol(irc.IRCClient):
         """
         super().nickChanged(nick)
         if self.hostmask:
-            self.hostmask = nick + self.hostmask[self.hostmask.index("!"):]
+            _, bang, rest = self.hostmask.partition("!")
+            self.hostmask = nick + bang + rest if bang else None
 
     def kickedFrom(self, channel: str, kicker: str, message: str) -> None:
         """
         Rejoin a configured channel after C{rejoin_delay} seconds.
         """
         if any(channel.lower() == c.lower() for c in self.bot.channels):
+            pending = self._rejoins.get(channel)
+            if pending is not None and pending.active():
+                return
             self._rejoins[channel] = self.reactor.callLater(
                 self.bot.rejoin_delay, self._rejoin, channel)
 
     def _rejoin(self, channel: str) -> None:
         self._rejoins.pop(channel, None)
         self.join(channel)
+
+    def ctcpReply_PING(self, user: str, channel: str, data: Any) -> None:
+        """
+        A CTCP PING reply: one to no ping of the bot's is ignored, with one
+        line in the log (L{irc.IRCClient} raises, which logs a traceback).
+        """
+        if not self._pings or (user.split("!", 1)[0], data) not in self._pings:
+            self.log.info("ignored a CTCP PING reply from {user!r}: the bot sent no such ping",
+                          user=user, data=data)
+            return
+        super().ctcpReply_PING(user, channel, data)
 
     def ctcpQuery_DCC(self, user: str, channel: str, data: str) -> None:
         """
@@ -302,6 +365,68 @@ class BotProtocol(irc.IRCClient):
 
     def _own(self, prefix: str) -> bool:
         return Hostmask.parse(prefix).nick == self.nickname
+
+    def irc_PRIVMSG(self, prefix: str, params: List[str]) -> None:
+        """
+        A message (or CTCP query), unless it could not be answered: from a
+        sender without a valid nick, or to a channel that is not a valid
+        target. Such a message is ignored, with one line in the log, before
+        any plugin runs (a reply or an error notice would fail).
+        """
+        target = params[0]
+        nick = prefix.split("!", 1)[0]
+        if not _is_target(nick) or (is_channel(target) and not _is_target(target)):
+            self.log.warn("ignored PRIVMSG from {prefix!r} to {target!r}: no valid reply target",
+                          prefix=prefix, target=target)
+            return
+        super().irc_PRIVMSG(prefix, params)
+
+    def irc_NOTICE(self, prefix: str, params: List[str]) -> None:
+        """
+        A notice; an empty one is ignored (L{irc.IRCClient} would raise).
+        """
+        if params[-1]:
+            super().irc_NOTICE(prefix, params)
+
+    def irc_MODE(self, prefix: str, params: List[str]) -> None:
+        """
+        A mode change, as L{irc.IRCClient} parses it; one that does not
+        parse is ignored with one line in the log (L{irc.IRCClient} logs a
+        traceback).
+        """
+        target, modes, args = params[0], params[1], params[2:]
+        if not modes.startswith(("+", "-")):
+            modes = "+" + modes
+        if target == self.nickname:
+            param_modes = self.getUserModeParams()
+        else:
+            param_modes = self.getChannelModeParams()
+        try:
+            added, removed = irc.parseModes(modes, args, param_modes)
+        except irc.IRCBadModes as e:
+            self.log.warn("ignored MODE from {prefix!r}: {error}", prefix=prefix,
+                          error=str(e), params=params)
+            return
+        for adding, changes in ((True, added), (False, removed)):
+            if changes:
+                letters = "".join(letter for letter, _ in changes)
+                values = tuple(value for _, value in changes)
+                self.modeChanged(prefix, target, adding, letters, values)
+
+    def getChannelModeParams(self) -> List[str]:
+        """
+        The channel modes that take a parameter, C{[when added, when
+        removed]}, from the server's C{PREFIX} and C{CHANMODES} (an empty
+        C{PREFIX=} is no prefixes, where L{irc.IRCClient} raises).
+        """
+        prefixes = self.supported.getFeature("PREFIX") or {}
+        chanmodes = self.supported.getFeature("CHANMODES") or {}
+        added = removed = "".join(prefixes)
+        if chanmodes:
+            added += chanmodes.get("addressModes", "") + chanmodes.get("param", "")
+            removed = added
+            added += chanmodes.get("setParam", "")
+        return [added, removed]
 
     def privmsg(self, user: str, channel: str, message: str) -> None:
         """
@@ -321,7 +446,7 @@ class BotProtocol(irc.IRCClient):
         Emit C{irc_join}; the bot's own join tells its hostmask.
         """
         super().irc_JOIN(prefix, params)
-        if self._own(prefix):
+        if self._own(prefix) and "!" in prefix and "@" in prefix:
             self.hostmask = prefix
         self.bot.handle_event("join", prefix, channel=params[-1])
 
@@ -335,10 +460,11 @@ class BotProtocol(irc.IRCClient):
 
     def irc_QUIT(self, prefix: str, params: List[str]) -> None:
         """
-        Emit C{irc_quit}.
+        Emit C{irc_quit}; the quit message is optional.
         """
-        super().irc_QUIT(prefix, params)
-        self.bot.handle_event("quit", prefix, text=params[0] if params else "")
+        text = params[0] if params else ""
+        self.userQuit(prefix.split("!")[0], text)
+        self.bot.handle_event("quit", prefix, text=text)
 
     def irc_KICK(self, prefix: str, params: List[str]) -> None:
         """
@@ -680,13 +806,23 @@ def make_bot_service(
     @param reactor: the reactor.
     @param retry_policy: seconds to wait before reconnection attempt N
         (backoff from 1 s up to 60 s by default).
-    @raise ValueError: for an owner pattern that is not C{nick!user@host},
-        or bad flood settings.
+    @raise ValueError: for a server that is not a client endpoint string,
+        an owner pattern that is not C{nick!user@host}, or bad flood
+        settings.
     """
     flood = _field(irc_config, "flood")
     rate = _field(flood, "rate", 1.0) if flood is not None else 1.0
     burst = _field(flood, "burst", 4) if flood is not None else 4
-    endpoint = clientFromString(reactor, _field(irc_config, "server"))
+    server = _field(irc_config, "server")
+    try:
+        endpoint = clientFromString(reactor, server)
+    except Exception as e:
+        # A dict config has not been through _config's check: a bad string
+        # is a TypeError, KeyError, ImportError... there.
+        raise ValueError(
+            f"server {server!r}: not a Twisted client endpoint string "
+            f"({type(e).__name__}: {e})"[:300]
+        ) from None
     if admin and ADMIN_PACKAGE not in manager.packages:
         manager.packages = tuple(manager.packages) + (ADMIN_PACKAGE,)
     return IRCBot(
