@@ -269,6 +269,7 @@ class PluginManager(MultiService):
         self.stop_mode = ShutdownMode.coerce(stop_mode)
         self.slow_call = float(slow_call)
         self._timer = timer
+        self._nested: List[float] = []
         self._reactor = reactor
         self._listeners = Listeners(Logger(namespace="twisted_plugmgr.events"))
         self._records: Dict[str, _Record] = {}
@@ -311,10 +312,10 @@ class PluginManager(MultiService):
         meta = record.instance if record.instance is not None else record.cls
         return PluginInfo(
             name=record.name,
-            longname=getattr(meta, "longname", None),
-            license=getattr(meta, "license", None),
-            version=getattr(meta, "version", None),
-            author=getattr(meta, "author", None),
+            longname=_text(_attribute(meta, "longname")),
+            license=_text(_attribute(meta, "license")),
+            version=_text(_attribute(meta, "version")),
+            author=_text(_attribute(meta, "author")),
             module=source.module_name if source else None,
             state=record.state,
             loaded_at=record.loaded_at,
@@ -638,7 +639,7 @@ class PluginManager(MultiService):
 
     def _start_failed(self, record: _Record, error: PluginError) -> Deferred:
         if record.instance is not None:
-            record.instance.running = 0
+            self._mark_stopped(record.name, record.instance)
         if record.api is not None:
             self._close_owned(record.name, record.api)
         self._forget(record)
@@ -813,6 +814,16 @@ class PluginManager(MultiService):
         d.addCallbacks(stopped, failed)
         return stopping.wait()
 
+    def _mark_stopped(self, name: str, instance: Any) -> None:
+        """
+        Say the instance is no longer running, as C{Service.stopService}
+        would (the manager calls C{shutdown} instead).
+        """
+        try:
+            instance.running = 0
+        except BaseException:  # a read-only property, say
+            self._report_error(name, Failure())
+
     def _close_owned(self, name: str, api: Optional[PluginAPI]) -> Deferred:
         """
         Cancel or close what the plugin left live (reporting each kind);
@@ -828,7 +839,7 @@ class PluginManager(MultiService):
     def _finish_stop(self, record: _Record, quit_message: Any) -> None:
         instance = record.instance
         if instance is not None:
-            instance.running = 0
+            self._mark_stopped(record.name, instance)
             self._release(record.name, instance)
         if record.imported is not None:
             _source.purge(record.imported.source.module_name)
@@ -908,11 +919,16 @@ class PluginManager(MultiService):
         Call one handler, measuring it. Raises what it raises.
         """
         timer = self._timer
+        nested = self._nested
+        nested.append(0.0)  # time spent in the handlers this one calls
         started = timer()
         try:
             return method(*args, **kw)
         finally:
-            elapsed = timer() - started
+            total = timer() - started
+            elapsed = total - nested.pop()
+            if nested:
+                nested[-1] += total
             record.calls += 1
             record.busy_time += elapsed
             if elapsed > record.longest_call:
@@ -931,14 +947,14 @@ class PluginManager(MultiService):
         """
         instance = record.instance
         attribute = record.handlers.get(event)
-        if attribute is not None:
-            method, call_args = getattr(instance, attribute), args
-        else:
-            default = getattr(instance, "default", None)
-            if default is None or not callable(default):
-                return fail(NoSuchHandler(record.name, event))
-            method, call_args = default, (event,) + args
         try:
+            if attribute is not None:
+                method, call_args = getattr(instance, attribute), args
+            else:
+                default = getattr(instance, "default", None)
+                if default is None or not callable(default):
+                    return fail(NoSuchHandler(record.name, event))
+                method, call_args = default, (event,) + args
             result = self._invoke(record, method, call_args, kw)
         except BaseException:  # plugin code: SystemExit, KeyboardInterrupt too
             failure = Failure()
@@ -1081,7 +1097,8 @@ class PluginManager(MultiService):
             if attribute is None:
                 continue
             try:
-                result = self._invoke(record, getattr(record.instance, attribute), args, kw)
+                method = getattr(record.instance, attribute)
+                result = self._invoke(record, method, args, kw)
             except BaseException:  # plugin code: SystemExit, KeyboardInterrupt too
                 self._report_error(record.name, Failure())
                 continue
@@ -1139,6 +1156,16 @@ class PluginManager(MultiService):
             L{CompileFailed}, L{InvalidMetadata} or L{InitFailed} (after
             C{plugin_reload_failed}), the plugin still serving.
         """
+        try:
+            return self._reload(name, data, mode, dependents)
+        except BaseException:
+            # A bug of ours, not a plugin's: never raise out of reload().
+            failure = Failure()
+            self.log.failure("reload({name!r}) failed unexpectedly", failure=failure, name=name)
+            return fail(failure)
+
+    def _reload(self, name: str, data: Any, mode: Union[ShutdownMode, str],
+                dependents: bool) -> Deferred:
         try:
             mode = ShutdownMode.coerce(mode)
             _source.check_name(name)
@@ -1203,14 +1230,14 @@ class PluginManager(MultiService):
             scratch, _ = self._prepare_new(record, data)
         except PluginError as error:
             return self._reload_failed(record.name, error)
-        old_version = getattr(record.instance, "version", None)
+        old_version = _attribute(record.instance, "version")
         self._release(record.name, record.instance)
         self._close_owned(record.name, record.api)  # type: ignore[arg-type]
         self._swap_in(record, scratch, data)
         self._adopt(record.name, record.instance)
         record.reloads += 1
         self._broadcast("plugin_reloaded", record.name, old_version=_text(old_version),
-                        new_version=_text(getattr(record.instance, "version", None)))
+                        new_version=_text(_attribute(record.instance, "version")))
         return succeed(record.instance)
 
     def _unstarted_waiter(self, record: _Record) -> Deferred:
@@ -1233,7 +1260,7 @@ class PluginManager(MultiService):
             self._settle(record)  # run a reload that was queued meanwhile
             return d
         old_instance, old_api, old_cls = record.instance, record.api, record.cls
-        old_imported, old_version = record.imported, getattr(record.instance, "version", None)
+        old_imported, old_version = record.imported, _attribute(record.instance, "version")
         record.lifecycle.fire("reload")
         seconds = self.deadlines[mode]
         result: Deferred = Deferred()
@@ -1243,13 +1270,14 @@ class PluginManager(MultiService):
                 if outcome.check(TimeoutError, CancelledError):
                     outcome = Failure(ShutdownTimedOut(name, mode, seconds))
                 self._report_error(name, outcome)
-            old_instance.running = 0
+            self._mark_stopped(name, old_instance)
             self._release(name, old_instance)
             self._abandon(record, "reloaded")
             # get_state may still use the old version's reactor; what it
             # left running is closed after.
-            if hasattr(old_instance, "get_state"):
-                got = self._call_with_deadline(old_instance.get_state, (), self.start_deadline)
+            get_state = _attribute(old_instance, "get_state")
+            if callable(get_state):
+                got = self._call_with_deadline(get_state, (), self.start_deadline)
             else:
                 got = succeed(_NO_STATE)
             return got.addErrback(state_lost).addCallback(close_then_start)
@@ -1275,7 +1303,7 @@ class PluginManager(MultiService):
             record.lifecycle.fire("reloaded")
             self._index.set(name, record.sequence, record.specs)
             self._broadcast("plugin_reloaded", name, old_version=_text(old_version),
-                            new_version=_text(getattr(instance, "version", None)))
+                            new_version=_text(_attribute(instance, "version")))
             result.callback(instance)
             self._after_reload(record)
 
@@ -1324,8 +1352,9 @@ class PluginManager(MultiService):
         """
         instance = version.instance
         self._adopt(record.name, instance)
-        if state is not _NO_STATE and hasattr(instance, "set_state"):
-            given = self._call_with_deadline(instance.set_state, (state,), self.start_deadline)
+        set_state = _attribute(instance, "set_state")
+        if state is not _NO_STATE and callable(set_state):
+            given = self._call_with_deadline(set_state, (state,), self.start_deadline)
         else:
             given = succeed(None)
 
@@ -1341,7 +1370,7 @@ class PluginManager(MultiService):
             return d.addCallbacks(lambda _: instance, failed)
 
         def failed(failure: Failure) -> Any:
-            instance.running = 0
+            self._mark_stopped(record.name, instance)
             self._release(record.name, instance)
             self._close_owned(record.name, version.api)  # type: ignore[arg-type]
             if failure.check(TimeoutError):
@@ -1496,6 +1525,17 @@ class PluginManager(MultiService):
             for name in sorted(self._known_available - set(now)):
                 self._broadcast("plugin_source_removed", name)
             self._known_available = set(now)
+
+
+def _attribute(obj: Any, attribute: str) -> Any:
+    """
+    C{getattr(obj, attribute, None)}, for plugin objects: a lookup that
+    raises anything (a property, a C{__getattr__}) gives L{None}.
+    """
+    try:
+        return getattr(obj, attribute, None)
+    except BaseException:
+        return None
 
 
 #: No state was taken from the old instance.

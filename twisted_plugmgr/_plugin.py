@@ -82,9 +82,11 @@ class PluginReactor:
     closed by L{close}. Everything else is the reactor's own.
     """
 
-    def __init__(self, reactor: Any, owner: str) -> None:
+    def __init__(self, reactor: Any, owner: str,
+                 on_error: Optional[Callable[[Failure], object]] = None) -> None:
         self._reactor = reactor
         self._owner = owner
+        self._on_error = on_error
         self._delayed: Set[IDelayedCall] = set()
         self._loops: List[LoopingCall] = []
         self._ports: List[Any] = []
@@ -114,7 +116,7 @@ class PluginReactor:
 
         def fire() -> Any:
             self._delayed.discard(holder[0])
-            return f(*args, **kw)
+            return self._guarded(f, args, kw)
 
         call = self._reactor.callLater(delay, fire)
         holder.append(call)
@@ -122,6 +124,23 @@ class PluginReactor:
             self._delayed = {c for c in self._delayed if c.active()}
         self._delayed.add(call)
         return call
+
+    def _guarded(self, f: Callable[..., Any], args: tuple, kw: dict) -> Any:
+        """
+        Call C{f} for a timer or a looping call: what it raises, or a
+        Deferred it returns fails with, is the plugin's error (reported
+        through C{on_error}), not the reactor's; a looping call goes on.
+        """
+        if self._on_error is None:
+            return f(*args, **kw)
+        try:
+            result = f(*args, **kw)
+        except BaseException:
+            self._on_error(Failure())
+            return None
+        if isinstance(result, Deferred):
+            return result.addErrback(self._on_error)
+        return result
 
     def getDelayedCalls(self) -> List[IDelayedCall]:
         """
@@ -134,7 +153,7 @@ class PluginReactor:
         A L{LoopingCall} of C{f} on the reactor's clock, owned by the plugin.
         """
         self._check_open()
-        loop = LoopingCall(f, *args, **kw)
+        loop = LoopingCall(self._guarded, f, args, kw)
         loop.clock = self._reactor
         self._loops.append(loop)
         return loop
@@ -281,7 +300,9 @@ class PluginAPI:
         self.name = name
         self.manager = manager
         self.log = Logger(namespace=f"twisted_plugmgr.plugins.{name}")
-        self.reactor = PluginReactor(reactor, name)
+        self.reactor = PluginReactor(
+            reactor, name, on_error=lambda failure: manager._report_error(name, failure)
+        )
 
     def warning(self, message: str) -> None:
         """

@@ -84,7 +84,7 @@ class FakePluginAPI:
         self.manager = manager
         self.log = Logger(namespace=f"twisted_plugmgr.plugins.{name}")
         self.clock = clock if clock is not None else Clock()
-        self.reactor = PluginReactor(self.clock, name)
+        self.reactor = PluginReactor(self.clock, name, on_error=self.error)
         self.warnings: List[str] = []
         self.errors: List[Failure] = []
         self.posts: List[Tuple[str, str, tuple, dict]] = []
