@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
 import time
 from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -149,6 +150,7 @@ class _Record:
     stopping: Optional[_Shared] = None
     pending_reload: Optional[_Pending] = None
     waiting: set = attr.ib(factory=set)  # answers still waiting on a handler's Deferred
+    displaced: Dict[str, Any] = attr.ib(factory=dict)  # modules the load took aside
     reloads: int = 0
     calls: int = 0
     busy_time: float = 0.0
@@ -488,6 +490,10 @@ class PluginManager(MultiService):
         On failure nothing of the import remains in C{sys.modules}.
         """
         source = _source.locate(record.name, self.packages, self.paths, self._private_prefix)
+        if source.module_name in sys.modules:
+            # Something else imported that module (a helper of a configured
+            # package, say): keep it aside, to put back if this load fails.
+            record.displaced = _source.take_modules(source.module_name)
         try:
             imported = _source.import_plugin(source)
         except BaseException:  # plugin code: SystemExit, KeyboardInterrupt too
@@ -569,6 +575,9 @@ class PluginManager(MultiService):
             self._release(record.name, record.instance)
         if record.imported is not None:
             _source.purge(record.imported.source.module_name)
+        if record.displaced:
+            _source.restore_modules(_root_of(record.displaced), record.displaced)
+            record.displaced = {}
         if record.drain_call is not None and record.drain_call.active():
             record.drain_call.cancel()
         record.drain_call = None
@@ -843,6 +852,9 @@ class PluginManager(MultiService):
             self._release(record.name, instance)
         if record.imported is not None:
             _source.purge(record.imported.source.module_name)
+        if record.displaced:  # what the load took aside goes back
+            _source.restore_modules(_root_of(record.displaced), record.displaced)
+            record.displaced = {}
         if record.drain_call is not None and record.drain_call.active():
             record.drain_call.cancel()
         record.drain_call = None
@@ -1525,6 +1537,13 @@ class PluginManager(MultiService):
             for name in sorted(self._known_available - set(now)):
                 self._broadcast("plugin_source_removed", name)
             self._known_available = set(now)
+
+
+def _root_of(modules: Mapping[str, Any]) -> str:
+    """
+    The name of the top module of C{modules} (a module and its submodules).
+    """
+    return min(modules, key=len)
 
 
 def _attribute(obj: Any, attribute: str) -> Any:
