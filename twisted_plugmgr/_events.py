@@ -53,6 +53,8 @@ FAILURE_KINDS = frozenset(
 )
 
 _LEVELS: Mapping[str, LogLevel] = {
+    # A refused unload is the caller's mistake, not a fault of the service.
+    "plugin_unload_failed": LogLevel.warn,
     "plugin_invalid_values": LogLevel.warn,
     "plugin_warning": LogLevel.warn,
     "plugin_table": LogLevel.debug,
@@ -174,6 +176,7 @@ class Listeners:
             text += " plugins=[{plugins}]"
         if event.failure is not None:
             event.failure.cleanFailure()
-            self._log.failure(text, failure=event.failure, **fields)
+            level = _LEVELS.get(event.kind, LogLevel.error)
+            self._log.failure(text, failure=event.failure, level=level, **fields)
         else:
             self._log.emit(_LEVELS.get(event.kind, LogLevel.info), text, **fields)
