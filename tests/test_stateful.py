@@ -8,7 +8,9 @@ Rules: start the manager, load, unload (each mode, with and without
 cascade), reload (with a good new source, or a broken one: syntax error,
 raising at import, constructor raising, start raising, start hanging,
 set_state raising, bad metadata), reload what changed on disk, post, call,
-emit, advance the clock, shut down. A final shutdown ends every example.
+emit, advance the clock, watch files (polling on the Clock), save a new
+version of a file and leave it there, shut down. A final shutdown ends
+every example.
 
 The plugins: good ones (C{alpha}; C{beta}, which hands its state over on
 reload), one whose get_state raises and whose shutdown is slow (C{gamma}),
@@ -355,10 +357,13 @@ class ManagerMachine(RuleBasedStateMachine):
             return data.draw(st.one_of(mostly, mostly, mostly, st.sampled_from(NAMES + list(extra))))
         return data.draw(st.sampled_from(NAMES + list(extra)))
 
-    @initialize(start=st.booleans(), preload=st.lists(st.sampled_from(NAMES), unique=True))
-    def begin(self, start: bool, preload: List[str]) -> None:
+    @initialize(start=st.booleans(), preload=st.lists(st.sampled_from(NAMES), unique=True),
+                watch=st.booleans())
+    def begin(self, start: bool, preload: List[str], watch: bool) -> None:
         if start:
             self.track("start", self.manager.startService())
+        if watch:
+            self.watch(True)
         for name in preload:
             self.load(name)
 
@@ -396,6 +401,30 @@ class ManagerMachine(RuleBasedStateMachine):
         finally:
             _write(self.path(name), self.originals[name])
         self.track("reload_changed", d)
+
+    @precondition(lambda self: not self.shut)
+    @rule(on=st.booleans())
+    def watch(self, on: bool) -> None:
+        # Reload on file change, polling (on the Clock).
+        if on:
+            self.manager.watch(debounce=0.05, use_inotify=False, poll_interval=0.25)
+        else:
+            self.manager.unwatch()
+
+    @rule(data=st.data(), variant=st.sampled_from(VARIANTS), wait=st.booleans())
+    def save(self, data: Any, variant: str, wait: bool) -> None:
+        # An edit left on disk: the watcher (if on) reloads it, once the
+        # clock moves; later loads and reload_changed see it.
+        name = self.target(data)
+        _write(self.path(name), variant_source(name, variant))
+        if wait:
+            self.clock.advance(0.3)
+            self.clock.advance(0.1)
+
+    @rule(data=st.data())
+    def restore(self, data: Any) -> None:
+        name = self.target(data)
+        _write(self.path(name), self.originals[name])
 
     @rule(data=st.data(), event=st.sampled_from(["note", "note", "nohandler"]))
     def post(self, data: Any, event: str) -> None:
