@@ -418,7 +418,8 @@ class PluginManager(MultiService):
             existing = self._records.get(name)
             if existing is not None:
                 if existing.stopping is not None:
-                    return existing.stopping.wait().addBoth(lambda _: self._load(name, data, chain))
+                    return existing.stopping.wait().addBoth(
+                        lambda _: self._load(name, data, chain, wait_start))
                 raise AlreadyLoaded(name, f"its state is {existing.state.value}")
         except PluginError as error:
             return self._fail_load(name, error)
