@@ -823,9 +823,6 @@ def test_slow_call_threshold_is_configurable(plugdir):
     result_of(manager.shutdown())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a handler's time includes the handlers it calls "
-                   "through the manager: a plugin that calls a slow plugin is warned as having "
-                   "blocked the reactor, and both are charged the same time")
 def test_nested_handler_time_is_charged_to_the_plugin_that_spent_it(blocking):
     manager, clock, events, plugdir = blocking
     write_plugin(plugdir, "relay", """
@@ -854,24 +851,22 @@ def boom(self):
 """
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a plugin's timer (api.reactor.callLater) or looping "
-                   "call (api.looping_call) that raises is not reported as plugin_error naming "
-                   "the plugin: the timer's exception goes to the reactor (out of Clock.advance), "
-                   "the looping call's failure becomes an 'Unhandled error in Deferred'")
 def test_plugin_timer_raising_is_reported_as_the_plugins(env, logged_failures):
     manager, clock, events, plugdir = env
     write_plugin(plugdir, "ticker", TICKER)
     result_of(manager.load("ticker"))
-    try:
-        clock.advance(1)
-        clock.advance(4)
-        assert [e.plugin for e in events.of("plugin_error")] == ["ticker", "ticker"]
-        assert manager.plugin_table()["ticker"].state is PluginState.RUNNING
-    finally:
-        if "ticker" in manager.plugin_table():
-            result_of(manager.unload("ticker"))
-        gc.collect()
-        logged_failures.flush()
+    clock.advance(1)
+    clock.advance(4)
+    clock.advance(5)
+    errors = events.of("plugin_error")
+    assert [e.plugin for e in errors] == ["ticker"] * 3
+    assert all(e.failure.check(ValueError) for e in errors)
+    # The looping call goes on; the plugin still runs.
+    assert manager.namedServices["ticker"].loop.running
+    assert manager.plugin_table()["ticker"].state is PluginState.RUNNING
+    result_of(manager.unload("ticker"))
+    gc.collect()
+    logged_failures.flush(ValueError)
 
 
 # -- re-entrant plugins ----------------------------------------------------
@@ -983,40 +978,25 @@ def test_instance_renaming_itself_leaves_no_entry(env):
 # -- plugin attributes that raise when looked at ------------------------------
 
 
-def forget_manager(manager):
-    """
-    Take out of C{sys.modules} what a manager that a bug left stuck still
-    holds (tests that expose such bugs do not count on its shutdown).
-    """
-    for name in plugin_modules(manager):
-        del sys.modules[name]
-
-
-@pytest.mark.xfail(strict=True, reason="BUG: a plugin whose metadata attribute (version, "
-                   "longname, ...) is a property that raises on the instance breaks "
-                   "plugin_table() for every plugin, and makes reload() raise synchronously, "
-                   "leaving the new (never started) module in sys.modules")
-def test_metadata_property_raising(plugdir, logged_failures):
-    manager, clock, events = clock_manager(paths=[plugdir])
-    write_plugin(plugdir, "witness")
+def test_metadata_property_raising(env, logged_failures):
+    manager, clock, events, plugdir = env
     write_plugin(plugdir, "liar", meta="name = 'liar'\n", body="""
         @property
         def version(self):
             raise RuntimeError("no version for you")
     """)
-    result_of(manager.load("witness"))
-    try:
-        result_of(manager.load("liar"))
-        assert sorted(manager.plugin_table()) == ["liar", "witness"]
-        result_of(manager.reload("liar"))
-    finally:
-        forget_manager(manager)
-        logged_failures.flush()
+    result_of(manager.load("liar"))
+    table = manager.plugin_table()
+    assert sorted(table) == ["liar", "witness"]
+    assert table["liar"].version is None and table["witness"].version == "1.0"
+    before = plugin_modules(manager)
+    result_of(manager.reload("liar"))
+    assert plugin_modules(manager) == before
+    assert manager.plugin_table()["liar"].reloads == 1
+    assert_still_serving(manager)
+    logged_failures.flush(RuntimeError, AttributeError, InitFailed)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a plugin whose 'default' attribute raises when "
-                   "looked up makes call() raise synchronously, and the drain of its posts raise "
-                   "into the reactor: the post is neither delivered nor reported")
 def test_default_property_raising(env, logged_failures):
     manager, clock, events, plugdir = env
     write_plugin(plugdir, "nodefault", """
@@ -1025,56 +1005,41 @@ def test_default_property_raising(env, logged_failures):
             raise RuntimeError("default looked at")
     """)
     result_of(manager.load("nodefault"))
-    try:
-        failure_of(manager.call("nodefault", "anything"))
-        manager.post("nodefault", "anything")
-        clock.advance(0)
-        assert len(events.of("plugin_error")) == 2
-    finally:
-        logged_failures.flush()
+    failure_of(manager.call("nodefault", "anything"), RuntimeError)
+    manager.post("nodefault", "anything")
+    clock.advance(0)
+    errors = events.of("plugin_error")
+    assert [e.plugin for e in errors] == ["nodefault"] * len(errors) and errors
+    assert manager.plugin_table()["nodefault"].state is PluginState.RUNNING
+    assert_still_serving(manager)
+    logged_failures.flush(RuntimeError, AttributeError, InitFailed)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the manager sets instance.running = 0 without "
-                   "guarding it: a plugin with a read-only 'running' leaves a phantom 'starting' "
-                   "row when its start fails; its unload and the manager's shutdown never finish")
-def test_read_only_running_attribute(plugdir, logged_failures):
-    manager, clock, events = clock_manager(paths=[plugdir])
+def test_read_only_running_attribute(env, logged_failures):
+    manager, clock, events, plugdir = env
     write_plugin(plugdir, "stubborn", """
         @property
         def running(self):
             return 1
     """)
-    try:
-        failure_of(manager.load("stubborn"), InitFailed)
-        assert manager.plugin_table() == {}
-        d = manager.shutdown()
-        clock.advance(100)
-        assert result_of(d) is None
-    finally:
-        forget_manager(manager)
-        logged_failures.flush()
+    failure_of(manager.load("stubborn"), InitFailed)
+    assert_nothing_left(manager, "stubborn")
+    assert_still_serving(manager)
+    logged_failures.flush(RuntimeError, AttributeError, InitFailed)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a plugin whose __getattr__ raises something other "
-                   "than AttributeError makes hasattr(old, 'get_state') raise inside reload: the "
-                   "plugin stays 'reloading' forever; reload, unload and shutdown never finish")
-def test_getattr_raising_during_reload(plugdir, logged_failures):
-    manager, clock, events = clock_manager(paths=[plugdir])
+def test_getattr_raising_during_reload(env, logged_failures):
+    manager, clock, events, plugdir = env
     write_plugin(plugdir, "proxy", """
         def __getattr__(self, name):
             raise RuntimeError("no attribute " + name)
     """)
-    result_of(manager.load("proxy"))
-    try:
-        reloaded = manager.reload("proxy")
-        clock.advance(100)
-        result_of(reloaded)
-        d = manager.shutdown()
-        clock.advance(100)
-        assert result_of(d) is None
-    finally:
-        forget_manager(manager)
-        logged_failures.flush()
+    old = result_of(manager.load("proxy"))
+    new = result_of(manager.reload("proxy"))
+    assert new is not old and manager.plugin_table()["proxy"].state is PluginState.RUNNING
+    result_of(manager.unload("proxy"))
+    assert_nothing_left(manager, "proxy")
+    logged_failures.flush(RuntimeError, AttributeError, InitFailed)
 
 
 # -- dependencies ----------------------------------------------------------

@@ -12,13 +12,14 @@ emit, advance the clock, watch files (polling on the Clock), save a new
 version of a file and leave it there, shut down. A final shutdown ends
 every example.
 
-The plugins: good ones (C{alpha}; C{beta}, which hands its state over on
-reload), one whose get_state raises and whose shutdown is slow (C{gamma}),
-one whose handlers raise, exit or fail (C{raiser}), one that starts slowly
-(C{slowstart}) and one that requires it (C{child}), one whose shutdown
-never fires (C{hangstop}), one whose start never fires (C{hangstart}), one
-whose start raises (C{badstart}), and one whose handlers unload, reload and
-post to plugins from inside the manager (C{selfish}).
+The plugins: good ones with some asynchronous handlers (C{alpha}; C{beta},
+which hands its state over on reload), one whose get_state raises and whose
+shutdown is slow (C{gamma}), one whose handlers raise, exit or fail
+(C{raiser}), one that starts slowly (C{slowstart}) and one that requires it
+(C{child}), one whose shutdown never fires (C{hangstop}), one whose start
+never fires (C{hangstart}), one whose start raises (C{badstart}), and one,
+with a slow shutdown, whose handlers unload, reload and post to plugins from
+inside the manager (C{selfish}).
 
 Invariants, after every step:
   - the plugin table, the manager's child services (and named services),
@@ -68,23 +69,6 @@ from twisted_plugmgr import (
     ShutdownMode,
 )
 from twisted_plugmgr.testing import clock_manager
-
-#: Known bug (see test_faults.test_handler_reloading_its_plugin_during_unload):
-#: a handler that reloads its own plugin, whose shutdown takes time, while
-#: the manager drains that plugin's messages before stopping it makes
-#: unload() raise InvalidTransition. The plugin "selfish" has a slow
-#: shutdown only when this is False: steer around the bug until it is
-#: fixed, so that the machine keeps looking for other bugs.
-AVOID_REENTRANT_RELOAD_BUG = False
-
-#: Known bug (see test_faults.test_handler_waiting_on_its_timer_when_unloaded):
-#: a call or emit waiting on a handler's Deferred is never answered when the
-#: plugin is unloaded or reloaded first (the manager cancels the plugin's
-#: timers). The asynchronous handlers of "alpha" and "beta" use the plugin's
-#: own reactor only when this is False (else the manager's, which nobody
-#: cancels).
-AVOID_PENDING_HANDLER_BUG = False
-
 
 # -- the plugins -----------------------------------------------------------
 
@@ -138,7 +122,6 @@ class Ledger:
 #: requirement of another plugin is, with C{data=None}).
 LEDGER_MODULE = "plugmgr_stateful_ledger"
 sys.modules.setdefault(LEDGER_MODULE, types.ModuleType(LEDGER_MODULE))
-sys.modules[LEDGER_MODULE].avoid_timer_bug = AVOID_PENDING_HANDLER_BUG  # type: ignore
 
 HEADER = f"""\
 import {LEDGER_MODULE}
@@ -149,10 +132,6 @@ from twisted_plugmgr import Plugin, handler
 def ledger(plugin):
     return plugin.data or {LEDGER_MODULE}.ledger
 
-def timers(plugin):
-    if {LEDGER_MODULE}.avoid_timer_bug:
-        return plugin.api.reactor._reactor
-    return plugin.api.reactor
 """
 
 
@@ -219,10 +198,11 @@ SET_STATE_RAISE = "def set_state(self, state):\n    raise RuntimeError('cannot t
 #: name -> (class body pieces, requires)
 PLUGINS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "alpha": (handlers(
-        call_tail="return deferLater(timers(self), 0.5, lambda: token) if token % 2 else token"
+        call_tail="return deferLater(self.api.reactor, 0.5, lambda: token) if token % 2 else token"
     ), ()),
     "beta": (handlers(
-        emit_tail="return deferLater(timers(self), 0.5, lambda: 'beta') if token % 2 else 'beta'"
+        emit_tail="return deferLater(self.api.reactor, 0.5, lambda: 'beta') if token % 2 "
+                  "else 'beta'"
     ) + STATE, ()),
     "gamma": (GET_STATE_RAISE + STOP_SLOW, ()),
     "raiser": (
@@ -235,7 +215,7 @@ PLUGINS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "child": ("", ("slowstart",)),
     "hangstop": (STOP_HANG, ()),
     "hangstart": (START_HANG, ()),
-    "selfish": (SELFISH + ("" if AVOID_REENTRANT_RELOAD_BUG else STOP_SLOW), ()),
+    "selfish": (SELFISH + STOP_SLOW, ()),
     "badstart": (START_RAISE, ()),
 }
 
