@@ -584,6 +584,29 @@ def test_shutdown_failing_still_removes(env, logged_failures, body, raised):
     logged_failures.flush(raised)
 
 
+@pytest.mark.xfail(strict=True, reason="BUG: a quit message whose repr() raises makes the "
+                   "event log (Listeners._logEvent) raise inside the unload: the unload's "
+                   "Deferred never fires, and the error is an 'Unhandled error in Deferred'")
+def test_quit_message_that_cannot_be_shown(env, logged_failures):
+    manager, clock, events, plugdir = env
+    write_plugin(plugdir, "odd", header="""
+class Odd:
+    def __repr__(self):
+        raise RuntimeError("cannot show me")
+    __str__ = __repr__
+""", body="def shutdown(self, mode, reason):\n    return Odd()\n")
+    result_of(manager.load("odd"))
+    try:
+        d = manager.unload("odd")
+        clock.advance(10)
+        assert type(result_of(d)).__name__ == "Odd"
+        assert events.kinds("odd")[-1] == "plugin_unloaded"
+        assert_nothing_left(manager, "odd")
+    finally:
+        gc.collect()
+        logged_failures.flush()
+
+
 @pytest.mark.parametrize("mode, seconds", [("immediate", 1), ("smart", 3), ("lazy", 6)])
 def test_shutdown_never_firing_ends_at_the_deadline(env, logged_failures, mode, seconds):
     manager, clock, events, plugdir = env
