@@ -388,7 +388,8 @@ def close(client, pump, factory):
     """
     Close an in-memory connection; the server forgets it.
     """
-    client.transport.loseConnection()
+    if client.transport is not None:
+        client.transport.loseConnection()
     pump.flush()
     assert factory.connections == set()
 
@@ -540,6 +541,33 @@ def test_fuzzed_data_through_the_control_channel(control, logged_failures, data)
     assert answers[2] == {"quit_message": "datap unloaded"}
     close(client, pump, factory)
     settle(logged_failures)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the control channel's answer to Load/Reload reads "
+                   "the plugin's version and longname unguarded: for a plugin whose version "
+                   "property raises, a Load that succeeded is answered 'malformed command' and "
+                   "the connection is dropped")
+def test_load_of_a_plugin_with_a_raising_version_is_answered(control, logged_failures):
+    manager, clock, factory = control
+    write_plugin(manager.paths[0], "liar", meta="name = 'liar'\n", body="""
+        @property
+        def version(self):
+            raise RuntimeError("no version for you")
+    """)
+    client, server, pump = iosim.connectedServerAndClient(
+        lambda: factory.buildProtocol(None), _ClientProtocol)
+    answers: List[Any] = []
+    client.callRemote(Load, name="liar").addBoth(answers.append)
+    pump.flush()
+    try:
+        assert answers[0]["plugin"] == {"name": "liar", "version": None,
+                                        "longname": "test plugin liar"}
+        assert not client.closed.called
+    finally:
+        close(client, pump, factory)
+        if "liar" in manager.plugin_table():
+            result_of(manager.unload("liar"))
+        logged_failures.flush()
 
 
 @pytest_twisted.ensureDeferred
