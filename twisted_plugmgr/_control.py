@@ -478,11 +478,14 @@ class _Malformed(Exception):
 
 
 def _describe_plugin(name: str, plugin: Any) -> Dict[str, Any]:
-    return {
-        "name": name,
-        "version": to_json(getattr(plugin, "version", None)),
-        "longname": to_json(getattr(plugin, "longname", None)),
-    }
+    def shown(attribute: str) -> Any:
+        # Plugin code: a property may raise, a value may not convert.
+        try:
+            return to_json(getattr(plugin, attribute, None))
+        except BaseException:
+            return None
+
+    return {"name": name, "version": shown("version"), "longname": shown("longname")}
 
 
 def _mode(mode: Optional[str]) -> Optional[ShutdownMode]:

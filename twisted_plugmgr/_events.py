@@ -97,6 +97,29 @@ class PluginEvent:
     path: Optional[str] = None
 
 
+def safe_repr(value: Any) -> str:
+    """
+    C{repr(value)}, or a placeholder when that raises (plugin objects may).
+    """
+    try:
+        return repr(value)
+    except BaseException:
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+def safe_str(value: Any) -> Optional[str]:
+    """
+    C{str(value)} (L{None} stays L{None}), or a placeholder when that
+    raises.
+    """
+    if value is None:
+        return None
+    try:
+        return str(value)
+    except BaseException:
+        return f"<unprintable {type(value).__name__}>"
+
+
 #: The type of a listener.
 Listener = Callable[[PluginEvent], object]
 
@@ -160,13 +183,13 @@ class Listeners:
         # instance or a live traceback would keep an old plugin alive.
         fields = {
             "kind": event.kind,
-            "plugin": event.plugin if isinstance(event.plugin, str) else repr(event.plugin),
+            "plugin": event.plugin if isinstance(event.plugin, str) else safe_repr(event.plugin),
         }
         text = "{kind} {plugin}"
         for name in ("quit_message", "count", "message", "old_version", "new_version", "path"):
             value = getattr(event, name)
             if value is not None:
-                fields[name] = value if isinstance(value, (str, int, float)) else repr(value)
+                fields[name] = value if isinstance(value, (str, int, float)) else safe_repr(value)
                 text += f" {name}={{{name}}}"
         if event.missing:
             fields["missing"] = ", ".join(event.missing)

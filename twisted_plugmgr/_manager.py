@@ -53,7 +53,7 @@ from ._errors import (
     ShutdownTimedOut,
     StartTimedOut,
 )
-from ._events import Listener, Listeners, PluginEvent
+from ._events import Listener, Listeners, PluginEvent, safe_str
 from ._interfaces import IPluginManager
 from ._lifecycle import (
     DEFAULT_START_DEADLINE,
@@ -1576,5 +1576,4 @@ def _touches(imported: _source.ImportedPlugin, changed: set) -> bool:
     return False
 
 
-def _text(value: Any) -> Optional[str]:
-    return None if value is None else str(value)
+_text = safe_str

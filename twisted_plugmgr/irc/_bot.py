@@ -37,7 +37,13 @@ from ._context import Context, is_channel
 from ._flood import OutgoingQueue, QueueFull, TokenBucket
 from ._hostmask import Hostmask, HostmaskPatterns
 from ._index import CommandIndex, bot_specs
-from ._lines import CONSERVATIVE_RESERVE, check_target, format_messages, prefix_reserve
+from ._lines import (
+    CONSERVATIVE_RESERVE,
+    MAX_LINE_BYTES,
+    check_target,
+    format_messages,
+    prefix_reserve,
+)
 from ._parse import parse_command
 from ._plugin import BOT_SERVICE_NAME
 
@@ -210,6 +216,9 @@ class BotProtocol(irc.IRCClient):
         Decode (UTF-8, else Latin-1), parse and handle one line from the server.
         """
         self.last_received = self.reactor.seconds()
+        if isinstance(line, bytes) and line[:5].upper() == b"PING ":
+            self._pong(line[5:])
+            return
         text = _decode(line) if isinstance(line, bytes) else line
         try:
             prefix, command, params = irc.parsemsg(text)
@@ -218,6 +227,21 @@ class BotProtocol(irc.IRCClient):
             return
         command = irc.numeric_to_symbolic.get(command, command)
         self.handleCommand(command, prefix, params)
+
+    def _pong(self, token: bytes) -> None:
+        """
+        Answer a server PING with its token byte for byte (whatever its
+        encoding), cut so that the PONG fits in 512 bytes, ahead of the
+        queue.
+        """
+        token = token.strip(b" ")
+        if token.startswith(b":") and b" " not in token:
+            token = token[1:]  # a one-word token needs no colon
+        if not token:
+            self.log.warn("ignored a PING without a token")
+            return
+        line = (b"PONG " + token)[:MAX_LINE_BYTES - 2]
+        self.put(line + b"\r\n", urgent=True)
 
     def handleCommand(self, command: str, prefix: str, params: List[str]) -> None:
         """
