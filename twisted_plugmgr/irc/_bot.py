@@ -216,9 +216,12 @@ class BotProtocol(irc.IRCClient):
         Decode (UTF-8, else Latin-1), parse and handle one line from the server.
         """
         self.last_received = self.reactor.seconds()
-        if isinstance(line, bytes) and line[:5].upper() == b"PING ":
-            self._pong(line[5:])
-            return
+        if isinstance(line, bytes):
+            # PING is answered from the bytes, so the token goes back as it came.
+            rest = line.partition(b" ")[2].lstrip(b" ") if line.startswith(b":") else line
+            if rest[:5].upper() == b"PING ":
+                self._pong(rest[5:])
+                return
         text = _decode(line) if isinstance(line, bytes) else line
         try:
             prefix, command, params = irc.parsemsg(text)
