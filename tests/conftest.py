@@ -15,7 +15,7 @@ import sys
 from typing import Any, Dict, List, Type
 
 import pytest
-from twisted.logger import globalLogPublisher
+from twisted.logger import globalLogBeginner, globalLogPublisher
 from twisted.python.failure import Failure
 
 from twisted_plugmgr import ShutdownMode
@@ -31,6 +31,11 @@ class LoggedFailures:
         self.events: List[Dict[str, Any]] = []
 
     def __call__(self, event: Dict[str, Any]) -> None:
+        if event.get("log_failure") is None and event.get("isError") and isinstance(
+            event.get("failure"), Failure
+        ):
+            # Logged through the legacy API (twisted.python.log.err).
+            event = dict(event, log_failure=event["failure"])
         if event.get("log_failure") is not None:
             self.events.append(event)
 
@@ -55,6 +60,11 @@ class LoggedFailures:
                 kept.append(event)
         self.events = kept
         return flushed
+
+
+# Until logging begins, Twisted keeps up to 65,536 log events in memory (and
+# with them whatever they hold): begin it, to no observer but the tests' own.
+globalLogBeginner.beginLoggingTo([], discardBuffer=True, redirectStandardIO=False)
 
 
 @pytest.fixture(autouse=True)
