@@ -11,12 +11,13 @@ The IRC bot's admin commands, as a plugin.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from twisted_plugmgr import PluginError, ShutdownMode
+from twisted_plugmgr._events import safe_str
 from twisted_plugmgr.irc import BotPlugin, Context, command
 
 _MAX_ERROR = 200
@@ -69,19 +70,25 @@ class Admin(BotPlugin):
         ]
         return f"{len(rows)} plugins: " + ", ".join(rows)
 
-    @command("load", help="load NAME: load a plugin (owners only)")
-    def load(self, ctx: Context) -> Any:
-        refusal = self._refused(ctx, "load")
+    def _by_name(self, ctx: Context, verb: str, operate: Callable[[str], Deferred]) -> Any:
+        """
+        An owner's C{!load NAME} or C{!reload NAME}: C{operate(name)}, and
+        the answer to give.
+        """
+        refusal = self._refused(ctx, verb)
         if refusal:
             return refusal
         name = self._name(ctx)
         if name is None:
-            return f"usage: {self.bot.prefix}load NAME"
-        d: Deferred = self.api.manager.load(name)
-        return d.addCallbacks(
-            lambda plugin: f"loaded {name} {getattr(plugin, 'version', '')}".rstrip(),
-            lambda failure: f"load of {name} failed: {_short(failure)}",
+            return f"usage: {self.bot.prefix}{verb} NAME"
+        return operate(name).addCallbacks(
+            lambda plugin: f"{verb}ed {name} {_version(plugin)}".rstrip(),
+            lambda failure: f"{verb} of {name} failed: {_short(failure)}",
         )
+
+    @command("load", help="load NAME: load a plugin (owners only)")
+    def load(self, ctx: Context) -> Any:
+        return self._by_name(ctx, "load", self.api.manager.load)
 
     @command("unload", help="unload NAME [immediate|smart|lazy]: unload a plugin (owners only)")
     def unload(self, ctx: Context) -> Any:
@@ -106,17 +113,7 @@ class Admin(BotPlugin):
 
     @command("reload", help="reload NAME: reload a plugin from its source (owners only)")
     def reload(self, ctx: Context) -> Any:
-        refusal = self._refused(ctx, "reload")
-        if refusal:
-            return refusal
-        name = self._name(ctx)
-        if name is None:
-            return f"usage: {self.bot.prefix}reload NAME"
-        d: Deferred = self.api.manager.reload(name)
-        return d.addCallbacks(
-            lambda plugin: f"reloaded {name} {getattr(plugin, 'version', '')}".rstrip(),
-            lambda failure: f"reload of {name} failed: {_short(failure)}",
-        )
+        return self._by_name(ctx, "reload", self.api.manager.reload)
 
     @command("help", help="help [COMMAND]: the commands, or what one does")
     def help(self, ctx: Context) -> str:
@@ -136,3 +133,13 @@ class Admin(BotPlugin):
             text += f" (also {', '.join(prefix + a for a in spec.aliases)})"
         text += f": {spec.help or 'no help'} [plugin {entry.plugin}]"
         return text
+
+
+def _version(plugin: Any) -> str:
+    """
+    The plugin's version to show, or nothing (plugin code may raise).
+    """
+    try:
+        return safe_str(getattr(plugin, "version", None)) or ""
+    except BaseException:
+        return ""
