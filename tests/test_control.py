@@ -117,7 +117,7 @@ class FakeManager:
     def shutdown(self, mode=ShutdownMode.SMART):
         self.calls.append(("shutdown", mode))
         self.stopped = True
-        return deferLater(reactor, 0.01, lambda: None)
+        return deferLater(reactor, 0, lambda: None)
 
     def plugin_table(self):
         return {
@@ -152,6 +152,18 @@ class FakeManager:
 
 def timeout(d: Deferred, seconds: float = TIMEOUT) -> Deferred:
     return d.addTimeout(seconds, reactor)
+
+
+async def until(predicate, seconds: float = TIMEOUT) -> None:
+    """
+    Wait, a reactor turn at a time, until C{predicate()} holds: waiting on
+    the event itself, bounded by C{seconds}, never a fixed delay.
+    """
+    deadline = reactor.seconds() + seconds
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"{predicate} never held within {seconds}s")
+        await deferLater(reactor, 0, lambda: None)
 
 
 class Server:
@@ -397,8 +409,7 @@ async def test_disconnect_unsubscribes(server):
     await watcher.subscribe(lambda e: None)
     assert len(server.manager.listeners) == 1
     await watcher.close()
-    await timeout(deferLater(reactor, 0.05, lambda: None))
-    assert len(server.manager.listeners) == 0
+    await until(lambda: len(server.manager.listeners) == 0)
 
 
 def test_event_to_json_carries_every_field():
@@ -476,11 +487,9 @@ async def test_malformed_arguments_drop_that_connection(server):
 async def test_unknown_command_is_an_error_not_a_drop(server):
     raw = await raw_connect(server.path)
     raw.transport.write(box(_command=b"Explode", _ask=b"1"))
-    await timeout(deferLater(reactor, 0.05, lambda: None))
-    assert b"UNHANDLED" in raw.received
+    await until(lambda: b"UNHANDLED" in raw.received)
     raw.transport.write(box(_command=b"Available", _ask=b"2"))
-    await timeout(deferLater(reactor, 0.05, lambda: None))
-    assert b"hello" in raw.received
+    await until(lambda: b"hello" in raw.received)
     raw.transport.loseConnection()
     await timeout(raw.closed)
 
@@ -646,7 +655,7 @@ async def test_slow_subscriber_is_dropped(server, monkeypatch):
     monkeypatch.setattr(control, "MAX_UNACKNOWLEDGED_EVENTS", 3)
     raw = await raw_connect(server.path)
     raw.transport.write(box(_command=b"Subscribe", _ask=b"1"))
-    await timeout(deferLater(reactor, 0.05, lambda: None))
+    await until(lambda: len(server.manager.listeners) == 1)
     for _ in range(5):
         server.manager.listeners.broadcast(PluginEvent(kind="plugin_warning", plugin="x"))
     await timeout(raw.closed)
@@ -817,13 +826,12 @@ async def test_cli_reload_changed_reports_failures(server):
 @pytest_twisted.ensureDeferred
 async def test_cli_events_until_the_server_closes(server):
     d = Deferred.fromCoroutine(run_cli("--control", server.path, "events"))
-    for _ in range(100):
-        if len(server.manager.listeners):
-            break
-        await deferLater(reactor, 0.01, lambda: None)
+    await until(lambda: len(server.manager.listeners) == 1)
     server.manager.listeners.broadcast(PluginEvent(kind="plugin_warning", plugin="x",
                                                    message="careful"))
-    await deferLater(reactor, 0.05, lambda: None)
+    # Wait until the CLI has acknowledged the event.
+    subscriber = server.manager.listeners._listeners[0].__self__
+    await until(lambda: subscriber._unacknowledged == 0)
     await server.stop()
     code, out, err = await d
     assert code == 0
