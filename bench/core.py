@@ -32,8 +32,8 @@ import time
 import timeit
 from typing import Any, Dict, List, Tuple
 
+from _common import LOGGING_NOTE, begin_logging, rss_mb, verdict
 from twisted.internet import defer, task
-from twisted.logger import globalLogBeginner
 
 from twisted_plugmgr import PluginManager, ShutdownMode
 from twisted_plugmgr.testing import clock_manager, result_of, write_plugin
@@ -45,30 +45,12 @@ LOAD_TARGET_S = 1.0
 SHUTDOWN_TARGET_S = 0.25
 RSS_TARGET_MB = 60.0
 
-LOGGING_NOTE = "logging begun to no observer (globalLogBeginner.beginLoggingTo([])): nothing buffered"
 
 
-def begin_logging() -> None:
-    """
-    Begin logging to no observer, keeping stdout ours: until logging
-    begins, Twisted buffers up to 65,536 log events in memory.
-    """
-    globalLogBeginner.beginLoggingTo([], discardBuffer=True, redirectStandardIO=False)
 
 
-def rss_mb() -> float:
-    """
-    This process's resident set size (VmRSS), in MB.
-    """
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def write_plugins(directory: str, count: int, shared: bool = True) -> List[str]:

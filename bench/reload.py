@@ -33,8 +33,8 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
+from _common import LOGGING_NOTE, begin_logging, percentile, rss_mb, verdict
 from twisted.internet import defer, task
-from twisted.logger import globalLogBeginner
 
 from twisted_plugmgr import PluginManager, ShutdownMode
 from twisted_plugmgr._watch import SourceWatcher
@@ -51,35 +51,14 @@ DEFAULT_POLL_INTERVAL: float = inspect.signature(SourceWatcher.__init__).paramet
 #: Bound on every wait for an event, in seconds.
 WAIT_BOUND = 5.0
 
-LOGGING_NOTE = "logging begun to no observer (globalLogBeginner.beginLoggingTo([])): nothing buffered"
 
 
-def begin_logging() -> None:
-    """
-    Begin logging to no observer, keeping stdout ours: until logging
-    begins, Twisted buffers up to 65,536 log events in memory.
-    """
-    globalLogBeginner.beginLoggingTo([], discardBuffer=True, redirectStandardIO=False)
 
 
-def rss_mb() -> float:
-    """
-    This process's resident set size (VmRSS), in MB.
-    """
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def percentile(values: List[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def plugin_source(version: int, lines: int = MODULE_LINES) -> str:

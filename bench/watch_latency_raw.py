@@ -17,14 +17,10 @@ import tempfile
 import time
 from typing import Dict, List
 
+from _common import percentile
 from twisted.internet import defer, task
 
 from twisted_plugmgr._watch import SourceWatcher
-
-
-def percentile(values: List[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
 async def measure(reactor, mode: str, trials: int, debounce: float, interval: float) -> List[float]:

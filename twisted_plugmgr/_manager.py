@@ -1507,11 +1507,14 @@ class PluginManager(MultiService):
             watcher.stop()
 
     def _available_sources(self) -> Dict[str, str]:
-        found = {}
+        """
+        Plugin name -> the configured path it would load from.
+        """
+        found: Dict[str, str] = {}
         for directory in self.paths:
             for name in _source.available((), (directory,)):
                 found.setdefault(name, directory)
-        return {name: d for name, d in found.items()}
+        return found
 
     def _update_watch(self) -> None:
         directories = set(os.path.abspath(p) for p in self.paths if os.path.isdir(p))
