@@ -82,6 +82,8 @@ class PluginEvent:
     @ivar new_version: the version now running (C{plugin_reloaded}).
     @ivar path: a source file (C{plugin_available},
         C{plugin_source_removed}).
+    @ivar reason: why, as one of a few fixed words, for the events whose
+        cause a program may want to tell apart (see L{LOAD_FAILURE_REASONS}).
     """
 
     kind: str
@@ -95,6 +97,7 @@ class PluginEvent:
     old_version: Optional[str] = None
     new_version: Optional[str] = None
     path: Optional[str] = None
+    reason: Optional[str] = None
 
 
 def safe_repr(value: Any) -> str:
@@ -186,7 +189,8 @@ class Listeners:
             "plugin": event.plugin if isinstance(event.plugin, str) else safe_repr(event.plugin),
         }
         text = "{kind} {plugin}"
-        for name in ("quit_message", "count", "message", "old_version", "new_version", "path"):
+        for name in ("reason", "quit_message", "count", "message", "old_version", "new_version",
+                     "path"):
             value = getattr(event, name)
             if value is not None:
                 fields[name] = value if isinstance(value, (str, int, float)) else safe_repr(value)

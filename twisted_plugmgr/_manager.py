@@ -283,6 +283,25 @@ class PluginManager(MultiService):
         self._watcher: Any = None
         self._known_available: Optional[set] = None
 
+    @property
+    def module_prefix(self) -> str:
+        """
+        The prefix of the private names this manager's plugins are imported
+        under in C{sys.modules} (each manager has its own).
+        """
+        return self._private_prefix
+
+    def add_package(self, package: str) -> None:
+        """
+        Look for plugins in the package named C{package} too, after the
+        packages given at construction; adding one already there does
+        nothing.
+        """
+        if not isinstance(package, str) or not package:
+            raise TypeError(f"a package is a dotted name, not {package!r}")
+        if package not in self.packages:
+            self.packages = self.packages + (package,)
+
     # -- listeners and events -------------------------------------------
 
     def register(self, listener: Listener) -> None:

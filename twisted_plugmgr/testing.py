@@ -7,6 +7,7 @@ L{Clock}, and synchronous access to the results of Deferreds.
 from __future__ import annotations
 
 import os
+import sys
 import textwrap
 from typing import Any, Dict, List, Optional, Tuple, Type
 
@@ -28,6 +29,7 @@ __all__ = [
     "result_of",
     "failure_of",
     "write_plugin",
+    "plugin_modules",
 ]
 
 
@@ -220,3 +222,13 @@ def write_plugin(directory: Any, name: str, body: str = "", *, version: str = "1
     with open(path, "w") as f:
         f.write(source)
     return path
+
+
+def plugin_modules(manager: PluginManager) -> List[str]:
+    """
+    The sorted names of the modules in C{sys.modules} that C{manager}
+    imported its plugins under (see L{PluginManager.module_prefix}): empty
+    once every plugin is unloaded.
+    """
+    prefix = manager.module_prefix
+    return sorted(name for name in sys.modules if name.startswith(prefix))
