@@ -11,7 +11,6 @@ returns them (as trial's C{flushLoggedErrors}).
 from __future__ import annotations
 
 import gc
-import sys
 from typing import Any, Dict, List, Type
 
 import pytest
@@ -19,7 +18,7 @@ from twisted.logger import globalLogBeginner, globalLogPublisher
 from twisted.python.failure import Failure
 
 from twisted_plugmgr import ShutdownMode
-from twisted_plugmgr.testing import clock_manager, result_of
+from twisted_plugmgr.testing import clock_manager, plugin_modules, result_of
 
 
 class LoggedFailures:
@@ -120,4 +119,4 @@ def env(plugdir):
     clock.advance(5)
     result_of(d)
     assert clock.getDelayedCalls() == []
-    assert [n for n in sys.modules if n.startswith(manager._private_prefix)] == []
+    assert plugin_modules(manager) == []

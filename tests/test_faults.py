@@ -36,7 +36,7 @@ from twisted_plugmgr import (
     ShutdownTimedOut,
     StartTimedOut,
 )
-from twisted_plugmgr.testing import clock_manager, failure_of, result_of, write_plugin
+from twisted_plugmgr.testing import clock_manager, failure_of, plugin_modules, result_of, write_plugin
 
 #: A module the test plugins import to reach the test: the fake timer
 #: (C{timer}), a clock of their own (C{clock}).
@@ -69,14 +69,7 @@ def shout(self, value):
 
 
 @pytest.fixture
-def plugdir(tmp_path):
-    d = tmp_path / "plugins"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def env(plugdir):
+def witnessed(plugdir):
     """
     A started manager on a Clock with a fake timer, and a witness plugin
     loaded. At the end: a clean shutdown, nothing on the clock, nothing of
@@ -94,10 +87,6 @@ def env(plugdir):
     result_of(d)
     assert clock.getDelayedCalls() == []
     assert plugin_modules(manager) == []
-
-
-def plugin_modules(manager):
-    return sorted(n for n in sys.modules if n.startswith(manager._private_prefix))
 
 
 def assert_nothing_left(manager, name):
@@ -134,8 +123,8 @@ def assert_still_serving(manager):
 
 
 @pytest.mark.parametrize("raised", ["ValueError('no')", "SystemExit(2)"])
-def test_constructor_raising(env, logged_failures, raised):
-    manager, clock, events, plugdir = env
+def test_constructor_raising(witnessed, logged_failures, raised):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "ctor", f"def __init__(self, api, data):\n    raise {raised}\n")
     failure = failure_of(manager.load("ctor"), InitFailed)
     assert failure.value.failure.type.__name__ == raised.split("(")[0]
@@ -145,8 +134,8 @@ def test_constructor_raising(env, logged_failures, raised):
     logged_failures.flush(InitFailed)
 
 
-def test_constructor_returning_a_failing_deferred(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_constructor_returning_a_failing_deferred(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "ctor", header="from twisted.internet.defer import fail\n",
                  body="def __init__(self, api, data):\n    return fail(ValueError('no'))\n")
     failure = failure_of(manager.load("ctor"), InitFailed)
@@ -159,8 +148,8 @@ def test_constructor_returning_a_failing_deferred(env, logged_failures):
     logged_failures.flush(InitFailed, ValueError)
 
 
-def test_constructor_timers_are_cancelled(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_constructor_timers_are_cancelled(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "ctor", """
         def __init__(self, api, data):
             api.reactor.callLater(5, print, "never")
@@ -183,8 +172,8 @@ START_HEADER = "from twisted.internet.defer import fail\nfrom twisted.internet.t
     ("raise SystemExit(1)", SystemExit),
     ("return fail(RuntimeError('cannot start'))", RuntimeError),
 ])
-def test_start_failing(env, logged_failures, body, raised):
-    manager, clock, events, plugdir = env
+def test_start_failing(witnessed, logged_failures, body, raised):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "badstart", f"def startService(self):\n    {body}\n",
                  header=START_HEADER)
     failure = failure_of(manager.load("badstart"), InitFailed)
@@ -195,8 +184,8 @@ def test_start_failing(env, logged_failures, body, raised):
     logged_failures.flush(InitFailed)
 
 
-def test_start_failing_later_fails_the_messages_it_held(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_start_failing_later_fails_the_messages_it_held(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "badstart", header=START_HEADER, body="""
         def startService(self):
             return deferLater(self.api.reactor, 1, lambda: 1 / 0)
@@ -271,13 +260,13 @@ def fine(self):
 
 
 @pytest.fixture
-def faulty(env):
-    manager, clock, events, plugdir = env
+def faulty(witnessed):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "faulty", FAULTY_HANDLERS,
                  header="from twisted.internet.defer import fail\n")
     result_of(manager.load("faulty"))
     events.clear()
-    return env
+    return witnessed
 
 
 @pytest.mark.parametrize("event, raised", [
@@ -310,8 +299,8 @@ def test_post_to_failing_handler(faulty, logged_failures, event, raised):
 
 
 @pytest.mark.parametrize("raised", [ValueError, KeyError, SystemExit])
-def test_emit_with_failing_handler(env, logged_failures, raised):
-    manager, clock, events, plugdir = env
+def test_emit_with_failing_handler(witnessed, logged_failures, raised):
+    manager, clock, events, plugdir = witnessed
     body = {
         ValueError: "raise ValueError('emit handler raised')",
         KeyError: "return fail(KeyError('emit handler failed later'))",
@@ -327,8 +316,8 @@ def test_emit_with_failing_handler(env, logged_failures, raised):
     logged_failures.flush(raised)
 
 
-def test_sys_exit_at_import(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_sys_exit_at_import(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     (plugdir / "quitter.py").write_text("import sys\nsys.exit('leaving at import')\n")
     failure = failure_of(manager.load("quitter"), CompileFailed)
     assert failure.value.failure.check(SystemExit)
@@ -372,8 +361,8 @@ def ask(self):
 
 
 @pytest.mark.parametrize("how", ["unload", "reload"])
-def test_handler_waiting_on_its_timer_when_unloaded(env, logged_failures, how):
-    manager, clock, events, plugdir = env
+def test_handler_waiting_on_its_timer_when_unloaded(witnessed, logged_failures, how):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "waiter", ASYNC_HANDLER,
                  header="from twisted.internet.task import deferLater\n")
     result_of(manager.load("waiter"))
@@ -424,12 +413,12 @@ def stateful(plugdir, version="v1", extra=""):
         f"from twisted.internet.task import deferLater\nVERSION = {version!r}\n"))
 
 
-def test_get_state_raising(env, logged_failures):
+def test_get_state_raising(witnessed, logged_failures):
     """
     The old version is stopped and its state unreadable: the error is
     reported, and the new version starts without the state.
     """
-    manager, clock, events, plugdir = env
+    manager, clock, events, plugdir = witnessed
     stateful(plugdir, extra="def get_state(self):\n    raise RuntimeError('no state')\n")
     result_of(manager.load("keeper"))
     result_of(manager.call("keeper", "note", 1))
@@ -445,8 +434,8 @@ def test_get_state_raising(env, logged_failures):
     logged_failures.flush(RuntimeError)
 
 
-def test_get_state_returning_a_failing_deferred(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_get_state_returning_a_failing_deferred(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     stateful(plugdir, extra="def get_state(self):\n    return fail(RuntimeError('no state'))\n")
     result_of(manager.load("keeper"))
     result_of(manager.call("keeper", "note", 1))
@@ -461,8 +450,8 @@ def test_get_state_returning_a_failing_deferred(env, logged_failures):
     logged_failures.flush(RuntimeError)
 
 
-def test_get_state_returning_a_deferred_state(env):
-    manager, clock, events, plugdir = env
+def test_get_state_returning_a_deferred_state(witnessed):
+    manager, clock, events, plugdir = witnessed
     helper.state = Deferred()
     stateful(plugdir, extra=f"""
         def get_state(self):
@@ -478,8 +467,8 @@ def test_get_state_returning_a_deferred_state(env):
     assert result_of(d).seen == [1, 2]
 
 
-def test_get_state_may_use_its_own_reactor(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_get_state_may_use_its_own_reactor(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     stateful(plugdir, extra="""
         def get_state(self):
             return deferLater(self.api.reactor, 1, lambda: list(self.seen))
@@ -493,8 +482,8 @@ def test_get_state_may_use_its_own_reactor(env, logged_failures):
     assert events.of("plugin_error") == []
 
 
-def test_set_state_returning_a_deferred_is_waited_for(env):
-    manager, clock, events, plugdir = env
+def test_set_state_returning_a_deferred_is_waited_for(witnessed):
+    manager, clock, events, plugdir = witnessed
     stateful(plugdir)
     result_of(manager.load("keeper"))
     result_of(manager.call("keeper", "note", 1))
@@ -510,8 +499,8 @@ def test_set_state_returning_a_deferred_is_waited_for(env):
     assert result_of(d).seen == [1]
 
 
-def test_set_state_raising_rolls_back(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_set_state_raising_rolls_back(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     stateful(plugdir)
     old = result_of(manager.load("keeper"))
     result_of(manager.call("keeper", "note", 1))
@@ -526,8 +515,8 @@ def test_set_state_raising_rolls_back(env, logged_failures):
     logged_failures.flush(InitFailed)
 
 
-def test_set_state_returning_a_failing_deferred_rolls_back(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_set_state_returning_a_failing_deferred_rolls_back(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     stateful(plugdir)
     result_of(manager.load("keeper"))
     result_of(manager.call("keeper", "note", 1))
@@ -568,8 +557,8 @@ def test_set_state_never_firing_rolls_back_at_the_start_deadline(plugdir, logged
     ("raise SystemExit(0)", SystemExit),
     ("return fail(RuntimeError('cannot stop later'))", RuntimeError),
 ])
-def test_shutdown_failing_still_removes(env, logged_failures, body, raised):
-    manager, clock, events, plugdir = env
+def test_shutdown_failing_still_removes(witnessed, logged_failures, body, raised):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "crash", f"def shutdown(self, mode, reason):\n    {body}\n",
                  header="from twisted.internet.defer import fail\n")
     result_of(manager.load("crash"))
@@ -584,8 +573,8 @@ def test_shutdown_failing_still_removes(env, logged_failures, body, raised):
     logged_failures.flush(raised)
 
 
-def test_quit_message_that_cannot_be_shown(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_quit_message_that_cannot_be_shown(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "odd", header="""
 class Odd:
     def __repr__(self):
@@ -601,8 +590,8 @@ class Odd:
 
 
 @pytest.mark.parametrize("mode, seconds", [("immediate", 1), ("smart", 3), ("lazy", 6)])
-def test_shutdown_never_firing_ends_at_the_deadline(env, logged_failures, mode, seconds):
-    manager, clock, events, plugdir = env
+def test_shutdown_never_firing_ends_at_the_deadline(witnessed, logged_failures, mode, seconds):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "stuck", header="from twisted.internet.defer import Deferred\n",
                  body="def shutdown(self, mode, reason):\n    return Deferred()\n")
     result_of(manager.load("stuck"))
@@ -622,8 +611,8 @@ def test_shutdown_never_firing_ends_at_the_deadline(env, logged_failures, mode, 
     logged_failures.flush(ShutdownTimedOut)
 
 
-def test_manager_shutdown_with_every_kind_of_bad_shutdown(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_manager_shutdown_with_every_kind_of_bad_shutdown(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "stuck", header="from twisted.internet.defer import Deferred\n",
                  body="def shutdown(self, mode, reason):\n    return Deferred()\n")
     write_plugin(plugdir, "crash", "def shutdown(self, mode, reason):\n    raise SystemExit(1)\n")
@@ -642,8 +631,8 @@ def test_manager_shutdown_with_every_kind_of_bad_shutdown(env, logged_failures):
 # -- faults at import time -------------------------------------------------
 
 
-def test_import_raising_after_defining_the_class(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_import_raising_after_defining_the_class(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "half")
     with open(plugdir / "half.py", "a") as f:
         f.write("\nSOME_NAME = 1\nraise RuntimeError('halfway')\n")
@@ -655,8 +644,8 @@ def test_import_raising_after_defining_the_class(env, logged_failures):
     logged_failures.flush(CompileFailed)
 
 
-def test_package_import_raising_after_its_submodules(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_package_import_raising_after_its_submodules(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     pkg = plugdir / "halfpkg"
     pkg.mkdir()
     (pkg / "first.py").write_text("X = 1\n")
@@ -665,17 +654,17 @@ def test_package_import_raising_after_its_submodules(env, logged_failures):
                  meta="name = 'halfpkg'\nversion = '1'\n")
     failure_of(manager.load("halfpkg"), CompileFailed)
     assert plugin_modules(manager) == sorted(
-        n for n in sys.modules if n.startswith(manager._private_prefix + "witness"))
+        n for n in sys.modules if n.startswith(manager.module_prefix + "witness"))
     assert_nothing_left(manager, "halfpkg")
     logged_failures.flush(CompileFailed)
 
 
-def test_import_raising_after_registering_a_timer(env, logged_failures):
+def test_import_raising_after_registering_a_timer(witnessed, logged_failures):
     """
     A timer that the module started at import is not the manager's to
     cancel; the plugin table shows only real plugins.
     """
-    manager, clock, events, plugdir = env
+    manager, clock, events, plugdir = witnessed
     helper.clock = Clock()
     (plugdir / "timed.py").write_text(
         f"import {HELPER}\n"
@@ -689,24 +678,24 @@ def test_import_raising_after_registering_a_timer(env, logged_failures):
     logged_failures.flush(CompileFailed)
 
 
-def test_failed_reload_import_restores_the_old_modules(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_failed_reload_import_restores_the_old_modules(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     stateful(plugdir)
     old = result_of(manager.load("keeper"))
-    before = {n: m for n, m in sys.modules.items() if n.startswith(manager._private_prefix)}
+    before = {n: m for n, m in sys.modules.items() if n.startswith(manager.module_prefix)}
     stateful(plugdir, version="v2", extra="\n")
     with open(plugdir / "keeper.py", "a") as f:
         f.write("\nraise RuntimeError('halfway')\n")
     failure_of(manager.reload("keeper"), CompileFailed)
-    after = {n: m for n, m in sys.modules.items() if n.startswith(manager._private_prefix)}
+    after = {n: m for n, m in sys.modules.items() if n.startswith(manager.module_prefix)}
     assert after == before
     assert manager.getServiceNamed("keeper") is old and old.running
     assert result_of(manager.call("keeper", "which")) == "v1"
     logged_failures.flush(CompileFailed)
 
 
-def test_class_attribute_raising_on_lookup(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_class_attribute_raising_on_lookup(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "weird", "trap = Trap()\n", header="""
 class Trap:
     def __get__(self, instance, owner):
@@ -731,8 +720,8 @@ def no_interrupt(f, *args):
         raise AssertionError(f"KeyboardInterrupt escaped {f.__name__}") from None
 
 
-def test_keyboard_interrupt_at_import(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_keyboard_interrupt_at_import(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     (plugdir / "interrupted.py").write_text("raise KeyboardInterrupt\n")
     failure = failure_of(no_interrupt(manager.load, "interrupted"), CompileFailed)
     assert failure.value.failure.check(KeyboardInterrupt)
@@ -741,8 +730,8 @@ def test_keyboard_interrupt_at_import(env, logged_failures):
     logged_failures.flush(CompileFailed)
 
 
-def test_keyboard_interrupt_in_a_handler(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_keyboard_interrupt_in_a_handler(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "interrupted", "@handler('shout', priority=1)\n"
                  "def shout(self, value):\n    raise KeyboardInterrupt\n")
     result_of(manager.load("interrupted"))
@@ -772,12 +761,12 @@ def fail_slowly(self, seconds):
 
 
 @pytest.fixture
-def blocking(env):
-    manager, clock, events, plugdir = env
+def blocking(witnessed):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "blocker", BLOCKING, header=f"import {HELPER}\n")
     result_of(manager.load("blocker"))
     events.clear()
-    return env
+    return witnessed
 
 
 def test_handler_time_is_measured_per_plugin(blocking):
@@ -867,8 +856,8 @@ def boom(self):
 """
 
 
-def test_plugin_timer_raising_is_reported_as_the_plugins(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_plugin_timer_raising_is_reported_as_the_plugins(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "ticker", TICKER)
     result_of(manager.load("ticker"))
     clock.advance(1)
@@ -901,8 +890,8 @@ def one_turn(clock):
         call.func(*call.args, **call.kw)
 
 
-def test_post_to_self_is_delivered_on_a_later_turn(env):
-    manager, clock, events, plugdir = env
+def test_post_to_self_is_delivered_on_a_later_turn(witnessed):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "looper", """
         count = 0
 
@@ -929,8 +918,8 @@ def quit(self):
 """
 
 
-def test_handler_unloading_its_own_plugin(env):
-    manager, clock, events, plugdir = env
+def test_handler_unloading_its_own_plugin(witnessed):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "quitter", QUITTER)
     result_of(manager.load("quitter"))
     result_of(manager.call("quitter", "quit"))
@@ -939,8 +928,8 @@ def test_handler_unloading_its_own_plugin(env):
     assert_still_serving(manager)
 
 
-def test_handler_unloading_its_plugin_during_unload(env):
-    manager, clock, events, plugdir = env
+def test_handler_unloading_its_plugin_during_unload(witnessed):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "quitter", QUITTER)
     result_of(manager.load("quitter"))
     manager.post("quitter", "quit")
@@ -963,8 +952,8 @@ def test_handler_unloading_its_plugin_during_shutdown(plugdir):
 # -- a plugin that claims another name ---------------------------------------
 
 
-def test_instance_claiming_another_name_cannot_take_its_entry(env):
-    manager, clock, events, plugdir = env
+def test_instance_claiming_another_name_cannot_take_its_entry(witnessed):
+    manager, clock, events, plugdir = witnessed
     witness = manager.getServiceNamed("witness")
     write_plugin(plugdir, "impostor", """
         def __init__(self, api, data):
@@ -978,8 +967,8 @@ def test_instance_claiming_another_name_cannot_take_its_entry(env):
     assert sorted(manager.namedServices) == ["witness"]
 
 
-def test_instance_renaming_itself_leaves_no_entry(env):
-    manager, clock, events, plugdir = env
+def test_instance_renaming_itself_leaves_no_entry(witnessed):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "renamer", """
         def startService(self):
             Plugin.startService(self)
@@ -994,8 +983,8 @@ def test_instance_renaming_itself_leaves_no_entry(env):
 # -- plugin attributes that raise when looked at ------------------------------
 
 
-def test_metadata_property_raising(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_metadata_property_raising(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "liar", meta="name = 'liar'\n", body="""
         @property
         def version(self):
@@ -1013,8 +1002,8 @@ def test_metadata_property_raising(env, logged_failures):
     logged_failures.flush(RuntimeError, AttributeError, InitFailed)
 
 
-def test_metadata_value_that_cannot_be_shown(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_metadata_value_that_cannot_be_shown(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "odd", meta="name = 'odd'\nversion = Odd()\n", header="""
 class Odd:
     def __repr__(self):
@@ -1030,8 +1019,8 @@ class Odd:
     gc.collect()
 
 
-def test_default_property_raising(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_default_property_raising(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "nodefault", """
         @property
         def default(self):
@@ -1048,8 +1037,8 @@ def test_default_property_raising(env, logged_failures):
     logged_failures.flush(RuntimeError, AttributeError, InitFailed)
 
 
-def test_read_only_running_attribute(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_read_only_running_attribute(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "stubborn", """
         @property
         def running(self):
@@ -1061,8 +1050,8 @@ def test_read_only_running_attribute(env, logged_failures):
     logged_failures.flush(RuntimeError, AttributeError, InitFailed)
 
 
-def test_getattr_raising_during_reload(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_getattr_raising_during_reload(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "proxy", """
         def __getattr__(self, name):
             raise RuntimeError("no attribute " + name)
@@ -1112,8 +1101,8 @@ def shutdown(self, mode, reason):
 """
 
 
-def test_handler_reloading_its_plugin_during_unload(env, logged_failures):
-    manager, clock, events, plugdir = env
+def test_handler_reloading_its_plugin_during_unload(witnessed, logged_failures):
+    manager, clock, events, plugdir = witnessed
     write_plugin(plugdir, "again", SELF_RELOADER,
                  header="from twisted.internet.task import deferLater\n")
     result_of(manager.load("again"))

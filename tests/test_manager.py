@@ -33,7 +33,7 @@ from twisted_plugmgr.testing import clock_manager, failure_of, result_of, write_
 
 
 def plugin_modules(manager):
-    return [n for n in sys.modules if n.startswith(manager._private_prefix)]
+    return [n for n in sys.modules if n.startswith(manager.module_prefix)]
 
 
 def assert_nothing_left(manager, name):

@@ -93,14 +93,14 @@ def test_failed_reload_keeps_old_version_serving(env, logged_failures, source, e
     manager, clock, events, plugdir = env
     counter(plugdir)
     old = result_of(manager.load("counter"))
-    old_modules = {n: m for n, m in sys.modules.items() if n.startswith(manager._private_prefix)}
+    old_modules = {n: m for n, m in sys.modules.items() if n.startswith(manager.module_prefix)}
     (plugdir / "counter.py").write_text(source)
     failure = failure_of(manager.reload("counter"), error)
     assert failure.value.plugin == "counter"
     assert events.kinds("counter") == ["plugin_started", "plugin_reload_failed"]
     assert manager.getServiceNamed("counter") is old and old.running
     assert result_of(manager.call("counter", "which")) == "v1"
-    assert {n: m for n, m in sys.modules.items() if n.startswith(manager._private_prefix)} == old_modules
+    assert {n: m for n, m in sys.modules.items() if n.startswith(manager.module_prefix)} == old_modules
     assert manager.plugin_table()["counter"].state is PluginState.RUNNING
     assert manager.plugin_table()["counter"].reloads == 0
     logged_failures.flush(error)
@@ -431,7 +431,7 @@ async def test_inotify_watch_reloads_real_edit_and_survives_pycache_removal(plug
     await manager.load("counter")
     manager.watch(debounce=0.05)
     try:
-        assert manager._watcher.mode == "inotify"
+        assert manager.watch_mode == "inotify"
         pycache = plugdir / "__pycache__"
         pycache.mkdir()
         (pycache / "junk.pyc").write_bytes(b"x")

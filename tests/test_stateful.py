@@ -302,7 +302,7 @@ class ManagerMachine(RuleBasedStateMachine):
             paths=[self.dir], start=False, deadlines=DEADLINES,
             start_deadline=START_DEADLINE, timer=lambda: 0.0,
         )
-        self.prefix = self.manager._private_prefix
+        self.prefix = self.manager.module_prefix
         self.tokens = itertools.count(1)
         self.posts: List[Tuple[int, str, str]] = []
         self.calls: List[Tuple[int, str, str, List[Any]]] = []
@@ -331,7 +331,7 @@ class ManagerMachine(RuleBasedStateMachine):
         """
         Draw a plugin name: mostly one in the table, sometimes any.
         """
-        loaded = sorted(self.manager._records)
+        loaded = sorted(self.manager.plugin_table())
         if loaded:
             mostly = st.sampled_from(loaded)
             return data.draw(st.one_of(mostly, mostly, mostly, st.sampled_from(NAMES + list(extra))))
@@ -464,7 +464,7 @@ class ManagerMachine(RuleBasedStateMachine):
         assert self.private_modules() == modules, (self.private_modules(), table)
         handling = {n for n, info in table.items()
                     if info.state in (PluginState.RUNNING, PluginState.RELOADING)}
-        assert set(self.manager._index.plugins_for("ping")) == handling
+        assert {n for n, info in table.items() if "ping" in info.events} == handling
 
     @invariant()
     def nothing_delivered_twice(self) -> None:
@@ -485,7 +485,7 @@ class ManagerMachine(RuleBasedStateMachine):
                    for e in self.events.events[self.seen_events:])
         self.seen_events = len(self.events.events)
         beta = self.manager.namedServices.get("beta")
-        record = self.manager._records.get("beta")
+        record = self.manager.plugin_table().get("beta")
         if beta is None or record is None or record.state is not PluginState.RUNNING:
             self.beta_lineage = None if (gone or record is None) else self.beta_lineage
             return

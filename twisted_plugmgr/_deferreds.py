@@ -115,7 +115,7 @@ def call_with_deadline(
     return result.addErrback(timed_out)
 
 
-def run_blocking(reactor: Any, f: Callable[..., Any], *args: Any, **kw: Any) -> Deferred[Any]:
+def run_blocking(reactor: object, f: Callable[..., Any], *args: Any, **kw: Any) -> Deferred[Any]:
     """
     Run blocking C{f(*args, **kw)} in C{reactor}'s thread pool, or right
     here when the reactor has no threads (a L{Clock} in tests).

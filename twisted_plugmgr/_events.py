@@ -8,11 +8,23 @@ every event is also logged through C{twisted.logger} with its fields.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import attr
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
+
+from ._errors import (
+    AlreadyLoaded,
+    CompileFailed,
+    DependencyError,
+    InitFailed,
+    InvalidMetadata,
+    InvalidName,
+    ManagerStopped,
+    NoSuchPlugin,
+    PluginError,
+)
 
 __all__ = [
     "PluginEvent",
@@ -20,6 +32,8 @@ __all__ = [
     "Listeners",
     "EVENT_KINDS",
     "FAILURE_KINDS",
+    "LOAD_FAILURES",
+    "Reporter",
 ]
 
 #: Every kind of event the manager broadcasts.
@@ -50,6 +64,21 @@ FAILURE_KINDS = frozenset(
         "plugin_unload_failed",
         "plugin_reload_failed",
     }
+)
+
+#: For each kind of load failure, most specific first: the event broadcast
+#: and its C{reason}. POE's event names are kept; the reason tells apart the
+#: causes that share C{plugin_compile_failed}.
+LOAD_FAILURES: Tuple[Tuple[type, str, str], ...] = (
+    (InvalidName, "plugin_compile_failed", "invalid_name"),
+    (AlreadyLoaded, "plugin_compile_failed", "already_loaded"),
+    (ManagerStopped, "plugin_compile_failed", "manager_stopped"),
+    (NoSuchPlugin, "plugin_compile_failed", "not_found"),
+    (CompileFailed, "plugin_compile_failed", "compile_error"),
+    (InvalidMetadata, "plugin_invalid_values", "invalid_metadata"),
+    (DependencyError, "plugin_init_failed", "dependency_failed"),
+    (InitFailed, "plugin_init_failed", "init_failed"),
+    (PluginError, "plugin_compile_failed", "error"),
 )
 
 _LEVELS: Mapping[str, LogLevel] = {
@@ -184,7 +213,7 @@ class Listeners:
         # Only plain values go into the log event: until logging begins,
         # Twisted buffers log events, and a buffered event that held a plugin
         # instance or a live traceback would keep an old plugin alive.
-        fields = {
+        fields: Dict[str, Any] = {
             "kind": event.kind,
             "plugin": event.plugin if isinstance(event.plugin, str) else safe_repr(event.plugin),
         }
@@ -207,3 +236,42 @@ class Listeners:
             self._log.failure(text, failure=event.failure, level=level, **fields)
         else:
             self._log.emit(_LEVELS.get(event.kind, LogLevel.info), text, **fields)
+
+
+class Reporter:
+    """
+    How the manager and its helpers say what happened: each method builds
+    one L{PluginEvent} and gives it to the L{Listeners}.
+    """
+
+    def __init__(self, listeners: Listeners) -> None:
+        self.listeners = listeners
+
+    def broadcast(self, kind: str, plugin: Any = None, **fields: Any) -> None:
+        """
+        Broadcast an event of C{kind} about C{plugin} with C{fields}.
+        """
+        self.listeners.broadcast(PluginEvent(kind=kind, plugin=plugin, **fields))
+
+    def error(self, plugin: Any, failure: Failure) -> None:
+        """
+        Broadcast C{plugin_error}.
+        """
+        self.broadcast("plugin_error", plugin, failure=failure)
+
+    def warning(self, plugin: Any, message: str) -> None:
+        """
+        Broadcast C{plugin_warning}.
+        """
+        self.broadcast("plugin_warning", plugin, message=message)
+
+    def load_failed(self, plugin: Any, error: PluginError) -> None:
+        """
+        Broadcast the event of C{error}'s kind of load failure (see
+        L{LOAD_FAILURES}), with its C{reason}.
+        """
+        for kind, event, reason in LOAD_FAILURES:
+            if isinstance(error, kind):
+                self.broadcast(event, plugin, failure=Failure(error), message=str(error),
+                               reason=reason)
+                return

@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.application.service import IService
 from zope.interface import Attribute, Interface
 
-__all__ = ["IPlugin", "IPluginAPI", "IPluginManager"]
+__all__ = ["IPlugin", "IPluginAPI", "IPluginManager", "IPluginHost"]
 
 
 class IPlugin(IService):
@@ -170,4 +170,31 @@ class IPluginManager(Interface):
     def unwatch():
         """
         Stop watching source files.
+        """
+
+
+class IPluginHost(Interface):
+    """
+    What a plugin's L{IPluginAPI} and its live references need of the
+    manager that loaded the plugin, beyond L{IPluginManager}. The manager
+    provides it; plugins use their API instead.
+    """
+
+    def instance_of(name):
+        """
+        Return the instance of the plugin loaded under C{name}, the one
+        serving now.
+
+        @raise NoSuchPlugin: when no plugin of that name is loaded (or it is
+            still loading, or stopping).
+        """
+
+    def report_error(name, failure):
+        """
+        Broadcast C{plugin_error} about plugin C{name} with C{failure}.
+        """
+
+    def report_warning(name, message):
+        """
+        Broadcast C{plugin_warning} about plugin C{name} with C{message}.
         """

@@ -6,22 +6,19 @@ plugins.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Set, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
 from ._errors import PluginError
-from ._interfaces import IPlugin, IPluginAPI
+from ._interfaces import IPlugin, IPluginAPI, IPluginHost
 from ._lifecycle import ShutdownMode
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ._manager import PluginManager
 
 __all__ = ["Plugin", "PluginAPI", "PluginReactor", "LiveReference"]
 
@@ -46,7 +43,8 @@ class Plugin(Service):
     @ivar data: the data given to C{load} (L{None} by default).
     """
 
-    name: Optional[str] = None
+    # Twisted declares Service.name as None; a plugin's is its name.
+    name: Optional[str] = None  # type: ignore[assignment]
     longname: Optional[str] = None
     license: Optional[str] = None
     version: Optional[str] = None
@@ -82,7 +80,7 @@ class PluginReactor:
     closed by L{close}. Everything else is the reactor's own.
     """
 
-    def __init__(self, reactor: Any, owner: str,
+    def __init__(self, reactor: IReactorTime, owner: str,
                  on_error: Optional[Callable[[Failure], object]] = None) -> None:
         self._reactor = reactor
         self._owner = owner
@@ -271,15 +269,15 @@ class LiveReference:
 
     __slots__ = ("_manager", "_name")
 
-    def __init__(self, manager: PluginManager, name: str) -> None:
+    def __init__(self, manager: IPluginHost, name: str) -> None:
         object.__setattr__(self, "_manager", manager)
         object.__setattr__(self, "_name", name)
 
     def __getattr__(self, attribute: str) -> Any:
-        return getattr(self._manager._instance_of(self._name), attribute)
+        return getattr(self._manager.instance_of(self._name), attribute)
 
     def __setattr__(self, attribute: str, value: Any) -> None:
-        setattr(self._manager._instance_of(self._name), attribute, value)
+        setattr(self._manager.instance_of(self._name), attribute, value)
 
     def __repr__(self) -> str:
         return f"<LiveReference to plugin {self._name!r}>"
@@ -291,24 +289,26 @@ class PluginAPI:
     What a plugin is given to talk to its manager and the other plugins.
 
     @ivar name: the name the plugin is loaded under.
-    @ivar manager: the L{PluginManager}.
+    @ivar manager: the L{PluginManager} (it provides L{IPluginManager}, and
+        L{IPluginHost} for this API).
     @ivar log: a L{Logger} namespaced to the plugin.
     @ivar reactor: the plugin-scoped L{PluginReactor}.
     """
 
-    def __init__(self, manager: PluginManager, name: str, reactor: Any) -> None:
+    def __init__(self, manager: Any, name: str, reactor: IReactorTime) -> None:
         self.name = name
         self.manager = manager
+        self._host: IPluginHost = manager
         self.log = Logger(namespace=f"twisted_plugmgr.plugins.{name}")
         self.reactor = PluginReactor(
-            reactor, name, on_error=lambda failure: manager._report_error(name, failure)
+            reactor, name, on_error=lambda failure: self._host.report_error(name, failure)
         )
 
     def warning(self, message: str) -> None:
         """
         Broadcast C{plugin_warning} with C{message}.
         """
-        self.manager._report_warning(self.name, str(message))
+        self._host.report_warning(self.name, str(message))
 
     def error(self, failure_or_exception: Any) -> None:
         """
@@ -319,7 +319,7 @@ class PluginAPI:
             failure = failure_or_exception
         else:
             failure = Failure(failure_or_exception)
-        self.manager._report_error(self.name, failure)
+        self._host.report_error(self.name, failure)
 
     def post(self, plugin: str, event: str, *args: Any, **kw: Any) -> None:
         """

@@ -1,0 +1,277 @@
+"""
+Delivery: post, call and emit, each reaching a handler through
+L{Delivery.invoke}, the one function that runs a handler and times it; the
+inboxes that hold messages until their plugin runs; and the answers still
+waiting on a handler's Deferred.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Tuple
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+from ._deferreds import pass_result
+from ._dispatch import STOP, HandlerIndex
+from ._errors import HandlerAbandoned, NoSuchHandler, NoSuchPlugin, PluginError
+from ._events import Reporter
+from ._registry import Record, Registry
+
+__all__ = ["Delivery"]
+
+
+class Delivery:
+    """
+    Delivers one manager's messages to its plugins.
+
+    @param registry: the manager's records.
+    @param index: which plugins handle which event.
+    @param reactor: where posts wait for their turn.
+    @param reporter: where handler errors and slow calls are reported.
+    @param timer: the clock handler calls are measured with.
+    @param slow_call: a handler call longer than this many seconds is
+        reported as a warning.
+    """
+
+    def __init__(self, registry: Registry, index: HandlerIndex, reactor: IReactorTime,
+                 reporter: Reporter, timer: Callable[[], float], slow_call: float) -> None:
+        self._records = registry.records
+        self._registry = registry
+        self._index = index
+        self._reactor = reactor
+        self._reporter = reporter
+        self._timer = timer
+        self.slow_call = slow_call
+        self._nested: List[float] = []  # time spent in the handlers a handler calls
+
+    # -- running one handler ---------------------------------------------
+
+    def invoke(self, record: Record, method: Callable[..., Any], args: tuple, kw: dict) -> Any:
+        """
+        Call one handler of C{record}, timing it (less the time spent in the
+        handlers it calls in turn) into C{record}'s counters. Raises what it
+        raises.
+        """
+        timer = self._timer
+        nested = self._nested
+        nested.append(0.0)
+        started = timer()
+        try:
+            return method(*args, **kw)
+        finally:
+            total = timer() - started
+            elapsed = total - nested.pop()
+            if nested:
+                nested[-1] += total
+            record.calls += 1
+            record.busy_time += elapsed
+            if elapsed > record.longest_call:
+                record.longest_call = elapsed
+            if elapsed > self.slow_call:
+                self._reporter.warning(
+                    record.name,
+                    f"handler {getattr(method, '__name__', method)} blocked the reactor "
+                    f"for {elapsed:.3f}s",
+                )
+
+    def deliver(self, record: Record, event: str, args: tuple, kw: dict) -> Deferred[Any]:
+        """
+        Call C{record}'s handler of C{event} (or its C{default}); a failure
+        is reported as C{plugin_error} and returned.
+        """
+        version = record.version
+        assert version is not None
+        instance = version.instance
+        attribute = version.handlers.get(event)
+        try:
+            if attribute is not None:
+                method, call_args = getattr(instance, attribute), args
+            else:
+                default = getattr(instance, "default", None)
+                if default is None or not callable(default):
+                    return fail(NoSuchHandler(record.name, event))
+                method, call_args = default, (event,) + args
+            result = self.invoke(record, method, call_args, kw)
+        except BaseException:  # plugin code: SystemExit, KeyboardInterrupt too
+            failure = Failure()
+            self._reporter.error(record.name, failure)
+            return fail(failure)
+        if isinstance(result, Deferred):
+            return self.track(record, result).addErrback(self._handler_failed, record.name)
+        return succeed(result)
+
+    def track(self, record: Record, result: Deferred[Any]) -> Deferred[Any]:
+        """
+        A Deferred with the outcome of a handler's Deferred C{result}, which
+        fails with L{HandlerAbandoned} if the plugin is unloaded or reloaded
+        before the handler answers (its timers are cancelled then: the
+        answer might never come).
+        """
+        answer: Deferred[Any] = Deferred()
+        record.waiting.add(answer)
+
+        def done(outcome: Any) -> None:
+            record.waiting.discard(answer)
+            if not answer.called:
+                pass_result(answer, outcome)
+            elif isinstance(outcome, Failure):
+                self._reporter.error(record.name, outcome)
+
+        result.addBoth(done)
+        return answer
+
+    def abandon(self, record: Record, why: str) -> None:
+        """
+        Fail every answer still waiting on a handler of C{record}.
+        """
+        waiting, record.waiting = record.waiting, set()
+        for answer in waiting:
+            if not answer.called:
+                answer.errback(Failure(HandlerAbandoned(record.name, why)))
+
+    def _handler_failed(self, failure: Failure, name: str) -> Failure:
+        if not failure.check(HandlerAbandoned):  # not the plugin's fault
+            self._reporter.error(name, failure)
+        return failure
+
+    # -- post and call -----------------------------------------------------
+
+    def call(self, plugin: Any, event: str, args: tuple, kw: dict) -> Deferred[Any]:
+        """
+        L{PluginManager.call}.
+        """
+        try:
+            record = self._registry.addressable(plugin)
+        except NoSuchPlugin as error:
+            return fail(error)
+        if not record.inbox and record.lifecycle.serving:
+            return self.deliver(record, event, args, kw)
+        d: Deferred[Any] = Deferred()
+        record.inbox.append((event, args, kw, d))
+        self.schedule(record)
+        return d
+
+    def post(self, plugin: Any, event: str, args: tuple, kw: dict) -> None:
+        """
+        L{PluginManager.post}.
+        """
+        record = self._registry.addressable(plugin)
+        record.inbox.append((event, args, kw, None))
+        self.schedule(record)
+
+    def schedule(self, record: Record) -> None:
+        """
+        Deliver C{record}'s inbox on the next reactor turn, if it runs.
+        """
+        if record.inbox and record.drain_call is None and record.lifecycle.serving:
+            record.drain_call = self._reactor.callLater(0, self.drain, record)
+
+    def cancel(self, record: Record) -> None:
+        """
+        Cancel the delivery of C{record}'s inbox planned for the next turn.
+        """
+        if record.drain_call is not None and record.drain_call.active():
+            record.drain_call.cancel()
+        record.drain_call = None
+
+    def drain(self, record: Record) -> None:
+        """
+        Deliver what C{record}'s inbox held before this turn, while it runs:
+        a handler that posts to its own plugin gets its post delivered on a
+        later turn.
+        """
+        self.cancel(record)
+        for _ in range(len(record.inbox)):
+            if not record.inbox or not record.lifecycle.serving:
+                break
+            event, args, kw, answer = record.inbox.popleft()
+            d = self.deliver(record, event, args, kw)
+            if answer is not None:
+                d.chainDeferred(answer)
+            else:
+                d.addErrback(self._post_failed, record.name)
+
+    def _post_failed(self, failure: Failure, name: str) -> None:
+        if failure.check(HandlerAbandoned):
+            return  # delivered: its handler just never answered
+        if failure.check(NoSuchHandler, NoSuchPlugin):
+            self._reporter.error(name, failure)
+        # Anything else was reported when the handler failed.
+
+    def fail_inbox(self, record: Record, error: PluginError) -> None:
+        """
+        Fail every message C{record} held: calls with C{error}, posts as a
+        C{plugin_error}.
+        """
+        while record.inbox:
+            event, args, kw, answer = record.inbox.popleft()
+            if answer is not None:
+                answer.errback(Failure(error))
+            else:
+                self._reporter.error(record.name, Failure(error))
+
+    # -- emit --------------------------------------------------------------
+
+    def emit(self, event: Any, args: tuple, kw: dict) -> Deferred[Any]:
+        """
+        L{PluginManager.emit}.
+        """
+        try:
+            names = self._index.plugins_for(event)
+        except TypeError:
+            return fail(TypeError(f"an event name is a string, not {type(event).__name__}"))
+        return self._emit_from(names, 0, event, args, kw, [])
+
+    def _emit_from(self, names: Tuple[str, ...], i: int, event: str, args: tuple, kw: dict,
+                   results: List[Any]) -> Deferred[Any]:
+        records = self._records
+        while i < len(names):
+            record = records.get(names[i])
+            i += 1
+            if record is None:
+                continue
+            lifecycle = record.lifecycle
+            if not lifecycle.serving:
+                if lifecycle.reloading:  # called once the reload is over
+                    return record.when_settled().addCallback(
+                        self._emit_resumed, names, i - 1, event, args, kw, results)
+                continue
+            version = record.version
+            attribute = version.handlers.get(event) if version is not None else None
+            if attribute is None:
+                continue
+            try:
+                method = getattr(version.instance, attribute)  # type: ignore[union-attr]
+                result = self.invoke(record, method, args, kw)
+            except BaseException:  # plugin code: SystemExit, KeyboardInterrupt too
+                self._reporter.error(record.name, Failure())
+                continue
+            if isinstance(result, Deferred):
+                return self.track(record, result).addCallbacks(
+                    self._emit_async_result, self._emit_async_failure,
+                    callbackArgs=(names, i, event, args, kw, results),
+                    errbackArgs=(record.name, names, i, event, args, kw, results),
+                )
+            if result is STOP:
+                return succeed(results)
+            results.append(result)
+        return succeed(results)
+
+    def _emit_resumed(self, _: Any, names: Tuple[str, ...], i: int, event: str, args: tuple,
+                      kw: dict, results: List[Any]) -> Deferred[Any]:
+        return self._emit_from(names, i, event, args, kw, results)
+
+    def _emit_async_result(self, value: Any, names: Tuple[str, ...], i: int, event: str,
+                           args: tuple, kw: dict, results: List[Any]) -> Any:
+        if value is STOP:
+            return results
+        results.append(value)
+        return self._emit_from(names, i, event, args, kw, results)
+
+    def _emit_async_failure(self, failure: Failure, name: str, names: Tuple[str, ...], i: int,
+                            event: str, args: tuple, kw: dict, results: List[Any]) -> Any:
+        if not failure.check(HandlerAbandoned):  # not the plugin's fault
+            self._reporter.error(name, failure)
+        return self._emit_from(names, i, event, args, kw, results)

@@ -1,0 +1,277 @@
+"""
+The records of the plugins a manager has loaded (or is loading): one
+L{Record} per name, their order of loading, and who requires whom.
+
+Plain data: nothing here touches the reactor, imports code or calls a
+plugin.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+
+import attr
+from twisted.internet.defer import Deferred
+
+from ._deferreds import Shared, pass_result
+from ._errors import NoSuchPlugin
+from ._events import safe_str
+from ._instance import Version, attribute
+from ._lifecycle import Lifecycle, PluginState
+
+__all__ = ["PluginInfo", "Record", "Registry", "Message"]
+
+#: A message held for a plugin: (event, args, kw, the caller's Deferred or
+#: None for a post).
+Message = Tuple[str, tuple, dict, Optional["Deferred[Any]"]]
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class PluginInfo:
+    """
+    One row of the plugin table.
+
+    @ivar name: the name the plugin was loaded under (never what it claims).
+    @ivar longname: its one-line description.
+    @ivar license: its license.
+    @ivar version: its version.
+    @ivar author: its author.
+    @ivar module: the name of its module in C{sys.modules}.
+    @ivar state: its L{PluginState}.
+    @ivar loaded_at: the reactor time it was loaded at.
+    @ivar reloads: how many times it was reloaded.
+    @ivar source: the path of its module file.
+    @ivar calls: how many handler calls it served.
+    @ivar busy_time: seconds spent in its handlers, in all.
+    @ivar longest_call: the longest time one handler call took, in seconds.
+    @ivar events: the events its handlers are called for now (empty while
+        it is not running), sorted.
+    """
+
+    name: str
+    longname: Optional[str]
+    license: Optional[str]
+    version: Optional[str]
+    author: Optional[str]
+    module: Optional[str]
+    state: PluginState
+    loaded_at: float
+    reloads: int = 0
+    source: Optional[str] = None
+    calls: int = 0
+    busy_time: float = 0.0
+    longest_call: float = 0.0
+    events: Tuple[str, ...] = ()
+
+
+@attr.s(auto_attribs=True, eq=False, repr=False)
+class Record:
+    """
+    Everything a manager knows of one loaded plugin. Private: the plugin
+    table is the public view.
+
+    @ivar version: the version serving (or being loaded), once imported.
+    @ivar displaced: the modules its first import took aside, put back when
+        it goes.
+    @ivar inbox: messages held until it runs.
+    @ivar waiting: answers still waiting on a handler's Deferred.
+    @ivar stop: the outcome of its stop, once its stop has begun.
+    """
+
+    name: str
+    sequence: int
+    lifecycle: Lifecycle
+    data: Any
+    loaded_at: float
+    version: Optional[Version] = None
+    displaced: Dict[str, Any] = attr.ib(factory=dict)
+    inbox: Deque[Message] = attr.ib(factory=collections.deque)
+    drain_call: Any = None
+    waiting: Set[Deferred[Any]] = attr.ib(factory=set)
+    settle_waiters: List[Deferred[Any]] = attr.ib(factory=list)
+    start_waiters: List[Deferred[Any]] = attr.ib(factory=list)
+    stop: Optional[Shared] = None
+    reloads: int = 0
+    calls: int = 0
+    busy_time: float = 0.0
+    longest_call: float = 0.0
+
+    @property
+    def state(self) -> PluginState:
+        """
+        Its L{PluginState}.
+        """
+        return self.lifecycle.state
+
+    @property
+    def instance(self) -> Any:
+        """
+        The instance serving, or L{None}.
+        """
+        return self.version.instance if self.version is not None else None
+
+    @property
+    def requires(self) -> Tuple[str, ...]:
+        """
+        The names of the plugins its version requires.
+        """
+        return self.version.requires if self.version is not None else ()
+
+    def info(self, events: Iterable[str] = ()) -> PluginInfo:
+        """
+        Its row of the plugin table, with the C{events} it handles now.
+        """
+        version = self.version
+        source = version.imported.source if version is not None else None
+        meta = None
+        if version is not None:
+            meta = version.instance if version.instance is not None else version.cls
+        return PluginInfo(
+            name=self.name,
+            longname=safe_str(attribute(meta, "longname")),
+            license=safe_str(attribute(meta, "license")),
+            version=safe_str(attribute(meta, "version")),
+            author=safe_str(attribute(meta, "author")),
+            module=source.module_name if source else None,
+            state=self.state,
+            loaded_at=self.loaded_at,
+            reloads=self.reloads,
+            source=source.origin if source else None,
+            calls=self.calls,
+            busy_time=self.busy_time,
+            longest_call=self.longest_call,
+            events=tuple(sorted(events)),
+        )
+
+    def when_settled(self) -> Deferred[Any]:
+        """
+        A Deferred firing with its state once no operation is under way.
+        """
+        d: Deferred[Any] = Deferred()
+        self.settle_waiters.append(d)
+        return d
+
+    def settled(self) -> None:
+        """
+        Fire every L{when_settled} waiter.
+        """
+        waiters, self.settle_waiters = self.settle_waiters, []
+        for waiter in waiters:
+            waiter.callback(self.state)
+
+    def when_started(self) -> Deferred[Any]:
+        """
+        A Deferred firing with the instance once it has started (for a
+        plugin loaded before its manager started).
+        """
+        d: Deferred[Any] = Deferred()
+        self.start_waiters.append(d)
+        return d
+
+    def started(self, outcome: Any) -> None:
+        """
+        Give C{outcome} (the instance, or a Failure) to every
+        L{when_started} waiter.
+        """
+        waiters, self.start_waiters = self.start_waiters, []
+        for waiter in waiters:
+            pass_result(waiter, outcome)
+
+    def __repr__(self) -> str:
+        return f"<Record {self.name!r} {self.state.value}>"
+
+
+class Registry:
+    """
+    The records of one manager, by name.
+    """
+
+    def __init__(self) -> None:
+        #: name -> L{Record}; read directly on the hot paths of delivery.
+        self.records: Dict[str, Record] = {}
+        self._sequence = 0
+
+    def add(self, name: str, data: Any, loaded_at: float) -> Record:
+        """
+        A new record for C{name}, in the state C{loading}, after every
+        record there is.
+        """
+        self._sequence += 1
+        record = Record(name, self._sequence, Lifecycle(name), data, loaded_at)
+        self.records[name] = record
+        return record
+
+    def remove(self, record: Record) -> None:
+        """
+        Forget C{record}, if it is still the one under its name.
+        """
+        if self.records.get(record.name) is record:
+            del self.records[record.name]
+
+    def get(self, name: Any) -> Optional[Record]:
+        """
+        The record of C{name} (any value: a bad name has none), or L{None}.
+        """
+        return self.records.get(name) if isinstance(name, str) else None
+
+    def current(self, record: Record) -> bool:
+        """
+        Whether C{record} is still the one under its name.
+        """
+        return self.records.get(record.name) is record
+
+    def addressable(self, name: Any) -> Record:
+        """
+        The record of C{name} if posts and calls to it are accepted.
+
+        @raise NoSuchPlugin: otherwise.
+        """
+        record = self.get(name)
+        if record is None or not record.lifecycle.addressable:
+            raise NoSuchPlugin(name, "not loaded")
+        return record
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(list(self.records.values()))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.records
+
+    def in_order(self) -> List[Record]:
+        """
+        The records in the order they were loaded.
+        """
+        return sorted(self.records.values(), key=lambda r: r.sequence)
+
+    def dependents(self, name: str) -> List[str]:
+        """
+        The plugins that require C{name}, directly or not, dependents first.
+        A plugin still loading is not a dependent yet: it fails to start if
+        what it requires is gone by then.
+        """
+        found: List[str] = []
+
+        def visit(target: str) -> None:
+            for record in self.records.values():
+                if record.lifecycle.loading:
+                    continue
+                if target in record.requires and record.name not in found:
+                    visit(record.name)
+                    if record.name not in found:
+                        found.append(record.name)
+
+        visit(name)
+        return found
+
+    def next_stage(self) -> List[Record]:
+        """
+        The records that may stop now in a shutdown: those no other record
+        requires (or all of them, when requirements form a cycle).
+        """
+        records = list(self.records.values())
+        required = {r for record in records for r in record.requires}
+        return [record for record in records if record.name not in required] or records

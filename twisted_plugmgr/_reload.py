@@ -1,0 +1,359 @@
+"""
+The reloader: one L{ReloadAttempt} object per reload of a plugin, the
+reloads queued behind one under way, the reload of dependents after the
+plugin they require, and L{Reloader.reload_changed}.
+
+A reload is a transaction: the new version is imported and constructed
+while the old one serves; only then does the old one stop, hand over its
+state and make way. If the new version fails to start, a fresh instance of
+the old one takes its place with the same state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import attr
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+from . import _source
+from ._deferreds import fan_out, run_blocking
+from ._dispatch import HandlerIndex
+from ._errors import InitFailed, NoSuchPlugin, PluginError
+from ._events import Reporter
+from ._instance import Version, VersionLife
+from ._lifecycle import ShutdownMode
+from ._registry import Record, Registry
+
+__all__ = ["UNCHANGED", "Reloader", "ReloadAttempt"]
+
+#: The data of a reload is the plugin's current data.
+UNCHANGED: Any = object()
+
+#: Imports a new version of the named plugin (see L{_instance.import_version}).
+Importer = Callable[[str], Tuple[Version, Tuple[str, ...], Dict[str, Any]]]
+
+
+@attr.s(auto_attribs=True, eq=False)
+class _Queued:
+    """
+    A reload waiting for its plugin to settle; later requests collapse into
+    it.
+    """
+
+    data: Any
+    mode: ShutdownMode
+    dependents: bool
+    waiters: List[Deferred[Any]] = attr.ib(factory=list)
+
+
+class Reloader:
+    """
+    Reloads one manager's plugins.
+
+    @param registry: the manager's records.
+    @param life: starts and stops versions.
+    @param index: the event index, pointed at the new version on success.
+    @param reporter: where outcomes are broadcast.
+    @param importer: imports a new version of a plugin by name.
+    @param deadlines: seconds each L{ShutdownMode}'s stop may take.
+    @param reactor: where file hashing runs (in its thread pool, if any).
+    @param abandon: fails the answers still waiting on a record's handlers
+        (once its old version has stopped).
+    @param after: called with a record once its reload is over, whatever
+        the outcome (the manager delivers what was held and settles it).
+    @param lost: called with a record and the error when neither version
+        could start (the manager removes the plugin).
+    """
+
+    def __init__(self, registry: Registry, life: VersionLife, index: HandlerIndex,
+                 reporter: Reporter, importer: Importer, deadlines: Mapping[ShutdownMode, float],
+                 reactor: IReactorTime, abandon: Callable[[Record, str], None],
+                 after: Callable[[Record], None],
+                 lost: Callable[[Record, PluginError], None]) -> None:
+        self.registry = registry
+        self.life = life
+        self.index = index
+        self.reporter = reporter
+        self.importer = importer
+        self.deadlines = deadlines
+        self._reactor = reactor
+        self.abandon = abandon
+        self.after = after
+        self.lost = lost
+        self._queued: Dict[Record, _Queued] = {}
+
+    def failed(self, name: Any, error: PluginError) -> Deferred[Any]:
+        """
+        Broadcast C{plugin_reload_failed} and return C{error} as a failed
+        Deferred.
+        """
+        self.reporter.broadcast("plugin_reload_failed", name, failure=Failure(error),
+                                message=str(error))
+        return fail(error)
+
+    def request(self, record: Record, data: Any, mode: ShutdownMode, dependents: bool,
+                reload: Callable[..., Deferred[Any]]) -> Deferred[Any]:
+        """
+        Reload C{record} now if it runs and nothing is queued for it;
+        otherwise queue the reload until it settles (collapsing it into the
+        one queued already).
+
+        @param reload: the manager's public C{reload}, for the dependents.
+        """
+        if record.lifecycle.serving and record not in self._queued:
+            return self._now(record, data, mode, dependents, reload)
+        if record.lifecycle.unstarted:
+            return self._unstarted(record, data)
+        queued = self._queued.get(record)
+        if queued is None:
+            queued = self._queued[record] = _Queued(data, mode, dependents)
+        else:
+            if data is not UNCHANGED:
+                queued.data = data
+            queued.mode = mode
+            queued.dependents = queued.dependents or dependents
+        waiter: Deferred[Any] = Deferred()
+        queued.waiters.append(waiter)
+        return waiter
+
+    def settled(self, record: Record, reload: Callable[..., Deferred[Any]]) -> None:
+        """
+        C{record} settled: run the reload queued for it, if any.
+        """
+        queued = self._queued.get(record)
+        if queued is None or not record.lifecycle.settled:
+            return
+        del self._queued[record]
+        if self.registry.current(record) and record.lifecycle.serving:
+            d = self._now(record, queued.data, queued.mode, queued.dependents, reload)
+        else:
+            d = fail(NoSuchPlugin(record.name, f"it is {record.state.value}"))
+        fan_out(d, queued.waiters)
+
+    def dropped(self, record: Record, error: PluginError) -> None:
+        """
+        C{record} is gone: the reloads queued for it fail with C{error}.
+        """
+        queued = self._queued.pop(record, None)
+        if queued is not None:
+            for waiter in queued.waiters:
+                waiter.errback(Failure(error))
+
+    def prepare(self, record: Record, data: Any) -> Tuple[Version, Dict[str, Any]]:
+        """
+        Import C{record}'s source afresh beside the running version and
+        construct the new instance.
+
+        @return: the new version, and the old version's modules, taken
+            aside (to put back on rollback).
+        @raise PluginError: the old modules are in C{sys.modules} again.
+        """
+        old = record.version
+        old_modules = _source.take_modules(old.module_name) if old is not None else {}
+        new: Optional[Version] = None
+        try:
+            new, _, _ = self.importer(record.name)
+            self.life.construct(record.name, new, data)
+        except BaseException:
+            if new is not None:
+                new.purge()
+            if old is not None:
+                _source.restore_modules(old.module_name, old_modules)
+            raise
+        return new, old_modules
+
+    def _unstarted(self, record: Record, data: Any) -> Deferred[Any]:
+        """
+        Reload a plugin that waits for its manager to start: the new
+        version simply takes the old one's place.
+        """
+        data = record.data if data is UNCHANGED else data
+        try:
+            new, _ = self.prepare(record, data)
+        except PluginError as error:
+            return self.failed(record.name, error)
+        old = record.version
+        assert old is not None
+        old_version = old.version
+        self.life.release(record.name, old.instance)
+        self.life.close(record.name, old)
+        record.version, record.data = new, data
+        self.life.adopt(record.name, new.instance)
+        record.reloads += 1
+        self.reporter.broadcast("plugin_reloaded", record.name, old_version=old_version,
+                                new_version=new.version)
+        return succeed(new.instance)
+
+    def _now(self, record: Record, data: Any, mode: ShutdownMode, dependents: bool,
+             reload: Callable[..., Deferred[Any]]) -> Deferred[Any]:
+        result = ReloadAttempt(self, record, record.data if data is UNCHANGED else data, mode).run()
+        if dependents:
+            return result.addCallback(self._reload_dependents, record.name, mode, reload)
+        return result
+
+    def _reload_dependents(self, instance: Any, name: str, mode: ShutdownMode,
+                           reload: Callable[..., Deferred[Any]]) -> Deferred[Any]:
+        order = list(reversed(self.registry.dependents(name)))
+        result: Deferred[Any] = Deferred()
+
+        def next_one(_: Any = None) -> None:
+            while order and order[0] not in self.registry:
+                order.pop(0)
+            if not order:
+                result.callback(instance)
+                return
+            reload(order.pop(0), mode=mode).addCallbacks(next_one, lambda f: next_one())
+
+        next_one()
+        return result
+
+    def reload_changed(self, reload: Callable[..., Deferred[Any]],
+                       only: Optional[Iterable[str]] = None) -> Deferred[Dict[str, Any]]:
+        """
+        Reload every plugin (of C{only}, if given) whose source files changed
+        since it was loaded, judged by content hash; hashing runs off the
+        reactor thread.
+
+        @return: a Deferred firing with {name: new instance, or the Failure
+            of its failed reload}.
+        """
+        names = set(only) if only is not None else None
+        recorded = {
+            record.name: dict(record.version.imported.hashes)
+            for record in self.registry
+            if record.version is not None and record.lifecycle.watched
+            and (names is None or record.name in names)
+        }
+        paths = sorted({p for hashes in recorded.values() for p in hashes})
+
+        def compare(current: Dict[str, Optional[str]]) -> Deferred[Dict[str, Any]]:
+            changed = [
+                name for name, hashes in recorded.items()
+                if any(current.get(p) != h for p, h in hashes.items())
+            ]
+            records = self.registry.records
+            changed.sort(key=lambda n: records[n].sequence if n in records else 0)
+            outcome: Dict[str, Any] = {}
+            reloads = []
+
+            def keep(value: Any, name: str) -> None:
+                outcome[name] = value
+
+            for name in changed:
+                if name not in records:
+                    continue
+                reloads.append(reload(name).addBoth(keep, name))
+            return gatherResults(reloads).addCallback(lambda _: outcome)
+
+        return run_blocking(self._reactor, _source.hash_files, paths).addCallback(compare)
+
+
+class ReloadAttempt:
+    """
+    One reload of one running plugin, step by step: prepare the new version
+    (L{run}), stop the old one, take its state, close what it left open,
+    start the new one; on failure, roll back to a fresh instance of the old
+    version.
+    """
+
+    def __init__(self, reloader: Reloader, record: Record, data: Any, mode: ShutdownMode) -> None:
+        self.reloader = reloader
+        self.record = record
+        self.name = record.name
+        self.data = data
+        self.mode = mode
+        self.result: Deferred[Any] = Deferred()
+        self.old = record.version
+        self.new: Optional[Version] = None
+        self.old_modules: Dict[str, Any] = {}
+
+    def run(self) -> Deferred[Any]:
+        """
+        Start the attempt.
+
+        @return: a Deferred firing with the new instance after
+            C{plugin_reloaded}, or failing after C{plugin_reload_failed}.
+        """
+        reloader, record = self.reloader, self.record
+        try:
+            self.new, self.old_modules = reloader.prepare(record, self.data)
+        except PluginError as error:
+            d = reloader.failed(self.name, error)
+            reloader.after(record)  # run a reload that was queued meanwhile
+            return d
+        old = self.old
+        assert old is not None
+        self.old_version = old.version
+        record.lifecycle.fire("reload")
+        seconds = reloader.deadlines[self.mode]
+        reloader.life.shutdown(self.name, old.instance, self.mode, "reloading", seconds).addBoth(
+            self._old_stopped)
+        return self.result
+
+    def _old_stopped(self, outcome: Any) -> Deferred[Any]:
+        reloader, old = self.reloader, self.old
+        assert old is not None
+        if isinstance(outcome, Failure):
+            reloader.reporter.error(self.name, outcome)
+        reloader.life.mark_stopped(self.name, old.instance)
+        reloader.life.release(self.name, old.instance)
+        reloader.abandon(self.record, "reloaded")
+        # get_state may still use the old version's reactor; what it left
+        # running is closed after.
+        return reloader.life.take_state(self.name, old.instance).addCallback(self._close_then_start)
+
+    def _close_then_start(self, state: Any) -> Deferred[Any]:
+        return self.reloader.life.close(self.name, self.old).addCallback(
+            lambda _: self._start(self.new, state).addCallbacks(
+                self._succeeded, self._new_failed, errbackArgs=(state,)))
+
+    def _start(self, version: Optional[Version], state: Any) -> Deferred[Any]:
+        assert version is not None
+        self.reloader.life.adopt(self.name, version.instance)
+        return self.reloader.life.start(self.name, version, state)
+
+    def _swapped(self, version: Version, data: Any, transition: str) -> None:
+        record = self.record
+        record.version, record.data = version, data
+        record.lifecycle.fire(transition)
+        self.reloader.index.set(self.name, record.sequence, version.specs)
+
+    def _succeeded(self, instance: Any) -> None:
+        assert self.new is not None
+        self._swapped(self.new, self.data, "reloaded")
+        self.record.reloads += 1
+        self.reloader.reporter.broadcast("plugin_reloaded", self.name, old_version=self.old_version,
+                                         new_version=self.new.version)
+        self.result.callback(instance)
+        self.reloader.after(self.record)
+
+    def _new_failed(self, failure: Failure, state: Any) -> None:
+        reloader, name, old = self.reloader, self.name, self.old
+        assert self.new is not None and old is not None
+        error = failure.value if isinstance(failure.value, PluginError) else InitFailed(
+            name, "the new version failed to start", failure=failure)
+        # Roll back to the old code: its modules, a fresh instance.
+        self.new.purge()
+        _source.restore_modules(old.module_name, self.old_modules)
+        rollback = old.fresh()
+        try:
+            reloader.life.construct(name, rollback, self.record.data)
+        except PluginError as rollback_error:
+            reloader.lost(self.record, rollback_error)
+            reloader.failed(name, error).chainDeferred(self.result)
+            return
+
+        def rolled_back(instance: Any) -> None:
+            self._swapped(rollback, self.record.data, "rolled_back")
+            reloader.failed(name, error).chainDeferred(self.result)
+            reloader.after(self.record)
+
+        def rollback_failed(f: Failure) -> None:
+            reloader.lost(self.record, f.value if isinstance(f.value, PluginError) else InitFailed(
+                name, "the old version failed to start again", failure=f))
+            reloader.failed(name, error).chainDeferred(self.result)
+
+        self._start(rollback, state).addCallbacks(rolled_back, rollback_failed)
