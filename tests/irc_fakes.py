@@ -3,14 +3,18 @@ In-process fakes for the bot's unit tests and the benchmark: a real
 L{PluginManager} and L{IRCBot} on a L{Clock}, connected through a fake
 endpoint to a L{StringTransport}; lines from "the server" are fed to the
 protocol, and what the bot wrote is read back.
+
+Also the C{harness} fixture (L{harness_fixture}), shared by the test
+modules that import it.
 """
 
 from __future__ import annotations
 
 import os
 import textwrap
-from typing import Any, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
+import pytest
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
@@ -22,9 +26,9 @@ from zope.interface import implementer
 
 from twisted_plugmgr import PluginManager
 from twisted_plugmgr.irc import ADMIN_PACKAGE, BotProtocol, IRCBot
-from twisted_plugmgr.testing import EventRecorder
+from twisted_plugmgr.testing import EventRecorder, result_of
 
-__all__ = ["FakeEndpoint", "BotHarness", "write_bot_plugin", "BOT_MASK"]
+__all__ = ["FakeEndpoint", "BotHarness", "write_bot_plugin", "BOT_MASK", "harness_fixture"]
 
 #: The bot's hostmask as the fake server tells it.
 BOT_MASK = "bot!~bot@127.0.0.1"
@@ -77,13 +81,18 @@ class BotHarness:
     """
     A manager and a bot on a Clock, in one parent service, connected to a
     fake server.
+
+    @ivar dir: the directory the manager loads plugins from.
     """
 
     def __init__(self, plugin_dir: Any, *, admin: bool = True, flood_rate: float = 1000.0,
                  flood_burst: int = 1000, data_dir: Optional[str] = None,
-                 clock: Optional[Clock] = None, **bot_kw: Any) -> None:
+                 clock: Optional[Clock] = None,
+                 manager_class: Callable[..., PluginManager] = PluginManager,
+                 **bot_kw: Any) -> None:
         self.clock = clock if clock is not None else Clock()
-        self.manager = PluginManager(
+        self.dir = plugin_dir
+        self.manager = manager_class(
             packages=[ADMIN_PACKAGE] if admin else [], paths=[str(plugin_dir)],
             reactor=self.clock,
         )
@@ -109,6 +118,21 @@ class BotHarness:
         if welcome:
             self.welcome()
         return self.proto
+
+    def load(self, name: str, body: Optional[str] = None, **kw: Any) -> Any:
+        """
+        Load plugin C{name} (first written with L{write_bot_plugin} when
+        C{body} is given); return the plugin, once loaded.
+        """
+        if body is not None:
+            write_bot_plugin(self.dir, name, body, **kw)
+        return result_of(self.manager.load(name))
+
+    def plugin(self, name: str) -> Any:
+        """
+        The running plugin C{name}: the manager's child service of that name.
+        """
+        return self.manager.getServiceNamed(name)
 
     @property
     def proto(self) -> BotProtocol:
@@ -163,6 +187,26 @@ class BotHarness:
         """
         self.proto.connectionLost(Failure(ConnectionDone()))
 
+    def stop_bot(self) -> None:
+        """
+        Stop the bot alone (the manager keeps running) and close its
+        connection.
+        """
+        d = self.bot.stopService()
+        if self.endpoint.protocols and self.proto.transport.connected:
+            self.proto.transport.connected = False
+            self.lose()
+        result_of(d)
+
+    def start_bot(self) -> BotProtocol:
+        """
+        Start the bot again (after L{stop_bot}) and sign it on.
+        """
+        self.bot.startService()
+        self.clock.advance(0)
+        self.welcome()
+        return self.proto
+
     def stop(self) -> None:
         """
         Stop everything and close the connection; no call is left pending
@@ -181,3 +225,18 @@ class BotHarness:
                 break
             self.clock.advance(1)
         assert d.called, "the services did not stop"
+
+
+@pytest.fixture(name="harness")
+def harness_fixture(tmp_path: Any) -> Iterator[BotHarness]:
+    """
+    A L{BotHarness} (with the admin plugin) loading plugins from an empty
+    directory, not started yet; stopped at the end of the test, which must
+    leave no call pending on its clock.
+    """
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    h = BotHarness(plugins)
+    yield h
+    h.stop()
+    assert not h.clock.getDelayedCalls(), h.clock.getDelayedCalls()

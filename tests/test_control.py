@@ -1,6 +1,6 @@
 """
 Tests for L{twisted_plugmgr._control}: the AMP control channel, on real
-UNIX and TCP sockets, against a fake manager that provides IPluginManager.
+UNIX and TCP sockets, against L{FakePluginManager} (and the real manager).
 """
 
 from __future__ import annotations
@@ -10,41 +10,72 @@ import os
 import socket
 import stat
 import struct
-from typing import Any, Dict, List
+from typing import List
 
 import attr
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from twisted.test import iosim
 from zope.interface.verify import verifyObject
 
+from twisted_plugmgr import (
+    AlreadyLoaded,
+    CompileFailed,
+    InvalidName,
+    ManagerStopped,
+    NoSuchPlugin,
+    PluginEvent,
+    PluginState,
+    ShutdownMode,
+)
+from twisted_plugmgr import _errors as errors_module
 from twisted_plugmgr._control import (
     MAX_BOX_BYTES,
+    WIRE_ERRORS,
+    AlreadyLoadedError,
+    Authenticate,
     AuthenticationFailed,
     AuthenticationRequired,
+    Available,
     BadRequestError,
     CompileFailedError,
     ControlChannelError,
+    ControlClientProtocol,
+    ControlError,
     ControlFactory,
     ControlService,
+    DependencyFailedError,
+    Event,
+    InitFailedError,
     InternalError,
+    InvalidMetadataError,
     InvalidNameError,
+    InvalidTransitionError,
+    Load,
+    ManagerStoppedError,
     NoSuchPluginError,
+    PluginFailedError,
+    Reload,
+    ReloadChanged,
+    Shutdown,
+    Status,
+    Subscribe,
+    Unload,
     check_unix_socket_path,
     client_endpoint_for,
     connect,
     event_to_json,
+    reported_as,
     to_json,
 )
-from twisted_plugmgr._errors import InvalidName, NoSuchPlugin
-from twisted_plugmgr._events import Listeners, PluginEvent
 from twisted_plugmgr._interfaces import IPluginManager
-from twisted_plugmgr._lifecycle import PluginState, ShutdownMode
+from twisted_plugmgr.testing import FakePluginManager, failure_of, result_of
 
 TIMEOUT = 5
 
@@ -57,97 +88,8 @@ class FakeInfo:
     loaded_at: float
 
 
-class FakePlugin:
-    def __init__(self, name: str, data: Any) -> None:
-        self.name = name
-        self.data = data
-        self.version = "1.0"
-        self.longname = f"the {name} plugin"
-
-
-@implementer(IPluginManager)
-class FakeManager:
-    """
-    Just enough of a manager: a dict of plugins, events to listeners, and a
-    record of every call.
-    """
-
-    def __init__(self) -> None:
-        self.plugins: Dict[str, FakePlugin] = {}
-        self.listeners = Listeners()
-        self.calls: List[tuple] = []
-        self.stopped = False
-        self.fail_with: Any = None
-
-    def _check(self, name):
-        if not isinstance(name, str) or not name.isidentifier():
-            raise InvalidName(name)
-
-    def load(self, name, data=None):
-        self.calls.append(("load", name, data))
-        if self.fail_with is not None:
-            raise self.fail_with
-        self._check(name)
-        plugin = self.plugins[name] = FakePlugin(name, data)
-        self.listeners.broadcast(PluginEvent(kind="plugin_started", plugin=name))
-        return succeed(plugin)
-
-    def unload(self, name, mode=ShutdownMode.SMART, reason="", cascade=True):
-        self.calls.append(("unload", name, mode, reason))
-        if name not in self.plugins:
-            return fail(NoSuchPlugin(name))
-        del self.plugins[name]
-        self.listeners.broadcast(
-            PluginEvent(kind="plugin_unloaded", plugin=name, quit_message="bye " + reason)
-        )
-        return succeed("bye " + reason)
-
-    def reload(self, name, data=None, mode=ShutdownMode.SMART, dependents=False):
-        self.calls.append(("reload", name, data, mode))
-        if name not in self.plugins:
-            return fail(NoSuchPlugin(name))
-        plugin = self.plugins[name] = FakePlugin(name, data)
-        plugin.version = "2.0"
-        return succeed(plugin)
-
-    def reload_changed(self):
-        self.calls.append(("reload_changed",))
-        return succeed({"a": FakePlugin("a", None), "b": Failure(SyntaxError("bad"))})
-
-    def shutdown(self, mode=ShutdownMode.SMART):
-        self.calls.append(("shutdown", mode))
-        self.stopped = True
-        return deferLater(reactor, 0, lambda: None)
-
-    def plugin_table(self):
-        return {
-            name: FakeInfo(name, p.version, PluginState.RUNNING, 12.5)
-            for name, p in self.plugins.items()
-        }
-
-    def available(self):
-        return ["a", "b", "hello"]
-
-    def register(self, listener):
-        self.listeners.register(listener)
-
-    def unregister(self, listener):
-        self.listeners.unregister(listener)
-
-    def post(self, plugin, event, *args, **kw):
-        pass
-
-    def call(self, plugin, event, *args, **kw):
-        return succeed(None)
-
-    def emit(self, event, *args, **kw):
-        return succeed([])
-
-    def watch(self, debounce=0.05):
-        pass
-
-    def unwatch(self):
-        pass
+#: The plugins the fake manager of these tests could load.
+SOURCES = ["a", "b", "hello"]
 
 
 def timeout(d: Deferred, seconds: float = TIMEOUT) -> Deferred:
@@ -172,11 +114,11 @@ class Server:
     """
 
     def __init__(self, tmp_path, manager=None, token=None, description=None, clock=None,
-                 on_shutdown=None):
-        self.manager = manager or FakeManager()
+                 **factory_kw):
+        self.manager = manager or FakePluginManager(SOURCES)
         self.path = str(tmp_path / "ctl.sock")
         self.factory = ControlFactory(self.manager, clock or reactor, token=token,
-                                      on_shutdown=on_shutdown)
+                                      **factory_kw)
         self.description = description or f"unix:path={self.path}"
         self.service = ControlService(self.factory, self.description, reactor)
 
@@ -237,11 +179,57 @@ def box(**kw) -> bytes:
     return out + b"\x00\x00"
 
 
+# --- the fake manager --------------------------------------------------------------
+
+
 def test_fake_manager_provides_the_interface():
-    assert verifyObject(IPluginManager, FakeManager())
+    assert verifyObject(IPluginManager, FakePluginManager())
+
+
+def test_fake_manager_refuses_as_the_manager_does(logged_failures):
+    manager = FakePluginManager(["hello"])
+    failure_of(manager.load("../x"), InvalidName)
+    failure_of(manager.load("nope"), NoSuchPlugin)
+    result_of(manager.load("hello"))
+    failure_of(manager.load("hello"), AlreadyLoaded)
+    failure_of(manager.call("nope", "ping"), NoSuchPlugin)
+    result_of(manager.shutdown())
+    assert manager.plugins == {}
+    failure_of(manager.load("hello"), ManagerStopped)
+
+
+def test_fake_manager_reloads_what_changed_on_its_disk():
+    clock = Clock()
+    manager = FakePluginManager({"a": "1", "b": "1", "c": "1"}, clock=clock)
+    for name in "abc":
+        result_of(manager.load(name, data=name.upper()))
+    clock.advance(7)
+    manager.sources["a"] = "2"
+    manager.broken["b"] = CompileFailed("b", failure=Failure(SyntaxError("bad")))
+    results = result_of(manager.reload_changed())
+    assert sorted(results) == ["a", "b"]
+    assert (results["a"].version, results["a"].data, results["a"].reloads) == ("2", "A", 1)
+    assert results["b"].check(CompileFailed)
+    table = manager.plugin_table()
+    assert {n: (i.version, i.loaded_at) for n, i in table.items()} == {
+        "a": ("2", 7.0), "b": ("1", 0.0), "c": ("1", 0.0)}
 
 
 # --- commands --------------------------------------------------------------------
+
+#: How the failed reload of C{b} (see L{change_a_break_b}) is reported.
+BROKEN_B = "CompileFailed: plugin 'b': module failed to import (SyntaxError: bad)"
+
+
+def change_a_break_b(manager):
+    """
+    Load C{a} and C{b}; then change C{a}'s source to version 2.0 and break
+    C{b}'s.
+    """
+    result_of(manager.load("a"))
+    result_of(manager.load("b"))
+    manager.sources["a"] = "2.0"
+    manager.broken["b"] = CompileFailed("b", failure=Failure(SyntaxError("bad")))
 
 
 @pytest_twisted.ensureDeferred
@@ -250,8 +238,9 @@ async def test_load_then_status(server):
     plugin = await client.load("hello", {"greeting": "hi", "n": [1, 2]})
     assert plugin == {"name": "hello", "version": "1.0", "longname": "the hello plugin"}
     assert server.manager.plugins["hello"].data == {"greeting": "hi", "n": [1, 2]}
-    rows = await client.status()
-    assert rows == [{"name": "hello", "version": "1.0", "state": "running", "loaded_at": 12.5}]
+    [row] = await client.status()
+    assert (row["name"], row["version"], row["state"], row["loaded_at"], row["reloads"]) == \
+        ("hello", "1.0", "running", 0.0, 0)
     await client.close()
 
 
@@ -267,8 +256,8 @@ async def test_load_without_data_gives_none(server):
 async def test_large_data_is_split_over_keys(server):
     client = await server.connect()
     data = {"blob": "x" * 300_000}
-    await client.load("big", data)
-    assert server.manager.plugins["big"].data == data
+    await client.load("hello", data)
+    assert server.manager.plugins["hello"].data == data
     await client.close()
 
 
@@ -283,8 +272,9 @@ async def test_available(server):
 async def test_unload_with_mode_and_reason(server):
     client = await server.connect()
     await client.load("hello")
-    assert await client.unload("hello", mode="lazy", reason="done") == "bye done"
-    assert server.manager.calls[-1] == ("unload", "hello", ShutdownMode.LAZY, "done")
+    assert await client.unload("hello", mode="lazy", reason="done") == \
+        "hello quits (lazy): done"
+    assert server.manager.calls[-1] == ("unload", "hello", ShutdownMode.LAZY, "done", True)
     await client.close()
 
 
@@ -293,7 +283,7 @@ async def test_unload_default_mode_is_the_managers(server):
     client = await server.connect()
     await client.load("hello")
     await client.unload("hello")
-    assert server.manager.calls[-1] == ("unload", "hello", ShutdownMode.SMART, "")
+    assert server.manager.calls[-1] == ("unload", "hello", ShutdownMode.SMART, "", True)
     await client.close()
 
 
@@ -329,7 +319,7 @@ async def test_invalid_mode_is_bad_request(server):
 
 @pytest_twisted.ensureDeferred
 async def test_unexpected_error_is_internal_and_logged(server, logged_failures):
-    server.manager.fail_with = ZeroDivisionError("oops")
+    server.manager.broken["hello"] = ZeroDivisionError("oops")
     client = await server.connect()
     with pytest.raises(InternalError) as info:
         await client.load("hello")
@@ -342,20 +332,25 @@ async def test_unexpected_error_is_internal_and_logged(server, logged_failures):
 async def test_reload_keeps_data_unless_given(server):
     client = await server.connect()
     await client.load("hello", 1)
+    server.manager.sources["hello"] = "2.0"
     assert (await client.reload("hello"))["version"] == "2.0"
-    assert server.manager.calls[-1] == ("reload", "hello", None, ShutdownMode.SMART)
+    assert server.manager.calls[-1] == ("reload", "hello", None, ShutdownMode.SMART, False)
+    assert server.manager.plugins["hello"].data == 1
     await client.reload("hello", data={"x": 1}, mode="immediate")
-    assert server.manager.calls[-1] == ("reload", "hello", {"x": 1}, ShutdownMode.IMMEDIATE)
+    assert server.manager.calls[-1] == (
+        "reload", "hello", {"x": 1}, ShutdownMode.IMMEDIATE, False)
+    assert server.manager.plugins["hello"].data == {"x": 1}
     await client.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_reload_changed(server):
+    change_a_break_b(server.manager)
     client = await server.connect()
     results = await client.reload_changed()
     assert results == {
-        "a": {"ok": True, "name": "a", "version": "1.0", "longname": "the a plugin"},
-        "b": {"ok": False, "error": "SyntaxError: bad"},
+        "a": {"ok": True, "name": "a", "version": "2.0", "longname": "the a plugin"},
+        "b": {"ok": False, "error": BROKEN_B},
     }
     await client.close()
 
@@ -373,6 +368,149 @@ async def test_shutdown_answers_then_calls_the_hook(tmp_path):
         await client.close()
     finally:
         await s.stop()
+
+
+# --- the wire ----------------------------------------------------------------------
+
+
+def test_wire_protocol_is_unchanged():
+    """
+    Command names, argument names and error codes are what clients of
+    earlier versions send and expect.
+    """
+    def names(arguments):
+        return [(name.decode(), type(argument).__name__, argument.optional)
+                for name, argument in arguments]
+
+    assert {c.commandName: (names(c.arguments), names(c.response)) for c in (
+        Authenticate, Status, Available, Load, Unload, Reload, ReloadChanged, Shutdown,
+        Subscribe, Event)} == {
+        b"Authenticate": ([("token", "Unicode", False)], []),
+        b"Status": ([], [("plugins", "JSON", False)]),
+        b"Available": ([], [("names", "JSON", False)]),
+        b"Load": ([("name", "Unicode", False), ("data", "JSON", True)],
+                  [("plugin", "JSON", False)]),
+        b"Unload": ([("name", "Unicode", False), ("mode", "Unicode", True),
+                     ("reason", "Unicode", True)], [("quit_message", "JSON", False)]),
+        b"Reload": ([("name", "Unicode", False), ("data", "JSON", True),
+                     ("mode", "Unicode", True)], [("plugin", "JSON", False)]),
+        b"ReloadChanged": ([], [("results", "JSON", False)]),
+        b"Shutdown": ([("mode", "Unicode", True)], []),
+        b"Subscribe": ([], []),
+        b"Event": ([("event", "JSON", False)], []),
+    }
+    codes = {cls.__name__: code for cls, code in Load.allErrors.items()}
+    assert codes == {
+        "NoSuchPluginError": b"NO_SUCH_PLUGIN", "InvalidNameError": b"INVALID_NAME",
+        "AlreadyLoadedError": b"ALREADY_LOADED", "CompileFailedError": b"COMPILE_FAILED",
+        "InitFailedError": b"INIT_FAILED", "InvalidMetadataError": b"INVALID_METADATA",
+        "DependencyFailedError": b"DEPENDENCY_ERROR",
+        "ManagerStoppedError": b"MANAGER_STOPPED",
+        "InvalidTransitionError": b"INVALID_TRANSITION", "PluginFailedError": b"PLUGIN_ERROR",
+        "BadRequestError": b"BAD_REQUEST", "InternalError": b"INTERNAL_ERROR",
+        "AuthenticationRequired": b"AUTH_REQUIRED", "AuthenticationFailed": b"AUTH_FAILED",
+    }
+    assert set(Load.fatalErrors) == {AuthenticationRequired, AuthenticationFailed}
+    assert Event.allErrors == {}
+
+
+def test_every_wire_error_is_in_the_table_once():
+    assert len({row.error for row in WIRE_ERRORS}) == len(WIRE_ERRORS)
+    assert len({row.code for row in WIRE_ERRORS}) == len(WIRE_ERRORS)
+    assert {row.error: row.code for row in WIRE_ERRORS} == Status.allErrors
+
+
+#: Every PluginError, and what the server reports it as.
+REPORTED_AS = {
+    "PluginError": PluginFailedError,
+    "InvalidName": InvalidNameError,
+    "NoSuchPlugin": NoSuchPluginError,
+    "HandlerAbandoned": NoSuchPluginError,
+    "CompileFailed": CompileFailedError,
+    "InitFailed": InitFailedError,
+    "AlreadyLoaded": AlreadyLoadedError,
+    "InvalidMetadata": InvalidMetadataError,
+    "ManagerStopped": ManagerStoppedError,
+    "NoSuchHandler": PluginFailedError,
+    "DependencyError": DependencyFailedError,
+    "ShutdownFailed": PluginFailedError,
+    "ShutdownTimedOut": PluginFailedError,
+    "StartTimedOut": PluginFailedError,
+    "InvalidTransition": InvalidTransitionError,
+}
+
+
+def test_every_plugin_error_is_reported_as_something():
+    assert sorted(REPORTED_AS) == sorted(errors_module.__all__)
+
+
+@pytest.mark.parametrize("name", sorted(REPORTED_AS))
+def test_plugin_error_reaches_the_client_as(name):
+    manager = FakePluginManager(["hello"])
+    error = getattr(errors_module, name)("hello")
+    manager.broken["hello"] = error
+    factory = ControlFactory(manager, Clock())
+    client, server, pump = iosim.connectedServerAndClient(
+        lambda: factory.buildProtocol(None), ControlClientProtocol)
+    answers = []
+    client.callRemote(Load, name="hello").addBoth(answers.append)
+    pump.flush()
+    [failure] = answers
+    assert isinstance(failure, Failure) and failure.check(ControlError), failure
+    assert type(failure.value) is REPORTED_AS[name]
+    assert failure.value.message == str(error)
+    assert reported_as(error) is REPORTED_AS[name]
+
+
+def test_other_errors_are_reported_as_nothing():
+    assert reported_as(ZeroDivisionError()) is None
+
+
+# --- logging ------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_logs_nothing_at_info(server):
+    """
+    Connecting, asking for the status and closing (what C{plugmgr status}
+    does) leaves no line at the default log level, on either side.
+    """
+    lines: List[str] = []
+
+    def observe(event):
+        if event.get("log_level", LogLevel.info) is not LogLevel.debug:
+            lines.append(f"{event.get('log_namespace')}: {formatEvent(event)}")
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        client = await server.connect()
+        await client.status()
+        await client.close()
+        await until(lambda: not server.factory.connections)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert lines == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dropped_connection_is_logged(server):
+    lines: List[str] = []
+
+    def observe(event):
+        # The server's lines only (not the raw client's).
+        if event.get("log_namespace", "").startswith("twisted_plugmgr.") \
+                and event.get("log_level") is not LogLevel.debug:
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        raw = await raw_connect(server.path)
+        raw.transport.write(box(_answer=b"77"))
+        await timeout(raw.closed)
+        await until(lambda: not server.factory.connections)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert len(lines) == 1 and "dropping connection" in lines[0], lines
 
 
 # --- events -----------------------------------------------------------------------
@@ -397,7 +535,7 @@ async def test_subscribe_streams_events_in_order(server):
     assert [(e["kind"], e["plugin"]) for e in events] == [
         ("plugin_started", "hello"), ("plugin_unloaded", "hello"),
     ]
-    assert events[1]["quit_message"] == "bye r"
+    assert events[1]["quit_message"] == "hello quits (smart): r"
     assert isinstance(events[0]["time"], float)
     await actor.close()
     await watcher.close()
@@ -418,6 +556,7 @@ def test_event_to_json_carries_every_field():
         kind="plugin_error", plugin="x", failure=failure, count=2, missing=("author",),
         table={"x": FakeInfo("x", "1", PluginState.RUNNING, 1.0)}, message="m",
         old_version="1", new_version="2", path="/p.py", quit_message=object(),
+        reason="timeout",
     )
     result = event_to_json(event, 3.0)
     assert result["failure"] == "ValueError: boom"
@@ -426,7 +565,13 @@ def test_event_to_json_carries_every_field():
     assert result["missing"] == ["author"]
     assert result["time"] == 3.0
     assert isinstance(result["quit_message"], str)
+    assert result["reason"] == "timeout"
     assert {"count", "message", "old_version", "new_version", "path"} <= set(result)
+
+
+def test_event_to_json_leaves_out_what_is_not_set():
+    assert event_to_json(PluginEvent(kind="plugin_started", plugin="x")) == {
+        "kind": "plugin_started", "plugin": "x"}
 
 
 def test_to_json_non_finite_float():
@@ -603,7 +748,8 @@ def test_live_socket_is_not_taken_over(server):
 
 
 def test_second_service_on_the_same_socket_fails(server, tmp_path):
-    other = ControlService(ControlFactory(FakeManager(), reactor), server.description, reactor)
+    other = ControlService(ControlFactory(FakePluginManager(), reactor), server.description,
+                           reactor)
     with pytest.raises(ControlChannelError):
         other.startService()
 
@@ -619,7 +765,7 @@ def test_regular_file_is_not_touched(tmp_path):
 
 
 def test_invalid_endpoint(tmp_path):
-    service = ControlService(ControlFactory(FakeManager(), reactor, token="t"),
+    service = ControlService(ControlFactory(FakePluginManager(), reactor, token="t"),
                              "bogus:x", reactor)
     with pytest.raises(ControlChannelError) as info:
         service.startService()
@@ -649,17 +795,19 @@ def test_client_endpoint_for_unknown_kind():
 
 
 @pytest_twisted.ensureDeferred
-async def test_slow_subscriber_is_dropped(server, monkeypatch):
-    import twisted_plugmgr._control as control
-
-    monkeypatch.setattr(control, "MAX_UNACKNOWLEDGED_EVENTS", 3)
-    raw = await raw_connect(server.path)
-    raw.transport.write(box(_command=b"Subscribe", _ask=b"1"))
-    await until(lambda: len(server.manager.listeners) == 1)
-    for _ in range(5):
-        server.manager.listeners.broadcast(PluginEvent(kind="plugin_warning", plugin="x"))
-    await timeout(raw.closed)
-    assert len(server.manager.listeners) == 0
+async def test_slow_subscriber_is_dropped(tmp_path):
+    os.chmod(tmp_path, 0o700)
+    s = Server(tmp_path, max_unacknowledged=3).start()
+    try:
+        raw = await raw_connect(s.path)
+        raw.transport.write(box(_command=b"Subscribe", _ask=b"1"))
+        await until(lambda: len(s.manager.listeners) == 1)
+        for _ in range(5):
+            s.manager.broadcast(PluginEvent(kind="plugin_warning", plugin="x"))
+        await timeout(raw.closed)
+        assert len(s.manager.listeners) == 0
+    finally:
+        await s.stop()
 
 
 
@@ -750,12 +898,12 @@ async def test_real_manager_reload_and_reload_changed(real_server):
 # --- the CLI, in process ---------------------------------------------------------------------
 
 
-async def run_cli(*argv, environ=None):
+async def run_cli(*argv, environ=None, out=None):
     import io
 
     from twisted_plugmgr.cli import run
 
-    out, err = io.StringIO(), io.StringIO()
+    out, err = out or io.StringIO(), io.StringIO()
     code = await timeout(Deferred.fromCoroutine(
         run(reactor, list(argv), out, err, environ=environ or {})))
     return code, out.getvalue(), err.getvalue()
@@ -763,15 +911,15 @@ async def run_cli(*argv, environ=None):
 
 @pytest_twisted.ensureDeferred
 async def test_cli_status_table_and_json(server):
-    server.manager.plugins["hello"] = FakePlugin("hello", None)
+    result_of(server.manager.load("hello"))
     code, out, err = await run_cli("--control", server.path, "status")
     assert code == 0, err
     header, row = out.splitlines()
     assert header.split() == ["NAME", "VERSION", "STATE", "LOADED", "RELOADS", "DESCRIPTION"]
     assert row.split()[:3] == ["hello", "1.0", "running"]
     code, out, err = await run_cli("--control", f"unix:path={server.path}", "--json", "status")
-    assert json.loads(out) == [{"name": "hello", "version": "1.0", "state": "running",
-                                "loaded_at": 12.5}]
+    [row] = json.loads(out)
+    assert (row["name"], row["version"], row["state"]) == ("hello", "1.0", "running")
 
 
 @pytest_twisted.ensureDeferred
@@ -788,9 +936,9 @@ async def test_cli_control_and_token_from_the_config_file(tcp_server, tmp_path):
     config = tmp_path / "plugmgr.toml"
     config.write_text(f'[manager]\ncontrol = "tcp:{port}:interface=127.0.0.1"\n'
                       'control_token_file = "token"\n')
-    code, out, err = await run_cli("--config", str(config), "load", "x", "--data", "[1]")
-    assert (code, out.strip()) == (0, "loaded x 1.0"), err
-    assert tcp_server.manager.plugins["x"].data == [1]
+    code, out, err = await run_cli("--config", str(config), "load", "hello", "--data", "[1]")
+    assert (code, out.strip()) == (0, "loaded hello 1.0"), err
+    assert tcp_server.manager.plugins["hello"].data == [1]
 
 
 @pytest_twisted.ensureDeferred
@@ -818,20 +966,22 @@ async def test_cli_bad_data_is_a_usage_error(server):
 
 @pytest_twisted.ensureDeferred
 async def test_cli_reload_changed_reports_failures(server):
+    change_a_break_b(server.manager)
     code, out, err = await run_cli("--control", server.path, "reload-changed")
     assert code == 1
-    assert out.splitlines() == ["reloaded a 1.0", "failed b: SyntaxError: bad"]
+    assert out.splitlines() == ["reloaded a 2.0", f"failed b: {BROKEN_B}"]
 
 
 @pytest_twisted.ensureDeferred
 async def test_cli_events_until_the_server_closes(server):
-    d = Deferred.fromCoroutine(run_cli("--control", server.path, "events"))
+    import io
+
+    printed = io.StringIO()
+    d = Deferred.fromCoroutine(run_cli("--control", server.path, "events", out=printed))
     await until(lambda: len(server.manager.listeners) == 1)
-    server.manager.listeners.broadcast(PluginEvent(kind="plugin_warning", plugin="x",
-                                                   message="careful"))
-    # Wait until the CLI has acknowledged the event.
-    subscriber = server.manager.listeners._listeners[0].__self__
-    await until(lambda: subscriber._unacknowledged == 0)
+    server.manager.broadcast(PluginEvent(kind="plugin_warning", plugin="x", message="careful"))
+    # Wait until the CLI has printed the event.
+    await until(lambda: "careful" in printed.getvalue())
     await server.stop()
     code, out, err = await d
     assert code == 0

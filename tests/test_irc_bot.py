@@ -1,25 +1,32 @@
 """
 The bot in-process: a real manager and bot on a Clock, a fake server on a
 StringTransport. Dispatch, replies, failures, the index kept current,
-admin commands, flood control, protocol details.
+admin commands, connections. (The wire protocol's own behaviour is in
+test_irc_protocol.)
 """
 
 from __future__ import annotations
 
+from typing import Any, Dict, List, Tuple
+
 import pytest
-from irc_fakes import BOT_MASK, BotHarness, write_bot_plugin
+from irc_fakes import BOT_MASK, BotHarness, harness_fixture, write_bot_plugin  # noqa: F401
 from twisted.application.service import MultiService
+from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from twisted_plugmgr import InitFailed, IPlugin, PluginManager
+from twisted_plugmgr import InitFailed, IPlugin, PluginEvent, PluginManager
 from twisted_plugmgr.irc import (
+    ADMIN_PACKAGE,
     BotPlugin,
     DuplicateCommand,
+    IBot,
     IRCBot,
     NoBot,
     find_bot,
     make_bot_service,
 )
+from twisted_plugmgr.irc._interfaces import IConnectionOwner
 from twisted_plugmgr.testing import EventRecorder, failure_of, result_of
 
 OWNER = "alice!~al@trusted.example"
@@ -42,74 +49,54 @@ def ok(self, ctx):
 """
 
 
-@pytest.fixture
-def harness(tmp_path):
-    plugins = tmp_path / "plugins"
-    plugins.mkdir()
-    h = BotHarness(plugins)
-    h.dir = plugins
-    yield h
-    h.stop()
-    assert not h.clock.getDelayedCalls(), h.clock.getDelayedCalls()
+class CountingManager(PluginManager):
+    """
+    A manager that records every event given to each registration of a
+    listener: a listener registered twice would be given each event twice.
 
+    @ivar deliveries: (listener, event), in order.
+    """
 
-def nick_lines(h):
-    return [line for line in h.said() if line.startswith("NICK")]
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.deliveries: List[Tuple[Any, PluginEvent]] = []
+        self.registrations: Dict[Any, List[Any]] = {}
 
+    def register(self, listener: Any) -> None:
+        def counted(event: PluginEvent) -> None:
+            self.deliveries.append((listener, event))
+            listener(event)
 
-def load(h, name, body=None, **kw):
-    if body is not None:
-        write_bot_plugin(h.dir, name, body, **kw)
-    return result_of(h.manager.load(name))
+        self.registrations.setdefault(listener, []).append(counted)
+        super().register(counted)
+
+    def unregister(self, listener: Any) -> None:
+        for counted in self.registrations.pop(listener, []):
+            super().unregister(counted)
+
+    def heard_by(self, owner: Any, plugin: str) -> List[str]:
+        """
+        The kinds of the events about C{plugin} given to the listeners
+        that are methods of C{owner}.
+        """
+        return [event.kind for listener, event in self.deliveries
+                if getattr(listener, "__self__", None) is owner and event.plugin == plugin]
 
 
 # -- the bot's setup ------------------------------------------------------
 
 
+def test_the_bot_provides_its_interfaces(harness):
+    assert verifyObject(IBot, harness.bot)
+    assert verifyObject(IConnectionOwner, harness.bot)
+
+
 def test_bot_plugins_provide_iplugin(harness):
     harness.start()
-    plugin = load(harness, "dice", DICE)
+    plugin = harness.load("dice", DICE)
     assert verifyObject(IPlugin, plugin)
     assert plugin.bot is harness.bot
     assert find_bot(harness.manager) is harness.bot
-
-
-def test_sign_on_joins_the_channels_and_learns_the_hostmask(harness):
-    harness.start(welcome=False)
-    assert harness.said()[-2:] == ["NICK bot", "USER bot foo bar :twisted-plugmgr bot"]
-    harness.feed(":irc.test 001 bot :Welcome to the network bot!~bot@10.0.0.1")
-    assert harness.said() == ["JOIN #chan"]
-    assert harness.proto.hostmask == "bot!~bot@10.0.0.1"
-    harness.feed(f":{BOT_MASK} JOIN #chan")
-    assert harness.proto.hostmask == BOT_MASK
-    assert harness.bot.sign_ons == 1
-
-
-def test_ping_is_answered(harness):
-    harness.start()
-    harness.feed("PING :irc.test")
-    assert harness.said() == ["PONG irc.test"]
-
-
-def test_nick_collision_alters_the_nick_then_reclaims_it(harness):
-    harness.start(welcome=False)
-    harness.said()
-    harness.feed(":irc.test 433 * bot :Nickname already in use")
-    assert nick_lines(harness) == ["NICK bot_"]
-    harness.welcome("bot_")
-    assert harness.proto.nickname == "bot_"
-    harness.clock.advance(harness.bot.regain_interval)
-    assert nick_lines(harness) == ["NICK bot"]
-    # still taken: keep bot_, try again later, never bot__
-    harness.feed(":irc.test 433 bot_ bot :Nickname already in use")
-    assert nick_lines(harness) == []
-    harness.clock.advance(harness.bot.regain_interval)
-    assert nick_lines(harness) == ["NICK bot"]
-    harness.feed(":bot_!~bot@127.0.0.1 NICK :bot")
-    assert harness.proto.nickname == "bot"
-    assert harness.proto.hostmask == BOT_MASK
-    harness.clock.advance(harness.bot.regain_interval)
-    assert nick_lines(harness) == []
 
 
 def test_a_bot_plugin_without_a_bot_fails_to_load(tmp_path, logged_failures):
@@ -158,19 +145,40 @@ def test_make_bot_service_refuses_a_bare_nick_as_owner():
                          Clock())
 
 
+def test_make_bot_service_adds_the_admin_package_once():
+    manager = PluginManager(packages=[ADMIN_PACKAGE], reactor=Clock())
+    make_bot_service(manager, {"server": "tcp:localhost:6667", "nick": "b"}, Clock())
+    assert list(manager.packages) == [ADMIN_PACKAGE]
+
+
+def test_make_bot_service_without_admin_leaves_the_packages_alone():
+    manager = PluginManager(reactor=Clock())
+    make_bot_service(manager, {"server": "tcp:localhost:6667", "nick": "b"}, Clock(),
+                     admin=False)
+    assert list(manager.packages) == []
+
+
+def test_a_refused_irc_config_leaves_the_packages_alone():
+    manager = PluginManager(reactor=Clock())
+    with pytest.raises(ValueError):
+        make_bot_service(manager, {"server": "tcp:localhost:6667", "nick": "b",
+                                   "flood": {"rate": 0}}, Clock())
+    assert list(manager.packages) == []
+
+
 # -- dispatch -------------------------------------------------------------
 
 
 def test_prefixed_command_in_a_channel_is_answered_there(harness):
     harness.start()
-    load(harness, "dice", DICE)
+    harness.load("dice", DICE)
     harness.say("!roll 2d6")
     assert harness.said() == ["PRIVMSG #chan :carol rolled 4 2d6"]
 
 
 def test_alias_and_addressed_forms(harness):
     harness.start()
-    load(harness, "dice", DICE)
+    harness.load("dice", DICE)
     harness.say("!R")
     harness.say("bot: roll 1d4")
     harness.say("Bot, !roll")
@@ -183,14 +191,14 @@ def test_alias_and_addressed_forms(harness):
 
 def test_private_command_is_answered_in_private(harness):
     harness.start()
-    load(harness, "dice", DICE)
+    harness.load("dice", DICE)
     harness.say("roll 3d6", target="bot")
     assert harness.said() == ["PRIVMSG carol :carol rolled 4 3d6"]
 
 
 def test_chatter_and_unknown_commands_get_no_answer(harness):
     harness.start()
-    load(harness, "dice", DICE)
+    harness.load("dice", DICE)
     harness.say("hello everyone")
     harness.say("!nosuchcommand")
     harness.feed(":carol!~c@h NOTICE #chan :!roll")  # never answer a notice
@@ -199,7 +207,7 @@ def test_chatter_and_unknown_commands_get_no_answer(harness):
 
 def test_rules_see_lines_and_get_the_match(harness):
     harness.start()
-    load(harness, "greet", """
+    harness.load("greet", """
 @rule(r"\\bhello (\\w+)")
 def greet(self, ctx):
     return f"hi {ctx.nick}, not {ctx.match.group(1)}"
@@ -211,8 +219,8 @@ def greet(self, ctx):
 
 def test_message_handlers_get_every_line_commands_included(harness):
     harness.start()
-    load(harness, "dice", DICE)
-    load(harness, "log", """
+    harness.load("dice", DICE)
+    harness.load("log", """
 def __init__(self, api, data=None):
     super().__init__(api, data)
     self.lines = []
@@ -224,14 +232,14 @@ def message(self, ctx):
     harness.say("hi")
     harness.say("!roll")
     harness.say("psst", target="bot")
-    plugin = harness.manager._instance_of("log")
+    plugin = harness.plugin("log")
     assert plugin.lines == [("carol", "#chan", "hi"), ("carol", "#chan", "!roll"),
                             ("carol", None, "psst")]
 
 
 def test_irc_events_reach_their_handlers_with_the_full_sender(harness):
     harness.start()
-    load(harness, "watch", """
+    harness.load("watch", """
 def __init__(self, api, data=None):
     super().__init__(api, data)
     self.seen = []
@@ -256,7 +264,7 @@ def happened(self, ctx):
         ":dave!~d@h.example QUIT :gone",
         ":dave!~d@h.example PRIVMSG #chan :\x01ACTION waves\x01",
     )
-    seen = harness.manager._instance_of("watch").seen
+    seen = harness.plugin("watch").seen
     assert seen == [
         ("join", "dave!~d@h.example", "#chan", "", None, None),
         ("part", "dave!~d@h.example", "#chan", "bye", None, None),
@@ -270,7 +278,7 @@ def happened(self, ctx):
 
 def test_reply_helpers(harness):
     harness.start()
-    load(harness, "talk", """
+    harness.load("talk", """
 @command("talk")
 def talk(self, ctx):
     ctx.reply("one")
@@ -287,7 +295,7 @@ def talk(self, ctx):
 
 def test_deferred_answers_are_replied_when_they_fire(harness):
     harness.start()
-    load(harness, "slow", """
+    harness.load("slow", """
 @command("slow")
 def slow(self, ctx):
     from twisted.internet.task import deferLater
@@ -304,7 +312,7 @@ def slow(self, ctx):
 
 def test_a_failing_command_answers_the_caller_and_the_bot_keeps_serving(harness, logged_failures):
     harness.start()
-    load(harness, "boom", BOOM)
+    harness.load("boom", BOOM)
     harness.say("!boom")
     assert harness.said() == ["NOTICE carol :!boom failed: ZeroDivisionError in plugin boom"]
     errors = harness.events.of("plugin_error")
@@ -317,12 +325,12 @@ def test_a_failing_command_answers_the_caller_and_the_bot_keeps_serving(harness,
 
 def test_a_failing_rule_does_not_stop_the_other_rules(harness, logged_failures):
     harness.start()
-    load(harness, "bad", """
+    harness.load("bad", """
 @rule("x")
 def bad(self, ctx):
     raise RuntimeError("no")
 """)
-    load(harness, "good", """
+    harness.load("good", """
 @rule("x")
 def good(self, ctx):
     return "x seen"
@@ -336,7 +344,7 @@ def good(self, ctx):
 
 def test_a_bad_target_from_a_plugin_sends_nothing(harness, logged_failures):
     harness.start()
-    load(harness, "evil", """
+    harness.load("evil", """
 @command("evil")
 def evil(self, ctx):
     ctx.msg("#chan\\r\\nQUIT", "bye")
@@ -348,7 +356,7 @@ def evil(self, ctx):
 
 def test_cr_lf_in_plugin_output_never_makes_a_second_command(harness):
     harness.start()
-    load(harness, "inject", """
+    harness.load("inject", """
 @command("inject")
 def inject(self, ctx):
     return "hello\\r\\nQUIT :bye\\rJOIN #evil\\nPART #chan\\x00x"
@@ -360,26 +368,9 @@ def inject(self, ctx):
     ]
 
 
-def test_raw_lines_with_cr_lf_are_refused(harness, logged_failures):
-    harness.start()
-    harness.proto.sendLine("PRIVMSG #chan :a\r\nQUIT")
-    assert harness.said() == []
-    assert harness.proto.transport.connected
-
-
-def test_undecodable_and_malformed_lines_do_not_drop_the_connection(harness):
-    harness.start()
-    load(harness, "dice", DICE)
-    harness.feed(raw=b":carol!~c@h PRIVMSG #chan :caf\xe9 !\r\n")
-    harness.feed(raw=b"\r\n:\r\n")
-    harness.say("!roll")
-    assert harness.said() == ["PRIVMSG #chan :carol rolled 4"]
-    assert harness.proto.transport.connected
-
-
 def test_long_replies_are_split_to_fit(harness):
     harness.start()
-    load(harness, "long", """
+    harness.load("long", """
 @command("long")
 def long(self, ctx):
     return "é" * 600
@@ -397,7 +388,7 @@ def long(self, ctx):
 
 def test_two_plugins_claiming_a_command_the_second_fails_naming_both(harness, logged_failures):
     harness.start()
-    load(harness, "dice", DICE)
+    harness.load("dice", DICE)
     write_bot_plugin(harness.dir, "clash", """
 @command("r")
 def mine(self, ctx):
@@ -419,7 +410,7 @@ def mine(self, ctx):
 
 def test_unload_removes_the_commands(harness):
     harness.start()
-    load(harness, "dice", DICE)
+    harness.load("dice", DICE)
     result_of(harness.manager.unload("dice"))
     assert harness.bot.index.lookup("roll") is None
     harness.say("!roll")
@@ -428,7 +419,7 @@ def test_unload_removes_the_commands(harness):
 
 def test_reload_swaps_the_commands_in_one_step(harness):
     harness.start()
-    load(harness, "dice", DICE)
+    harness.load("dice", DICE)
     write_bot_plugin(harness.dir, "dice", """
 @command("throw", help="new")
 def throw(self, ctx):
@@ -443,8 +434,8 @@ def throw(self, ctx):
 
 def test_a_reload_that_would_clash_is_rolled_back(harness, logged_failures):
     harness.start()
-    load(harness, "dice", DICE)
-    load(harness, "other", """
+    harness.load("dice", DICE)
+    harness.load("other", """
 @command("flip")
 def flip(self, ctx):
     return "heads"
@@ -461,10 +452,53 @@ def flip(self, ctx):
     logged_failures.flush()
 
 
+def test_the_bot_hears_each_plugin_event_once_while_it_runs(tmp_path):
+    h = BotHarness(tmp_path, admin=False, manager_class=CountingManager)
+    h.start()
+    h.load("dice", DICE)
+    result_of(h.manager.unload("dice"))
+    heard = h.manager.heard_by(h.bot, "dice")
+    assert "plugin_unloaded" in heard
+    assert heard == h.events.kinds("dice")  # the recorder is registered once
+    h.stop_bot()
+    h.manager.deliveries.clear()
+    h.load("dice")
+    result_of(h.manager.unload("dice"))
+    assert h.manager.heard_by(h.bot, "dice") == []
+    h.start_bot()
+    h.events.clear()
+    h.load("dice")
+    result_of(h.manager.unload("dice"))
+    assert h.manager.heard_by(h.bot, "dice") == h.events.kinds("dice")
+    h.stop()
+    assert not h.clock.getDelayedCalls()
+
+
+def test_commands_of_a_plugin_unloaded_while_the_bot_was_stopped_are_gone(harness):
+    harness.start()
+    harness.load("dice", DICE)
+    harness.stop_bot()
+    result_of(harness.manager.unload("dice"))
+    harness.start_bot()
+    assert "dice" not in harness.bot.index
+    assert harness.bot.index.lookup("roll") is None
+    harness.say("!roll")
+    assert harness.said() == []
+
+
+def test_a_bot_plugin_kept_while_the_bot_was_stopped_still_answers(harness):
+    harness.start()
+    harness.load("dice", DICE)
+    harness.stop_bot()
+    harness.start_bot()
+    harness.say("!roll")
+    assert harness.said() == ["PRIVMSG #chan :carol rolled 4"]
+
+
 def test_one_lookup_whatever_the_number_of_plugins(harness):
     harness.start()
     for i in range(30):
-        load(harness, f"p{i}", f"""
+        harness.load(f"p{i}", f"""
 @command("c{i}")
 def c(self, ctx):
     return "{i}"
@@ -481,7 +515,7 @@ def c(self, ctx):
 
 def test_help_lists_and_describes_commands(harness):
     harness.start()
-    load(harness, "dice", DICE)
+    harness.load("dice", DICE)
     harness.say("!help")
     harness.say("!help r")
     harness.say("!help nope")
@@ -516,7 +550,7 @@ def roll(self, ctx):
                                      "!unload irc_admin"])
 def test_non_owners_are_refused_and_nothing_happens(harness, command):
     harness.start()
-    load(harness, "dice", DICE)
+    harness.load("dice", DICE)
     before = harness.manager.plugin_table()
     harness.events.clear()
     harness.say(command, sender=STRANGER)
@@ -557,7 +591,7 @@ def test_admin_failures_are_short_answers(harness, logged_failures):
 
 def test_plugins_table(harness):
     harness.start()
-    load(harness, "dice", DICE)
+    harness.load("dice", DICE)
     harness.say("!plugins")
     assert harness.said() == [
         "PRIVMSG #chan :2 plugins: dice 1.0 (running), irc_admin 1.0 (running)"]
@@ -566,35 +600,8 @@ def test_plugins_table(harness):
 # -- flood control and connections ------------------------------------------
 
 
-def test_flood_control_queues_what_exceeds_the_burst(tmp_path):
-    h = BotHarness(tmp_path, flood_rate=2.0, flood_burst=3)
-    h.dir = tmp_path
-    h.start(welcome=False)
-    h.clock.advance(10)  # the tokens spent on NICK and USER come back
-    h.welcome()
-    h.clock.advance(10)
-    load(h, "many", """
-@command("many")
-def many(self, ctx):
-    return "\\n".join(str(i) for i in range(7))
-""")
-    h.say("!many")
-    assert h.said() == ["PRIVMSG #chan :0", "PRIVMSG #chan :1", "PRIVMSG #chan :2"]
-    h.feed("PING :irc.test")  # PONG goes first when the next token comes
-    h.clock.advance(0.5)
-    assert h.said() == ["PONG irc.test"]
-    h.clock.advance(0.5)
-    assert h.said() == ["PRIVMSG #chan :3"]
-    for _ in range(6):
-        h.clock.advance(0.5)
-    assert h.said() == ["PRIVMSG #chan :4", "PRIVMSG #chan :5", "PRIVMSG #chan :6"]
-    h.stop()
-    assert not h.clock.getDelayedCalls()
-
-
 def test_a_lost_connection_drops_the_queue_and_reconnects(tmp_path):
     h = BotHarness(tmp_path, flood_rate=1.0, flood_burst=1)
-    h.dir = tmp_path
     h.start()
     first = h.proto
     h.bot.msg("#chan", "a\nb\nc")
@@ -620,25 +627,6 @@ def test_stopping_says_quit_first(harness):
     harness.stop()
     assert transport.value().startswith(b"QUIT :shutting down\r\n")
     assert harness.bot.connection is None
-
-
-def test_kicked_bot_rejoins(harness):
-    harness.start()
-    harness.feed(":op!~o@h KICK #chan bot :out")
-    assert harness.said() == []
-    harness.clock.advance(harness.bot.rejoin_delay)
-    assert harness.said() == ["JOIN #chan"]
-
-
-def test_silent_server_is_dropped_by_the_heartbeat(harness):
-    harness.start()
-    interval = harness.proto.heartbeatInterval
-    harness.clock.advance(interval)
-    assert harness.take() == [b"PING irc.test"]
-    harness.feed(":irc.test PONG irc.test :irc.test")
-    for _ in range(4):
-        harness.clock.advance(interval)
-    assert harness.proto.transport.disconnecting or not harness.proto.transport.connected
 
 
 def test_bot_plugin_is_a_plugin():

@@ -67,7 +67,7 @@ class Env:
 
 
 @pytest_twisted.async_yield_fixture
-async def env(tmp_path):
+async def irc_env(tmp_path):
     e = Env()
     plugins = tmp_path / "plugins"
     plugins.mkdir()
@@ -116,49 +116,49 @@ async def ask(client, text, target=CHANNEL, sender=BOT, **kw):
 
 
 @pytest_twisted.ensureDeferred
-async def test_commands_are_answered_in_the_channel_and_in_private(env):
-    assert await ask(env.alice, "!greet") == "hello alice"
-    assert await ask(env.alice, f"{BOT}: greet") == "hello alice"
-    assert await ask(env.alice, "greet", target=BOT) == "hello alice"
+async def test_commands_are_answered_in_the_channel_and_in_private(irc_env):
+    assert await ask(irc_env.alice, "!greet") == "hello alice"
+    assert await ask(irc_env.alice, f"{BOT}: greet") == "hello alice"
+    assert await ask(irc_env.alice, "greet", target=BOT) == "hello alice"
 
 
 @pytest_twisted.ensureDeferred
-async def test_owner_reloads_a_changed_plugin_without_reconnecting(env):
-    connection = env.bot.connection
-    assert await ask(env.alice, "!greet") == "hello alice"
-    write_greet(env.plugins, version="2.0", text="bonjour")
-    assert await ask(env.alice, "!reload greet") == "reloaded greet 2.0"
-    assert await ask(env.alice, "!greet") == "bonjour alice"
-    assert env.bot.connection is connection
-    assert env.bot.sign_ons == 1
+async def test_owner_reloads_a_changed_plugin_without_reconnecting(irc_env):
+    connection = irc_env.bot.connection
+    assert await ask(irc_env.alice, "!greet") == "hello alice"
+    write_greet(irc_env.plugins, version="2.0", text="bonjour")
+    assert await ask(irc_env.alice, "!reload greet") == "reloaded greet 2.0"
+    assert await ask(irc_env.alice, "!greet") == "bonjour alice"
+    assert irc_env.bot.connection is connection
+    assert irc_env.bot.sign_ons == 1
 
 
 @pytest_twisted.ensureDeferred
-async def test_non_owner_is_refused_and_nothing_happens(env):
-    mallory = await connect_client(reactor, env.server, "mallory")
-    env.clients.append(mallory)
+async def test_non_owner_is_refused_and_nothing_happens(irc_env):
+    mallory = await connect_client(reactor, irc_env.server, "mallory")
+    irc_env.clients.append(mallory)
     await mallory.join_channel(CHANNEL)
-    write_greet(env.plugins, version="2.0", text="pwned")
+    write_greet(irc_env.plugins, version="2.0", text="pwned")
     answer = await ask(mallory, "!reload greet")
     assert answer == "mallory: only the bot's owners may reload plugins"
     assert await ask(mallory, "!unload greet") == "mallory: only the bot's owners may unload plugins"
     assert await ask(mallory, "!greet") == "hello mallory"
-    assert env.manager.plugin_table()["greet"].reloads == 0
+    assert irc_env.manager.plugin_table()["greet"].reloads == 0
 
 
 @pytest_twisted.ensureDeferred
-async def test_bot_reconnects_after_the_server_restarts(env):
-    await env.server.restart()
-    await env.alice.lost
+async def test_bot_reconnects_after_the_server_restarts(irc_env):
+    await irc_env.server.restart()
+    await irc_env.alice.lost
     # The bot may not have seen its connection close yet: wait for a new
     # sign-on (checked and awaited in one step, so none is missed).
-    if env.bot.sign_ons < 2:
-        signed_on = env.bot.when_signed_on(fresh=True)
+    if irc_env.bot.sign_ons < 2:
+        signed_on = irc_env.bot.when_signed_on(fresh=True)
         signed_on.addTimeout(10, reactor)
         await signed_on
-    assert env.bot.sign_ons == 2
-    alice = await connect_client(reactor, env.server, "alice")
-    env.clients.append(alice)
+    assert irc_env.bot.sign_ons == 2
+    alice = await connect_client(reactor, irc_env.server, "alice")
+    irc_env.clients.append(alice)
     mark = len(alice.messages)
     await alice.join_channel(CHANNEL)
     # The bot rejoins on its own; whoever joined second sees the other's JOIN
@@ -172,8 +172,8 @@ async def test_bot_reconnects_after_the_server_restarts(env):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_reply_over_512_bytes_arrives_split_and_whole(env):
-    mark = len(env.alice.messages)
+async def test_a_reply_over_512_bytes_arrives_split_and_whole(irc_env):
+    mark = len(irc_env.alice.messages)
     got = []
 
     def complete(message):
@@ -182,8 +182,8 @@ async def test_a_reply_over_512_bytes_arrives_split_and_whole(env):
             got.append((prefix, params))
         return " ".join(p[-1] for _, p in got) == LONG
 
-    waiting = env.alice.wait_for(complete, since=mark)
-    env.alice.say(CHANNEL, "!long")
+    waiting = irc_env.alice.wait_for(complete, since=mark)
+    irc_env.alice.say(CHANNEL, "!long")
     await waiting
     assert len(got) > 1
     for prefix, params in got:
@@ -192,29 +192,29 @@ async def test_a_reply_over_512_bytes_arrives_split_and_whole(env):
 
 
 @pytest_twisted.ensureDeferred
-async def test_cr_lf_quit_in_plugin_output_does_not_disconnect(env):
-    mark = len(env.alice.messages)
-    env.alice.say(CHANNEL, "!inject")
-    await env.alice.wait_privmsg(BOT, CHANNEL, "after")
-    texts = [m[2][-1] for m in env.alice.messages[mark:]
+async def test_cr_lf_quit_in_plugin_output_does_not_disconnect(irc_env):
+    mark = len(irc_env.alice.messages)
+    irc_env.alice.say(CHANNEL, "!inject")
+    await irc_env.alice.wait_privmsg(BOT, CHANNEL, "after")
+    texts = [m[2][-1] for m in irc_env.alice.messages[mark:]
              if m[1] == "PRIVMSG" and m[0].startswith(BOT + "!")]
     assert texts == ["before", "QUIT :injected", "after"]
     assert not any(m[1] == "QUIT" and m[0].startswith(BOT + "!")
-                   for m in env.alice.messages[mark:])
-    assert await ask(env.alice, "!greet") == "hello alice"
-    assert env.bot.sign_ons == 1
+                   for m in irc_env.alice.messages[mark:])
+    assert await ask(irc_env.alice, "!greet") == "hello alice"
+    assert irc_env.bot.sign_ons == 1
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_failing_command_gets_a_short_error_and_the_bot_keeps_serving(env, logged_failures):
-    if env.server.kind == "twisted":
+async def test_a_failing_command_gets_a_short_error_and_the_bot_keeps_serving(irc_env, logged_failures):
+    if irc_env.server.kind == "twisted":
         pytest.skip("Twisted's IRC server does not relay NOTICE")
-    waiting = env.alice.wait_for(lambda m: m[1] == "NOTICE" and m[0].startswith(BOT + "!"))
-    env.alice.say(CHANNEL, "!boom")
+    waiting = irc_env.alice.wait_for(lambda m: m[1] == "NOTICE" and m[0].startswith(BOT + "!"))
+    irc_env.alice.say(CHANNEL, "!boom")
     _, _, params = await waiting
     assert params == ["alice", "!boom failed: KeyError in plugin greet"]
     assert len(logged_failures.flush(KeyError)) == 1
-    assert await ask(env.alice, "!greet") == "hello alice"
+    assert await ask(irc_env.alice, "!greet") == "hello alice"
 
 
 @pytest.mark.parametrize("mode", ["twisted"])

@@ -27,6 +27,7 @@ from twisted_plugmgr import InvalidName, NoSuchPlugin, PluginError
 from twisted_plugmgr._config import ConfigError, parse_config
 from twisted_plugmgr._control import (
     AuthenticationRequired,
+    ControlClientProtocol,
     ControlFactory,
     InvalidNameError,
     Load,
@@ -34,10 +35,15 @@ from twisted_plugmgr._control import (
     Reload,
     Status,
     Unload,
-    _ClientProtocol,
 )
 from twisted_plugmgr.irc._hostmask import HostmaskPatterns
-from twisted_plugmgr.testing import clock_manager, failure_of, result_of, write_plugin
+from twisted_plugmgr.testing import (
+    clock_manager,
+    failure_of,
+    plugin_modules,
+    result_of,
+    write_plugin,
+)
 
 #: The code outside the plugin path appends to C{ran} if it is ever run.
 MARKER = "plugmgr_security_marker"
@@ -87,10 +93,6 @@ def escapes(outside):
         "", " ", "evil\x00", "\x00", "evil/", "evil\\..", "\u2024\u2024/evil",
         "evilpkg", "secret", "evil", "__main__", "builtins",
     ]
-
-
-def private_modules(manager):
-    return sorted(n for n in sys.modules if n.startswith(manager._private_prefix))
 
 
 # -- through load ------------------------------------------------------------
@@ -143,7 +145,7 @@ def test_symlinked_file_pointing_outside(layout, logged_failures):
     failure_of(manager.load("evil"), NoSuchPlugin)
     failure_of(manager.load("relative"), NoSuchPlugin)
     assert manager.available() == ["good"]
-    assert private_modules(manager) == []
+    assert plugin_modules(manager) == []
     result_of(manager.shutdown())
     logged_failures.flush(NoSuchPlugin)
 
@@ -184,7 +186,7 @@ def test_symlinked_submodule_pointing_outside(layout, logged_failures):
         assert marker.ran == []
     finally:
         marker.ran = []
-        for name in private_modules(manager):
+        for name in plugin_modules(manager):
             del sys.modules[name]
         logged_failures.flush()
 
@@ -299,14 +301,16 @@ def test_config_paths_are_relative_to_the_file_not_the_working_directory(
 # -- through the control channel ----------------------------------------------
 
 
-def control(manager, token=None):
+def control(manager, clock, token=None):
     """
-    An in-memory AMP connection to a control server for C{manager}.
+    An in-memory AMP connection to a control server for C{manager}, timed
+    by C{clock}.
 
     @return: the client protocol, the server protocol and the pump.
     """
-    factory = ControlFactory(manager, manager._reactor, token=token)
-    return iosim.connectedServerAndClient(lambda: factory.buildProtocol(None), _ClientProtocol)
+    factory = ControlFactory(manager, clock, token=token)
+    return iosim.connectedServerAndClient(lambda: factory.buildProtocol(None),
+                                          ControlClientProtocol)
 
 
 def answer(client, pump, command, **arguments):
@@ -324,7 +328,7 @@ def answer(client, pump, command, **arguments):
 def test_escapes_through_the_control_channel(layout, logged_failures):
     tmp, plugins, outside = layout
     manager, clock, events = clock_manager(paths=[plugins])
-    client, server, pump = control(manager)
+    client, server, pump = control(manager, clock)
     before = set(sys.modules)
     for name in escapes(outside):
         for command, kw in ((Load, {}), (Reload, {}), (Unload, {})):
@@ -342,7 +346,7 @@ def test_escapes_through_the_control_channel(layout, logged_failures):
 def test_unauthenticated_connection_cannot_load(layout, logged_failures):
     tmp, plugins, outside = layout
     manager, clock, events = clock_manager(paths=[plugins])
-    client, server, pump = control(manager, token="sesame")
+    client, server, pump = control(manager, clock, token="sesame")
     result = answer(client, pump, Load, name="good")
     assert result.check(AuthenticationRequired)
     pump.flush()
@@ -359,7 +363,7 @@ def test_raw_box_with_escape_name_is_refused(layout, logged_failures):
     """
     tmp, plugins, outside = layout
     manager, clock, events = clock_manager(paths=[plugins])
-    client, server, pump = control(manager)
+    client, server, pump = control(manager, clock)
     received = []
     client.ampBoxReceived = received.append
     for name in (b"../outside/evil", str(outside / "evil").encode(), b"os.path"):

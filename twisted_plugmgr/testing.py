@@ -1,7 +1,8 @@
 """
 Helpers for people who test plugins (ours included): an event recorder, a
-fake L{IPluginAPI} to construct a plugin without a manager, a manager on a
-L{Clock}, and synchronous access to the results of Deferreds.
+fake L{IPluginAPI} to construct a plugin without a manager, a fake
+L{IPluginManager} for what talks to a manager, a manager on a L{Clock}, and
+synchronous access to the results of Deferreds.
 """
 
 from __future__ import annotations
@@ -9,22 +10,27 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Type, Union
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock, LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._events import PluginEvent
-from ._interfaces import IPluginAPI
-from ._manager import PluginManager
+from ._errors import AlreadyLoaded, ManagerStopped, NoSuchPlugin
+from ._events import Listener, Listeners, PluginEvent
+from ._interfaces import IPluginAPI, IPluginManager
+from ._lifecycle import PluginState, ShutdownMode
+from ._manager import PluginInfo, PluginManager
 from ._plugin import LiveReference, PluginReactor
+from ._source import check_name
 
 __all__ = [
     "EventRecorder",
     "FakePluginAPI",
+    "FakePlugin",
+    "FakePluginManager",
     "clock_manager",
     "result_of",
     "failure_of",
@@ -139,6 +145,277 @@ class FakePluginAPI:
         A looping call on the fake clock.
         """
         return self.reactor.looping_call(f, *args, **kw)
+
+
+def _mode(mode: Any) -> Any:
+    """
+    C{mode} as a L{ShutdownMode}, or as given if it is not one.
+    """
+    try:
+        return ShutdownMode.coerce(mode)
+    except ValueError:
+        return mode
+
+
+class FakePlugin:
+    """
+    A plugin as L{FakePluginManager} loads it: no code, only what a manager
+    shows of a plugin.
+
+    @ivar name: the name it was loaded under.
+    @ivar data: the data it was constructed with.
+    @ivar version: the version its source had when it was loaded.
+    @ivar longname: its one-line description.
+    @ivar loaded_at: the clock's time when it was loaded.
+    @ivar reloads: how many times it was reloaded.
+    """
+
+    def __init__(self, name: str, data: Any, version: str, loaded_at: float = 0.0,
+                 reloads: int = 0) -> None:
+        self.name = name
+        self.data = data
+        self.version = version
+        self.longname = f"the {name} plugin"
+        self.loaded_at = loaded_at
+        self.reloads = reloads
+
+
+@implementer(IPluginManager)
+class FakePluginManager:
+    """
+    An L{IPluginManager} with no plugin code behind it, for testing what
+    talks to a manager: a tool, a control channel, a plugin that calls its
+    C{manager}. Every method answers at once (a Deferred that has fired)
+    and is recorded in C{calls}.
+
+    Its "disk" is C{sources}: the plugins that could be loaded, with the
+    version of their source. C{load} makes a L{FakePlugin} of that version;
+    change a version to simulate an edit, and C{reload_changed} reloads
+    that plugin. Names are checked as the real manager checks them: an
+    invalid name fails with L{InvalidName}, an unknown or unloaded one with
+    L{NoSuchPlugin}, a second load with L{AlreadyLoaded}, anything after
+    C{shutdown} with L{ManagerStopped}.
+
+    It broadcasts C{plugin_started}, C{plugin_unloaded},
+    C{plugin_reloaded}, C{plugin_table} and C{plugin_manager_shutdown}; a
+    test may L{broadcast} any other event itself.
+
+    @ivar sources: name -> the version of its source.
+    @ivar broken: name -> the exception loading or reloading that plugin
+        fails with (a L{CompileFailed} for a source that does not import;
+        anything else to simulate a bug).
+    @ivar plugins: name -> the loaded L{FakePlugin}.
+    @ivar calls: every call, in order, as C{(method name, arguments...)};
+        modes are recorded as L{ShutdownMode}s.
+    @ivar answers: event -> what C{call} answers (and C{emit} answers in a
+        list); L{None} (an empty list) for other events.
+    @ivar listeners: the registered listeners (their C{len} is how many).
+    @ivar watching: the debounce given to C{watch} while watching, else
+        L{None}.
+    @ivar stopped: whether C{shutdown} was called.
+    @ivar clock: the clock plugins' C{loaded_at} comes from.
+    """
+
+    def __init__(self, sources: Union[Mapping[str, str], Iterable[str]] = (),
+                 clock: Optional[Clock] = None) -> None:
+        if isinstance(sources, Mapping):
+            self.sources: Dict[str, str] = dict(sources)
+        else:
+            self.sources = {name: "1.0" for name in sources}
+        self.broken: Dict[str, BaseException] = {}
+        self.plugins: Dict[str, FakePlugin] = {}
+        self.calls: List[Tuple[Any, ...]] = []
+        self.answers: Dict[str, Any] = {}
+        self.listeners = Listeners()
+        self.watching: Optional[float] = None
+        self.stopped = False
+        self.clock = clock if clock is not None else Clock()
+
+    def broadcast(self, event: PluginEvent) -> None:
+        """
+        Give C{event} to every listener, as the manager would.
+        """
+        self.listeners.broadcast(event)
+
+    def _loaded(self, name: Any) -> FakePlugin:
+        check_name(name)
+        if name not in self.plugins:
+            raise NoSuchPlugin(name)
+        return self.plugins[name]
+
+    def _build(self, name: str, data: Any, reloads: int = 0) -> FakePlugin:
+        if name in self.broken:
+            raise self.broken[name]
+        if name not in self.sources:
+            raise NoSuchPlugin(name)
+        return FakePlugin(name, data, self.sources[name], self.clock.seconds(), reloads)
+
+    def load(self, name: Any, data: Any = None) -> Deferred[FakePlugin]:
+        """
+        Load C{name} from C{sources}; broadcast C{plugin_started}.
+        """
+        self.calls.append(("load", name, data))
+        try:
+            check_name(name)
+            if self.stopped:
+                raise ManagerStopped(name)
+            if name in self.plugins:
+                raise AlreadyLoaded(name)
+            plugin = self.plugins[name] = self._build(name, data)
+        except Exception:
+            return fail()
+        self.broadcast(PluginEvent(kind="plugin_started", plugin=name))
+        return succeed(plugin)
+
+    def unload(self, name: Any, mode: Union[ShutdownMode, str] = ShutdownMode.SMART,
+               reason: str = "", cascade: bool = True) -> Deferred[str]:
+        """
+        Remove C{name}; its quit message is C{"NAME quits (MODE): REASON"}.
+        Broadcast C{plugin_unloaded}.
+        """
+        self.calls.append(("unload", name, _mode(mode), reason, cascade))
+        try:
+            mode = ShutdownMode.coerce(mode)
+            self._loaded(name)
+        except Exception:
+            return fail()
+        return succeed(self._remove(name, mode, reason))
+
+    def _remove(self, name: str, mode: ShutdownMode, reason: str) -> str:
+        del self.plugins[name]
+        quit_message = f"{name} quits ({mode.value}): {reason}"
+        self.broadcast(PluginEvent(kind="plugin_unloaded", plugin=name,
+                                   quit_message=quit_message))
+        return quit_message
+
+    def reload(self, name: Any, data: Any = None,
+               mode: Union[ShutdownMode, str] = ShutdownMode.SMART,
+               dependents: bool = False) -> Deferred[FakePlugin]:
+        """
+        Replace C{name} with a new L{FakePlugin} of the version in
+        C{sources}, with C{data} (the old data when L{None}); broadcast
+        C{plugin_reloaded}. A failed reload leaves the old one loaded.
+        """
+        self.calls.append(("reload", name, data, _mode(mode), dependents))
+        try:
+            ShutdownMode.coerce(mode)
+            return succeed(self._reload(name, data))
+        except Exception:
+            return fail()
+
+    def _reload(self, name: str, data: Any = None) -> FakePlugin:
+        old = self._loaded(name)
+        new = self._build(name, old.data if data is None else data, old.reloads + 1)
+        self.plugins[name] = new
+        self.broadcast(PluginEvent(kind="plugin_reloaded", plugin=name,
+                                   old_version=old.version, new_version=new.version))
+        return new
+
+    def reload_changed(self) -> Deferred[Dict[str, Any]]:
+        """
+        Reload every loaded plugin whose version in C{sources} changed, or
+        that is C{broken}: name -> the new plugin, or the Failure.
+        """
+        self.calls.append(("reload_changed",))
+        results: Dict[str, Any] = {}
+        for name in sorted(self.plugins):
+            if name in self.broken or self.sources.get(name) != self.plugins[name].version:
+                try:
+                    results[name] = self._reload(name)
+                except Exception:
+                    results[name] = Failure()
+        return succeed(results)
+
+    def shutdown(self, mode: Union[ShutdownMode, str] = ShutdownMode.SMART) -> Deferred[None]:
+        """
+        Unload every plugin (in reverse order of names), then stop: later
+        loads fail with L{ManagerStopped}. Broadcast
+        C{plugin_manager_shutdown}.
+        """
+        self.calls.append(("shutdown", _mode(mode)))
+        try:
+            mode = ShutdownMode.coerce(mode)
+        except ValueError:
+            return fail()
+        for name in sorted(self.plugins, reverse=True):
+            self._remove(name, mode, "shutdown")
+        self.stopped = True
+        self.broadcast(PluginEvent(kind="plugin_manager_shutdown"))
+        return succeed(None)
+
+    def plugin_table(self) -> Dict[str, PluginInfo]:
+        """
+        Name -> L{PluginInfo} (every plugin running); broadcast
+        C{plugin_table}.
+        """
+        self.calls.append(("plugin_table",))
+        table = {
+            name: PluginInfo(name=name, longname=p.longname, license=None, version=p.version,
+                             author=None, module=None, state=PluginState.RUNNING,
+                             loaded_at=p.loaded_at, reloads=p.reloads)
+            for name, p in sorted(self.plugins.items())
+        }
+        self.broadcast(PluginEvent(kind="plugin_table", table=table))
+        return table
+
+    def available(self) -> List[str]:
+        """
+        The sorted names in C{sources}.
+        """
+        self.calls.append(("available",))
+        return sorted(self.sources)
+
+    def register(self, listener: Listener) -> None:
+        """
+        Add C{listener} to C{listeners}.
+        """
+        self.calls.append(("register", listener))
+        self.listeners.register(listener)
+
+    def unregister(self, listener: Listener) -> None:
+        """
+        Remove C{listener} from C{listeners}.
+        """
+        self.calls.append(("unregister", listener))
+        self.listeners.unregister(listener)
+
+    def post(self, plugin: str, event: str, *args: Any, **kw: Any) -> None:
+        """
+        Record a post.
+        """
+        self.calls.append(("post", plugin, event, args, kw))
+
+    def call(self, plugin: str, event: str, *args: Any, **kw: Any) -> Deferred[Any]:
+        """
+        Record a call to a loaded plugin; answer from C{answers}.
+        """
+        self.calls.append(("call", plugin, event, args, kw))
+        try:
+            self._loaded(plugin)
+        except Exception:
+            return fail()
+        return succeed(self.answers.get(event))
+
+    def emit(self, event: str, *args: Any, **kw: Any) -> Deferred[List[Any]]:
+        """
+        Record an emit; answer C{[answers[event]]}, or C{[]}.
+        """
+        self.calls.append(("emit", event, args, kw))
+        return succeed([self.answers[event]] if event in self.answers else [])
+
+    def watch(self, debounce: float = 0.05) -> None:
+        """
+        Record that the manager is watching.
+        """
+        self.calls.append(("watch", debounce))
+        self.watching = debounce
+
+    def unwatch(self) -> None:
+        """
+        Record that the manager no longer watches.
+        """
+        self.calls.append(("unwatch",))
+        self.watching = None
 
 
 def clock_manager(paths: Any = (), packages: Any = (), start: bool = True,

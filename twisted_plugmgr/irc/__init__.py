@@ -6,7 +6,7 @@ L{make_bot_service} to run a bot beside a L{twisted_plugmgr.PluginManager},
 and L{BotPlugin} to write a plugin for it.
 """
 
-from ._bot import ADMIN_PACKAGE, ADMIN_PLUGIN, BotProtocol, IRCBot, make_bot_service
+from ._bot import ADMIN_PACKAGE, ADMIN_PLUGIN, IRCBot, make_bot_service
 from ._context import Context, is_channel
 from ._flood import OutgoingQueue, QueueFull, TokenBucket
 from ._hostmask import Hostmask, HostmaskPatterns, irc_lower
@@ -19,9 +19,11 @@ from ._index import (
     command,
     rule,
 )
+from ._interfaces import IBot
 from ._lines import MAX_LINE_BYTES, format_messages, split_utf8, text_lines
 from ._parse import ParsedCommand, parse_command
 from ._plugin import BOT_SERVICE_NAME, IRC_EVENTS, BotPlugin, NoBot, find_bot, on
+from ._protocol import BotProtocol
 
 __all__ = [
     "ADMIN_PACKAGE",
@@ -36,6 +38,7 @@ __all__ = [
     "DuplicateCommand",
     "Hostmask",
     "HostmaskPatterns",
+    "IBot",
     "IRCBot",
     "IRC_EVENTS",
     "MAX_LINE_BYTES",

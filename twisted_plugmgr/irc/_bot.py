@@ -1,7 +1,7 @@
 """
 The bot: a service that keeps one IRC connection up (reconnecting with
-backoff), and the protocol that feeds IRC traffic to plugins through the
-plugin manager.
+backoff) and feeds its traffic to plugins through the plugin manager; and
+L{make_bot_service}, which builds it from the C{[irc]} configuration.
 
 How a message travels: L{BotProtocol} receives C{PRIVMSG}; L{IRCBot}
 parses it (L{parse_command}); a command costs one lookup in the
@@ -18,36 +18,35 @@ Everything the bot says goes through the connection's L{OutgoingQueue}
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Set
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
-from twisted.internet import defer, protocol
+from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
-from twisted.internet.task import LoopingCall
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.words.protocols import irc
+from zope.interface import implementer
 
 from .._dispatch import STOP, handler_specs
 from .._errors import NoSuchHandler, NoSuchPlugin
 from .._events import PluginEvent
+from .._interfaces import IPluginManager
 from ._context import Context, is_channel
-from ._flood import OutgoingQueue, QueueFull, TokenBucket
+from ._flood import TokenBucket
 from ._hostmask import Hostmask, HostmaskPatterns
 from ._index import CommandIndex, bot_specs
-from ._lines import (
-    CONSERVATIVE_RESERVE,
-    MAX_LINE_BYTES,
-    check_target,
-    format_messages,
-    prefix_reserve,
-)
+from ._interfaces import IBot, IConnectionOwner
+from ._lines import CONSERVATIVE_RESERVE, format_messages
 from ._parse import parse_command
 from ._plugin import BOT_SERVICE_NAME
+from ._protocol import BotFactory, BotProtocol
 
-__all__ = ["IRCBot", "BotProtocol", "make_bot_service", "ADMIN_PACKAGE", "ADMIN_PLUGIN"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .._manager import PluginManager
+
+__all__ = ["IRCBot", "make_bot_service", "ADMIN_PACKAGE", "ADMIN_PLUGIN"]
 
 #: The package of the bot's built-in plugins.
 ADMIN_PACKAGE = "twisted_plugmgr.irc.plugins"
@@ -57,482 +56,7 @@ ADMIN_PACKAGE = "twisted_plugmgr.irc.plugins"
 ADMIN_PLUGIN = "irc_admin"
 
 
-def _decode(line: bytes) -> str:
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError:
-        # Many IRC users still send Latin-1: never drop the connection
-        # over a byte.
-        return line.decode("latin-1")
-
-
-#: The fewest parameters a command from the server must have before its
-#: handler (the bot's or L{irc.IRCClient}'s) may look at them: a shorter line
-#: is ignored, with one line in the log. Commands not named here need none.
-MIN_PARAMS: Dict[str, int] = {
-    "PRIVMSG": 2, "NOTICE": 2, "JOIN": 1, "PART": 1, "KICK": 2, "NICK": 1,
-    "TOPIC": 2, "MODE": 2, "PING": 1,
-    "RPL_TOPIC": 3, "RPL_NOTOPIC": 2, "RPL_MOTDSTART": 1, "RPL_MOTD": 1,
-    "RPL_CREATED": 2, "RPL_YOURHOST": 2, "RPL_MYINFO": 2, "RPL_BOUNCE": 2,
-    "RPL_LUSERCLIENT": 2, "RPL_LUSEROP": 2, "RPL_LUSERCHANNELS": 2, "RPL_LUSERME": 2,
-}
-
-
-def _is_target(name: str) -> bool:
-    try:
-        check_target(name)
-    except ValueError:
-        return False
-    return True
-
-
-class BotProtocol(irc.IRCClient):
-    """
-    One connection of the bot to the server.
-
-    Differences from L{irc.IRCClient}: every outgoing line goes through the
-    connection's flood-controlled queue (C{PONG} first); received lines
-    are decoded leniently (UTF-8, else Latin-1) and never low-level
-    dequoted, so that received text cannot smuggle CR or LF; nick
-    collisions at sign-on alter the nick, and the configured nick is
-    reclaimed later; the heartbeat runs on the bot's reactor and closes a
-    connection that has been silent for three heartbeats. A line from the
-    server that lacks parameters its handler needs (L{MIN_PARAMS}), a
-    C{MODE} that does not parse, and a C{PRIVMSG} that could not be answered
-    (its sender has no nick, or its channel is not a valid target) are
-    ignored with one line in the log, before any plugin sees them.
-
-    @ivar hostmask: the bot's own C{nick!user@host} as the server relays
-        it, once known (from the welcome, then from its own joins).
-    @ivar queue: the L{OutgoingQueue} of this connection.
-    """
-
-    versionName = "twisted-plugmgr"
-    versionNum = None
-    versionEnv = None
-    sourceURL = None
-    heartbeatInterval = 60.0
-
-    def __init__(self, bot: IRCBot) -> None:
-        # Per instance: a Logger class attribute would take the class's
-        # name as its namespace, whatever namespace it was given.
-        self.log = Logger(namespace="twisted_plugmgr.irc", source=self)
-        self.bot = bot
-        self.reactor = bot.reactor
-        self.nickname = bot.nick
-        self.username = bot.username or bot.nick
-        self.realname = bot.realname or "twisted-plugmgr bot"
-        self.password = bot.password
-        self.hostmask: Optional[str] = None
-        self.casemapping = "rfc1459"
-        self.queue: Optional[OutgoingQueue] = None
-        self.last_received = 0.0
-        self._collisions = 0
-        self._regain: Optional[IDelayedCall] = None
-        self._rejoins: Dict[str, IDelayedCall] = {}
-
-    # -- connection -----------------------------------------------------
-
-    def connectionMade(self) -> None:
-        """
-        Set up this connection's flood-controlled queue, then register.
-        """
-        clock = self.reactor
-        bucket = TokenBucket(self.bot.flood_rate, self.bot.flood_burst, clock)
-        self.queue = OutgoingQueue(self.transport.write, bucket, clock, self.bot.max_queue)
-        self.last_received = clock.seconds()
-        super().connectionMade()
-        self.bot._connected(self)
-
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        """
-        Drop the queue and pending timers; tell the bot.
-        """
-        if self.queue is not None:
-            self.queue.clear()
-        for call in [self._regain, *self._rejoins.values()]:
-            if call is not None and call.active():
-                call.cancel()
-        self._regain = None
-        self._rejoins = {}
-        super().connectionLost(reason)
-        self.bot._disconnected(self, reason)
-
-    @property
-    def reserve(self) -> int:
-        """
-        Bytes the server puts in front of the bot's lines when relaying.
-        """
-        return prefix_reserve(self.hostmask)
-
-    @property
-    def signed_on(self) -> bool:
-        """
-        Whether the server has welcomed this connection.
-        """
-        return bool(self._registered)
-
-    # -- sending --------------------------------------------------------
-
-    def sendLine(self, line: Any) -> None:
-        """
-        Queue one IRC line (without CRLF). A line that holds CR, LF or NUL
-        is refused and logged: it would be two commands.
-        """
-        if isinstance(line, bytes):
-            line = _decode(line)
-        if "\r" in line or "\n" in line or "\x00" in line:
-            self.log.error("refused to send a line holding CR, LF or NUL: {line!r}", line=line)
-            return
-        self.put(line.encode("utf-8") + b"\r\n", urgent=line.startswith("PONG "))
-
-    def put(self, data: bytes, urgent: bool = False) -> None:
-        """
-        Queue one complete wire line (CRLF included).
-        """
-        if self.queue is None:
-            return
-        try:
-            self.queue.put(data, urgent)
-        except QueueFull:
-            if self.queue.dropped == 1 or self.queue.dropped % 100 == 0:
-                self.log.warn(
-                    "outgoing queue full ({size} lines): {dropped} lines dropped so far",
-                    size=len(self.queue), dropped=self.queue.dropped,
-                )
-
-    def quit_now(self, message: str = "") -> None:
-        """
-        Send C{QUIT} at once, ahead of anything queued.
-        """
-        if self.transport is not None:
-            text = message.replace("\r", " ").replace("\n", " ").replace("\x00", "")
-            self.transport.write(f"QUIT :{text}\r\n".encode())
-
-    # -- receiving ------------------------------------------------------
-
-    def lineReceived(self, line: bytes) -> None:
-        """
-        Decode (UTF-8, else Latin-1), parse and handle one line from the server.
-        """
-        self.last_received = self.reactor.seconds()
-        if isinstance(line, bytes):
-            # PING is answered from the bytes, so the token goes back as it came.
-            rest = line.partition(b" ")[2].lstrip(b" ") if line.startswith(b":") else line
-            if rest[:5].upper() == b"PING ":
-                self._pong(rest[5:])
-                return
-        text = _decode(line) if isinstance(line, bytes) else line
-        try:
-            prefix, command, params = irc.parsemsg(text)
-        except (irc.IRCBadMessage, IndexError, ValueError):
-            self.log.info("unparsable line from the server: {line!r}", line=text)
-            return
-        command = irc.numeric_to_symbolic.get(command, command)
-        self.handleCommand(command, prefix, params)
-
-    def _pong(self, token: bytes) -> None:
-        """
-        Answer a server PING with its token byte for byte (whatever its
-        encoding), cut so that the PONG fits in 512 bytes, ahead of the
-        queue.
-        """
-        token = token.strip(b" ")
-        if token.startswith(b":") and b" " not in token:
-            token = token[1:]  # a one-word token needs no colon
-        if not token:
-            self.log.warn("ignored a PING without a token")
-            return
-        line = (b"PONG " + token)[:MAX_LINE_BYTES - 2]
-        self.put(line + b"\r\n", urgent=True)
-
-    def handleCommand(self, command: str, prefix: str, params: List[str]) -> None:
-        """
-        Dispatch one command from the server, unless it lacks parameters its
-        handler needs (L{MIN_PARAMS}): that is ignored, with one line in the
-        log rather than a traceback.
-        """
-        needed = MIN_PARAMS.get(command, 0)
-        if len(params) < needed:
-            self.log.warn(
-                "ignored {command} from {prefix!r}: {count} parameters, {needed} needed",
-                command=command, prefix=prefix, count=len(params), needed=needed,
-                params=params,
-            )
-            return
-        super().handleCommand(command, prefix, params)
-
-    def _createHeartbeat(self) -> LoopingCall:
-        loop = LoopingCall(self._sendHeartbeat)
-        loop.clock = self.reactor
-        return loop
-
-    def _sendHeartbeat(self) -> None:
-        silent = self.reactor.seconds() - self.last_received
-        if self.heartbeatInterval and silent > 3 * self.heartbeatInterval:
-            self.log.warn("no data from the server for {silent:.0f}s: reconnecting", silent=silent)
-            self.transport.abortConnection()
-            return
-        super()._sendHeartbeat()
-
-    # -- registration and nick ------------------------------------------
-
-    def irc_RPL_WELCOME(self, prefix: str, params: List[str]) -> None:
-        """
-        Signed on: learn the bot's hostmask when the welcome gives it.
-        """
-        words = params[-1].split() if params else []
-        if words and "!" in words[-1] and "@" in words[-1]:
-            self.hostmask = words[-1]
-        super().irc_RPL_WELCOME(prefix, params)
-
-    def irc_RPL_ISUPPORT(self, prefix: str, params: List[str]) -> None:
-        """
-        Follow the server's CASEMAPPING for nicks and owner patterns.
-        """
-        super().irc_RPL_ISUPPORT(prefix, params)
-        mapping = self.supported.getFeature("CASEMAPPING")
-        if isinstance(mapping, (tuple, list)):
-            mapping = mapping[0] if mapping else None
-        if isinstance(mapping, str) and mapping:
-            self.casemapping = mapping.lower()
-            self.bot.owners.casemapping = self.casemapping
-
-    def alterCollidedNick(self, nickname: str) -> str:
-        """
-        The next nick to try at sign-on: C{nick_}, then C{nick2}, C{nick3}...
-        """
-        self._collisions += 1
-        base = self.bot.nick
-        if self._collisions == 1:
-            return base + "_"
-        suffix = str(self._collisions)
-        return base[: max(1, 9 - len(suffix))] + suffix
-
-    def irc_ERR_PASSWDMISMATCH(self, prefix: str, params: List[str]) -> None:
-        """
-        The server refused the password: say so (L{irc.IRCClient} raises,
-        which only logs a traceback); the server closes the connection.
-        """
-        self.log.error("the server refused the password: {text}",
-                       text=params[-1] if params else "")
-
-    def irc_ERR_NICKNAMEINUSE(self, prefix: str, params: List[str]) -> None:
-        """
-        At sign-on, try another nick; later (reclaiming), keep the current one.
-        """
-        if not self._registered:
-            super().irc_ERR_NICKNAMEINUSE(prefix, params)
-        else:
-            # Reclaiming the configured nick failed: keep the current one.
-            self._attemptedNick = self.nickname
-            self._schedule_regain()
-
-    def _schedule_regain(self) -> None:
-        if self._regain is None or not self._regain.active():
-            self._regain = self.reactor.callLater(self.bot.regain_interval, self._try_regain)
-
-    def _try_regain(self) -> None:
-        self._regain = None
-        if self.nickname != self.bot.nick:
-            self.setNick(self.bot.nick)
-
-    def signedOn(self) -> None:
-        """
-        Join the configured channels; reclaim the nick later if it was altered.
-        """
-        self.log.info("signed on as {nick}", nick=self.nickname)
-        if self.nickname != self.bot.nick:
-            self._schedule_regain()
-        for channel in self.bot.channels:
-            self.join(channel)
-        self.bot._signed_on(self)
-
-    def nickChanged(self, nick: str) -> None:
-        """
-        Keep the hostmask in step with the bot's nick.
-        """
-        super().nickChanged(nick)
-        if self.hostmask:
-            _, bang, rest = self.hostmask.partition("!")
-            self.hostmask = nick + bang + rest if bang else None
-
-    def kickedFrom(self, channel: str, kicker: str, message: str) -> None:
-        """
-        Rejoin a configured channel after C{rejoin_delay} seconds.
-        """
-        if any(channel.lower() == c.lower() for c in self.bot.channels):
-            pending = self._rejoins.get(channel)
-            if pending is not None and pending.active():
-                return
-            self._rejoins[channel] = self.reactor.callLater(
-                self.bot.rejoin_delay, self._rejoin, channel)
-
-    def _rejoin(self, channel: str) -> None:
-        self._rejoins.pop(channel, None)
-        self.join(channel)
-
-    def ctcpReply_PING(self, user: str, channel: str, data: Any) -> None:
-        """
-        A CTCP PING reply: one to no ping of the bot's is ignored, with one
-        line in the log (L{irc.IRCClient} raises, which logs a traceback).
-        """
-        if not self._pings or (user.split("!", 1)[0], data) not in self._pings:
-            self.log.info("ignored a CTCP PING reply from {user!r}: the bot sent no such ping",
-                          user=user, data=data)
-            return
-        super().ctcpReply_PING(user, channel, data)
-
-    def ctcpQuery_DCC(self, user: str, channel: str, data: str) -> None:
-        """
-        DCC offers are ignored: the bot opens no connections for strangers.
-        """
-
-    # -- traffic to plugins ---------------------------------------------
-
-    def _own(self, prefix: str) -> bool:
-        return Hostmask.parse(prefix).nick == self.nickname
-
-    def irc_PRIVMSG(self, prefix: str, params: List[str]) -> None:
-        """
-        A message (or CTCP query), unless it could not be answered: from a
-        sender without a valid nick, or to a channel that is not a valid
-        target. Such a message is ignored, with one line in the log, before
-        any plugin runs (a reply or an error notice would fail).
-        """
-        target = params[0]
-        nick = prefix.split("!", 1)[0]
-        if not _is_target(nick) or (is_channel(target) and not _is_target(target)):
-            self.log.warn("ignored PRIVMSG from {prefix!r} to {target!r}: no valid reply target",
-                          prefix=prefix, target=target)
-            return
-        super().irc_PRIVMSG(prefix, params)
-
-    def irc_NOTICE(self, prefix: str, params: List[str]) -> None:
-        """
-        A notice; an empty one is ignored (L{irc.IRCClient} would raise).
-        """
-        if params[-1]:
-            super().irc_NOTICE(prefix, params)
-
-    def irc_MODE(self, prefix: str, params: List[str]) -> None:
-        """
-        A mode change, as L{irc.IRCClient} parses it; one that does not
-        parse is ignored with one line in the log (L{irc.IRCClient} logs a
-        traceback).
-        """
-        target, modes, args = params[0], params[1], params[2:]
-        if not modes.startswith(("+", "-")):
-            modes = "+" + modes
-        if target == self.nickname:
-            param_modes = self.getUserModeParams()
-        else:
-            param_modes = self.getChannelModeParams()
-        try:
-            added, removed = irc.parseModes(modes, args, param_modes)
-        except irc.IRCBadModes as e:
-            self.log.warn("ignored MODE from {prefix!r}: {error}", prefix=prefix,
-                          error=str(e), params=params)
-            return
-        for adding, changes in ((True, added), (False, removed)):
-            if changes:
-                letters = "".join(letter for letter, _ in changes)
-                values = tuple(value for _, value in changes)
-                self.modeChanged(prefix, target, adding, letters, values)
-
-    def getChannelModeParams(self) -> List[str]:
-        """
-        The channel modes that take a parameter, C{[when added, when
-        removed]}, from the server's C{PREFIX} and C{CHANMODES} (an empty
-        C{PREFIX=} is no prefixes, where L{irc.IRCClient} raises).
-        """
-        prefixes = self.supported.getFeature("PREFIX") or {}
-        chanmodes = self.supported.getFeature("CHANMODES") or {}
-        added = removed = "".join(prefixes)
-        if chanmodes:
-            added += chanmodes.get("addressModes", "") + chanmodes.get("param", "")
-            removed = added
-            added += chanmodes.get("setParam", "")
-        return [added, removed]
-
-    def privmsg(self, user: str, channel: str, message: str) -> None:
-        """
-        A message: to the bot's dispatch.
-        """
-        self.bot.handle_privmsg(self, user, channel, message)
-
-    def action(self, user: str, channel: str, data: str) -> None:
-        """
-        A CTCP ACTION: emitted as C{irc_action}.
-        """
-        where = channel if is_channel(channel) else None
-        self.bot.handle_event("action", user, channel=where, target=channel, text=data)
-
-    def irc_JOIN(self, prefix: str, params: List[str]) -> None:
-        """
-        Emit C{irc_join}; the bot's own join tells its hostmask.
-        """
-        super().irc_JOIN(prefix, params)
-        if self._own(prefix) and "!" in prefix and "@" in prefix:
-            self.hostmask = prefix
-        self.bot.handle_event("join", prefix, channel=params[-1])
-
-    def irc_PART(self, prefix: str, params: List[str]) -> None:
-        """
-        Emit C{irc_part}.
-        """
-        super().irc_PART(prefix, params)
-        self.bot.handle_event("part", prefix, channel=params[0],
-                              text=params[1] if len(params) > 1 else "")
-
-    def irc_QUIT(self, prefix: str, params: List[str]) -> None:
-        """
-        Emit C{irc_quit}; the quit message is optional.
-        """
-        text = params[0] if params else ""
-        self.userQuit(prefix.split("!")[0], text)
-        self.bot.handle_event("quit", prefix, text=text)
-
-    def irc_KICK(self, prefix: str, params: List[str]) -> None:
-        """
-        Emit C{irc_kick}.
-        """
-        super().irc_KICK(prefix, params)
-        self.bot.handle_event("kick", prefix, channel=params[0], kicked=params[1],
-                              text=params[2] if len(params) > 2 else "")
-
-    def irc_NICK(self, prefix: str, params: List[str]) -> None:
-        """
-        Emit C{irc_nick}.
-        """
-        super().irc_NICK(prefix, params)
-        self.bot.handle_event("nick", prefix, new_nick=params[0])
-
-    def irc_TOPIC(self, prefix: str, params: List[str]) -> None:
-        """
-        Emit C{irc_topic}.
-        """
-        super().irc_TOPIC(prefix, params)
-        self.bot.handle_event("topic", prefix, channel=params[0], text=params[-1])
-
-
-class _BotFactory(protocol.Factory):
-    """
-    Builds the bot's protocol.
-    """
-
-    def __init__(self, bot: IRCBot) -> None:
-        self.bot = bot
-
-    def buildProtocol(self, addr: Any) -> BotProtocol:
-        """
-        A L{BotProtocol} for the bot.
-        """
-        proto = BotProtocol(self.bot)
-        proto.factory = self
-        return proto
-
-
+@implementer(IBot, IConnectionOwner)
 class IRCBot(Service):
     """
     The IRC bot: keeps a connection to the server up and gives its traffic
@@ -550,14 +74,15 @@ class IRCBot(Service):
         adds one).
     """
 
-    name = BOT_SERVICE_NAME
+    # Service declares name = None, which mypy takes for its type.
+    name = BOT_SERVICE_NAME  # type: ignore[assignment]
 
     def __init__(
         self,
-        manager: Any,
+        manager: IPluginManager,
         endpoint: IStreamClientEndpoint,
         nick: str,
-        reactor: Any,
+        reactor: IReactorTime,
         *,
         channels: Iterable[str] = (),
         owners: Iterable[str] = (),
@@ -599,24 +124,27 @@ class IRCBot(Service):
         self._sign_on_waiters: List[defer.Deferred[BotProtocol]] = []
         self._client = ClientService(
             endpoint,
-            _BotFactory(self),
+            BotFactory(self),
             retryPolicy=retry_policy or backoffPolicy(initialDelay=1.0, maxDelay=60.0),
             clock=reactor,
         )
-        # Listen from now on: the manager may load (and unload) bot plugins
-        # before this service starts.
-        manager.register(self._plugin_event)
 
     # -- service --------------------------------------------------------
 
     def startService(self) -> None:
         """
-        Listen to the manager, load the admin plugin, connect.
+        Listen to the manager, load the admin plugin, connect. The commands
+        of plugins unloaded while the bot was not listening (before it
+        started, or while it was stopped) are forgotten.
         """
         super().startService()
         self.manager.register(self._plugin_event)
-        if self.admin and ADMIN_PLUGIN not in self.manager.plugin_table():
-            self.manager.load(ADMIN_PLUGIN).addErrback(self._admin_failed)
+        installed = self._plugins()
+        if installed or self.admin:
+            loaded = self.manager.plugin_table()
+            self._forget(plugin for plugin in installed if plugin not in loaded)
+            if self.admin and ADMIN_PLUGIN not in loaded:
+                self.manager.load(ADMIN_PLUGIN).addErrback(self._admin_failed)
         self._client.startService()
 
     def _admin_failed(self, failure: Failure) -> None:
@@ -639,16 +167,26 @@ class IRCBot(Service):
 
     # -- connections ----------------------------------------------------
 
-    def _connected(self, proto: BotProtocol) -> None:
+    def handle_connected(self, proto: BotProtocol) -> None:
+        """
+        Connection C{proto} is made: it is the bot's L{connection} from now.
+        """
         self.connection = proto
 
-    def _signed_on(self, proto: BotProtocol) -> None:
+    def handle_signed_on(self, proto: BotProtocol) -> None:
+        """
+        The server has welcomed C{proto}: count the sign-on, fire the
+        L{when_signed_on} waiters.
+        """
         self.sign_ons += 1
         waiters, self._sign_on_waiters = self._sign_on_waiters, []
         for waiter in waiters:
             waiter.callback(proto)
 
-    def _disconnected(self, proto: BotProtocol, reason: Failure) -> None:
+    def handle_disconnected(self, proto: BotProtocol, reason: Failure) -> None:
+        """
+        C{proto} is closed: the bot has no connection until the next one.
+        """
         if self.connection is proto:
             self.connection = None
         self.log.info("disconnected: {reason}", reason=reason.getErrorMessage())
@@ -691,8 +229,20 @@ class IRCBot(Service):
     def _plugin_event(self, event: PluginEvent) -> None:
         gone = event.kind in ("plugin_unloaded", "plugin_init_failed")
         if gone and isinstance(event.plugin, str):
-            self.index.remove(event.plugin)
-            self._message_plugins.discard(event.plugin)
+            self._forget([event.plugin])
+
+    def _plugins(self) -> Set[str]:
+        """
+        The plugins that have commands, rules or message handlers here.
+        """
+        plugins = {entry.plugin for entry in self.index.commands()}
+        plugins.update(plugin for plugin, _ in self.index.rules)
+        return plugins | self._message_plugins
+
+    def _forget(self, plugins: Iterable[str]) -> None:
+        for plugin in list(plugins):
+            self.index.remove(plugin)
+            self._message_plugins.discard(plugin)
 
     # -- traffic in -----------------------------------------------------
 
@@ -706,11 +256,11 @@ class IRCBot(Service):
         parsed = parse_command(text, proto.nickname, self.prefix, private, proto.casemapping)
         sender = None
         entry = self.index.lookup(parsed.name) if parsed is not None else None
-        if entry is not None:
+        if parsed is not None and entry is not None:
             sender = Hostmask.parse(prefix)
             ctx = Context(bot=self, kind="command", sender=sender, target=target,
-                          channel=channel, text=text, command=parsed.name,  # type: ignore[union-attr]
-                          args=parsed.args, plugin=entry.plugin)  # type: ignore[union-attr]
+                          channel=channel, text=text, command=parsed.name,
+                          args=parsed.args, plugin=entry.plugin)
             self._call(entry.plugin, entry.spec.event, ctx)
         else:
             for plugin, rule in self.index.rules:
@@ -810,9 +360,9 @@ def _field(config: Any, name: str, default: Any = None) -> Any:
 
 
 def make_bot_service(
-    manager: Any,
+    manager: PluginManager,
     irc_config: Any,
-    reactor: Any,
+    reactor: IReactorTime,
     *,
     retry_policy: Optional[Callable[[int], float]] = None,
     admin: bool = True,
@@ -823,7 +373,9 @@ def make_bot_service(
     The caller puts the returned service in the same parent as the manager
     (C{bot.setServiceParent(parent)}). With C{admin} (the default), the
     package of the built-in plugins (L{ADMIN_PACKAGE}) is added to the
-    manager's packages, and the bot loads L{ADMIN_PLUGIN} when it starts.
+    packages the manager searches (C{manager.add_package}), and the bot
+    loads L{ADMIN_PLUGIN} when it starts. The manager is left as it was
+    when the configuration is refused.
 
     @param irc_config: an C{IRCConfig} (from C{twisted_plugmgr._config}) or
         a dict with the same keys: C{server} (a client endpoint string),
@@ -850,9 +402,7 @@ def make_bot_service(
             f"server {server!r}: not a Twisted client endpoint string "
             f"({type(e).__name__}: {e})"[:300]
         ) from None
-    if admin and ADMIN_PACKAGE not in manager.packages:
-        manager.packages = tuple(manager.packages) + (ADMIN_PACKAGE,)
-    return IRCBot(
+    bot = IRCBot(
         manager,
         endpoint,
         _field(irc_config, "nick"),
@@ -869,3 +419,6 @@ def make_bot_service(
         retry_policy=retry_policy,
         admin=admin,
     )
+    if admin:
+        manager.add_package(ADMIN_PACKAGE)
+    return bot

@@ -5,14 +5,12 @@ how to answer.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, List, Match, Optional
+from typing import Any, List, Match, Optional
 
 import attr
 
 from ._hostmask import Hostmask
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ._bot import IRCBot
+from ._interfaces import IBot
 
 __all__ = ["Context", "is_channel"]
 
@@ -51,7 +49,7 @@ class Context:
     @ivar new_nick: the nick taken (C{nick}).
     """
 
-    bot: IRCBot
+    bot: IBot
     kind: str
     sender: Hostmask
     target: str = ""

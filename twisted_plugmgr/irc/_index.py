@@ -119,7 +119,7 @@ def command(name: str, aliases: Iterable[str] = (), help: str = "") -> Callable[
         event = command_event(spec_name)
         spec = CommandSpec(spec_name, spec_aliases, help.strip(), event)
         setattr(function, _COMMAND_MARK, spec)
-        return handler(event)(function)  # type: ignore[no-any-return]
+        return handler(event)(function)
 
     return mark
 

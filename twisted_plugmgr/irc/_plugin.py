@@ -11,18 +11,15 @@ that its IRC handlers receive a L{Context}.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IReactorThreads
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import Deferred
 
+from .._deferreds import run_blocking
 from .._dispatch import handler
 from .._errors import PluginError
 from .._plugin import Plugin
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ._bot import IRCBot
+from ._interfaces import IBot
 
 __all__ = ["BotPlugin", "on", "IRC_EVENTS", "BOT_SERVICE_NAME", "find_bot", "NoBot"]
 
@@ -60,10 +57,10 @@ def on(kind: str, priority: int = 0) -> Callable[[_F], _F]:
     """
     if kind not in IRC_EVENTS:
         raise ValueError(f"unknown IRC event {kind!r}: expected one of {', '.join(IRC_EVENTS)}")
-    return handler(f"irc_{kind}", priority=priority)  # type: ignore[no-any-return]
+    return handler(f"irc_{kind}", priority=priority)
 
 
-def find_bot(manager: Any, plugin: Optional[str] = None) -> IRCBot:
+def find_bot(manager: Any, plugin: Optional[str] = None) -> IBot:
     """
     The L{IRCBot} serving C{manager}: the service named
     L{BOT_SERVICE_NAME} in the manager's parent service.
@@ -71,14 +68,12 @@ def find_bot(manager: Any, plugin: Optional[str] = None) -> IRCBot:
     @param plugin: the name of the plugin asking (for the error).
     @raise NoBot: if there is none.
     """
-    from ._bot import IRCBot
-
     parent = getattr(manager, "parent", None)
     try:
         bot = parent.getServiceNamed(BOT_SERVICE_NAME) if parent is not None else None
     except KeyError:
         bot = None
-    if not isinstance(bot, IRCBot) or bot.manager is not manager:
+    if not IBot.providedBy(bot) or bot.manager is not manager:
         raise NoBot(plugin, "make_bot_service(manager, ...) must share the manager's parent")
     return bot
 
@@ -97,7 +92,7 @@ class BotPlugin(Plugin):
     @ivar bot: the L{IRCBot} (set by C{startService}).
     """
 
-    bot: IRCBot
+    bot: IBot
 
     def startService(self) -> Any:
         """
@@ -118,10 +113,7 @@ class BotPlugin(Plugin):
         result. On a reactor without threads (a L{Clock} in tests), it runs
         at once.
         """
-        reactor = self.bot.reactor
-        if IReactorThreads.providedBy(reactor):
-            return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args, **kw)
-        return maybeDeferred(f, *args, **kw)
+        return run_blocking(self.bot.reactor, f, *args, **kw)
 
     def data_path(self, filename: str) -> Optional[str]:
         """

@@ -42,7 +42,8 @@ class Admin(BotPlugin):
     Plugin administration from IRC.
     """
 
-    name = "irc_admin"
+    # Service declares name = None, which mypy takes for its type.
+    name = "irc_admin"  # type: ignore[assignment]
     version = "1.0"
     longname = "IRC bot administration: !plugins, !load, !unload, !reload, !help"
     license = "MIT"

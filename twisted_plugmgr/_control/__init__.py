@@ -1,0 +1,124 @@
+"""
+The control channel: AMP commands, the server that answers them for an
+L{IPluginManager}, and a small client.
+
+The server listens on any Twisted server endpoint. A UNIX socket (the
+default) is private to its user (see L{._listen}); any other endpoint (TCP,
+...) needs a shared token: the first command of every connection must be
+L{Authenticate}, and the token is compared with L{hmac.compare_digest}.
+Connections are logged at debug level only; what they do (load, unload,
+reload, shutdown, a dropped connection) at info.
+
+The modules, each with one job:
+  - L{._wire}: the argument type, the JSON form of values and events, the
+    errors and the table of what each reports, the commands;
+  - L{._server}: L{ControlProtocol} and L{ControlFactory}, the server side;
+  - L{._listen}: socket-path safety and L{ControlService}, which listens;
+  - L{._client}: L{ControlClient} and L{connect}.
+
+Public names only; everything is defined in those modules.
+"""
+
+from ._client import ControlClient, ControlClientProtocol, connect
+from ._listen import (
+    ControlChannelError,
+    ControlService,
+    check_unix_socket_path,
+    client_endpoint_for,
+    unix_socket_path,
+)
+from ._server import (
+    AUTH_TIMEOUT,
+    CLOSE_TIMEOUT,
+    MAX_BOX_BYTES,
+    MAX_BOX_KEYS,
+    MAX_UNACKNOWLEDGED_EVENTS,
+    ControlFactory,
+    ControlProtocol,
+)
+from ._wire import (
+    JSON,
+    WIRE_ERRORS,
+    AlreadyLoadedError,
+    Authenticate,
+    AuthenticationFailed,
+    AuthenticationRequired,
+    Available,
+    BadRequestError,
+    CompileFailedError,
+    ControlError,
+    DependencyFailedError,
+    Event,
+    InitFailedError,
+    InternalError,
+    InvalidMetadataError,
+    InvalidNameError,
+    InvalidTransitionError,
+    Load,
+    ManagerStoppedError,
+    NoSuchPluginError,
+    PluginFailedError,
+    Reload,
+    ReloadChanged,
+    Shutdown,
+    Status,
+    Subscribe,
+    Unload,
+    WireError,
+    event_to_json,
+    reported_as,
+    to_json,
+)
+
+#: The name tests/test_fuzz.py imports the client protocol by; use
+#: L{ControlClientProtocol}.
+_ClientProtocol = ControlClientProtocol
+
+__all__ = [
+    "JSON",
+    "ControlError",
+    "NoSuchPluginError",
+    "InvalidNameError",
+    "AlreadyLoadedError",
+    "CompileFailedError",
+    "InitFailedError",
+    "InvalidMetadataError",
+    "DependencyFailedError",
+    "ManagerStoppedError",
+    "InvalidTransitionError",
+    "PluginFailedError",
+    "BadRequestError",
+    "InternalError",
+    "AuthenticationRequired",
+    "AuthenticationFailed",
+    "ControlChannelError",
+    "WireError",
+    "WIRE_ERRORS",
+    "reported_as",
+    "Authenticate",
+    "Status",
+    "Available",
+    "Load",
+    "Unload",
+    "Reload",
+    "ReloadChanged",
+    "Shutdown",
+    "Subscribe",
+    "Event",
+    "ControlProtocol",
+    "ControlFactory",
+    "ControlService",
+    "ControlClient",
+    "ControlClientProtocol",
+    "connect",
+    "event_to_json",
+    "to_json",
+    "check_unix_socket_path",
+    "client_endpoint_for",
+    "unix_socket_path",
+    "MAX_BOX_BYTES",
+    "MAX_BOX_KEYS",
+    "MAX_UNACKNOWLEDGED_EVENTS",
+    "AUTH_TIMEOUT",
+    "CLOSE_TIMEOUT",
+]

@@ -1,0 +1,530 @@
+"""
+The server side of the control channel: one L{ControlProtocol} per
+connection, answering the commands of L{._wire} for an L{IPluginManager},
+and the L{ControlFactory} that builds them and closes them all at stop.
+
+Malformed input (a box that is not an AMP command, a command without
+C{_ask}, an argument that does not parse, a key or value too long, a box too
+big) drops that connection only, with one line in the log; the service and
+the other connections go on. A connection that must authenticate (a token
+is set) may send nothing but L{Authenticate} first.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Callable, Dict, Optional, Set
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport, ITransport
+from twisted.internet.protocol import ServerFactory, connectionDone
+from twisted.logger import Logger
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from .._events import PluginEvent
+from .._interfaces import IPluginManager
+from .._lifecycle import ShutdownMode
+from ._wire import (
+    Authenticate,
+    AuthenticationFailed,
+    AuthenticationRequired,
+    Available,
+    BadRequestError,
+    ControlError,
+    Event,
+    InternalError,
+    Load,
+    QuietAMP,
+    Reload,
+    ReloadChanged,
+    Shutdown,
+    Status,
+    Subscribe,
+    Unload,
+    event_to_json,
+    reported_as,
+    to_json,
+)
+
+__all__ = [
+    "ControlProtocol",
+    "ControlFactory",
+    "MAX_BOX_BYTES",
+    "MAX_BOX_KEYS",
+    "MAX_UNACKNOWLEDGED_EVENTS",
+    "AUTH_TIMEOUT",
+    "CLOSE_TIMEOUT",
+]
+
+#: The most bytes one incoming box may hold (keys and values).
+MAX_BOX_BYTES = 4 * 1024 * 1024
+
+#: The most keys one incoming box may hold.
+MAX_BOX_KEYS = 128
+
+#: Events sent to a subscriber and not yet acknowledged before it is
+#: considered too slow and dropped (the default of a L{ControlFactory}).
+MAX_UNACKNOWLEDGED_EVENTS = 1000
+
+#: Seconds a connection that must authenticate has to do so.
+AUTH_TIMEOUT = 10.0
+
+#: Seconds the control service waits for its connections to close at stop.
+CLOSE_TIMEOUT = 2.0
+
+#: The longest error description sent to a client.
+_MAX_DESCRIPTION = 4000
+
+
+class _Malformed(Exception):
+    """Input that breaks the protocol; the connection is dropped."""
+
+
+def _describe_plugin(name: str, plugin: Any) -> Dict[str, Any]:
+    def shown(attribute: str) -> Any:
+        # Plugin code: a property may raise, a value may not convert.
+        try:
+            return to_json(getattr(plugin, attribute, None))
+        except BaseException:
+            return None
+
+    return {"name": name, "version": shown("version"), "longname": shown("longname")}
+
+
+def _mode(mode: Optional[str]) -> Optional[ShutdownMode]:
+    if mode is None:
+        return None
+    try:
+        return ShutdownMode.coerce(mode)
+    except ValueError as e:
+        raise BadRequestError(str(e)) from None
+
+
+def _abort(transport: Optional[ITransport]) -> None:
+    """
+    Close C{transport} now, without flushing what is being sent (when it can
+    do that; otherwise close it as soon as it has).
+    """
+    if transport is None:
+        return
+    if ITCPTransport.providedBy(transport):
+        ITCPTransport(transport).abortConnection()
+    else:
+        transport.loseConnection()
+
+
+class ControlProtocol(QuietAMP):
+    """
+    One control connection, server side.
+
+    @ivar factory: the L{ControlFactory} that built it.
+    @ivar closed: a Deferred firing when the connection has closed.
+    """
+
+    _log = Logger()
+
+    def __init__(self, factory: ControlFactory) -> None:
+        super().__init__()
+        self.factory = factory
+        self._authenticated = factory.token is None
+        self._dropped = False
+        self._subscribed = False
+        self._unacknowledged = 0
+        self._box_bytes = 0
+        self._box_keys = 0
+        self._auth_timeout: Optional[IDelayedCall] = None
+        self.closed: Deferred[None] = Deferred()
+
+    # connection
+
+    def connectionMade(self) -> None:
+        """
+        Start the authentication timer, if a token is required.
+        """
+        super().connectionMade()
+        if not self._authenticated:
+            self._auth_timeout = self.factory.reactor.callLater(
+                AUTH_TIMEOUT, self._drop, "no authentication in time"
+            )
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Unsubscribe, forget this connection.
+        """
+        self._cancel_auth_timeout()
+        if self._subscribed:
+            self._subscribed = False
+            self.factory.manager.unregister(self._on_event)
+        super().connectionLost(reason)
+        self.factory.forget(self)
+        closed, self.closed = self.closed, Deferred()
+        closed.callback(None)
+
+    def _cancel_auth_timeout(self) -> None:
+        if self._auth_timeout is not None and self._auth_timeout.active():
+            self._auth_timeout.cancel()
+        self._auth_timeout = None
+
+    def _peer(self) -> str:
+        try:
+            return str(self.transport.getPeer()) if self.transport is not None else "?"
+        except Exception:
+            return "?"
+
+    def _drop(self, reason: str) -> None:
+        if self._dropped:
+            return
+        self._dropped = True
+        self._log.info("control: dropping connection {peer}: {reason}",
+                       peer=self._peer(), reason=reason)
+        _abort(self.transport)
+
+    # input limits and malformed input
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Parse C{data}; malformed input drops this connection only.
+        """
+        if self._dropped:
+            return
+        try:
+            super().dataReceived(data)
+        except Exception as e:
+            self._drop(f"malformed input ({type(e).__name__}: {e})"[:300])
+
+    def proto_key(self, string: bytes) -> str:
+        """
+        A key (or the end of a box); count it against the box limits.
+        """
+        if self._dropped:
+            return "init"
+        if string:
+            self._box_keys += 1
+            self._box_bytes += len(string)
+            if self._box_keys > MAX_BOX_KEYS:
+                raise _Malformed(f"more than {MAX_BOX_KEYS} keys in one box")
+        else:
+            self._box_keys = self._box_bytes = 0
+        return super().proto_key(string)
+
+    def proto_value(self, string: bytes) -> str:
+        """
+        A value; count it against the box limits.
+        """
+        self._box_bytes += len(string)
+        if self._box_bytes > MAX_BOX_BYTES:
+            raise _Malformed(f"box larger than {MAX_BOX_BYTES} bytes")
+        return super().proto_value(string)
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        """
+        A key longer than AMP allows: drop the connection.
+        """
+        self._drop(f"key of {length} bytes")
+
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:
+        """
+        Dispatch a box, unless the connection is being dropped.
+
+        A command without C{_ask} drops the connection before it runs: every
+        command of this channel is answered, and AMP would leave the failure
+        of such a command (unknown, malformed, refused) to
+        C{unhandledError}, which logs a traceback for anything a peer sends.
+        """
+        if self._dropped:
+            return
+        if (amp.COMMAND in box and amp.ASK not in box
+                and amp.ANSWER not in box and amp.ERROR not in box):
+            self._drop(f"{box[amp.COMMAND]!r} command without {amp.ASK.decode()}"[:300])
+            return
+        super().ampBoxReceived(box)
+
+    def locateResponder(self, name: bytes) -> Any:
+        """
+        Refuse every command but L{Authenticate} until authenticated.
+        """
+        if not self._authenticated and name != Authenticate.commandName:
+            def refuse(box: amp.AmpBox) -> Deferred[Any]:
+                self._log.info("control: {peer} sent {command!r} before authenticating",
+                               peer=self._peer(), command=name)
+                return fail(amp.RemoteAmpError(
+                    AuthenticationRequired.code,
+                    "authenticate first (this control endpoint requires a token)",
+                    fatal=True,
+                ))
+            return refuse
+        return super().locateResponder(name)
+
+    def dispatchCommand(self, box: amp.AmpBox) -> Deferred[Any]:
+        """
+        Dispatch a command; arguments that do not parse drop the connection.
+        """
+        d: Deferred[Any] = super().dispatchCommand(box)
+        d.addErrback(self._dispatch_failed, box.get(amp.COMMAND))
+        return d
+
+    def _dispatch_failed(self, failure: Failure, command: Any) -> Failure:
+        if failure.check(amp.RemoteAmpError):
+            return failure
+        if failure.check(amp.BadLocalReturn):
+            self._log.failure("control: cannot encode the answer to {command!r}",
+                              failure=failure, command=command)
+            return Failure(amp.RemoteAmpError(InternalError.code, "internal error"))
+        self._log.info(
+            "control: dropping connection {peer}: malformed {command!r} command "
+            "({error})", peer=self._peer(), command=command,
+            error=f"{failure.type.__name__}: {failure.getErrorMessage()}"[:300],
+        )
+        self._dropped = True
+        return Failure(amp.RemoteAmpError(
+            b"MALFORMED", f"malformed {command!r} command", fatal=True
+        ))
+
+    # error mapping
+
+    def _map_error(self, failure: Failure, command: str, plugin: Any = None) -> Failure:
+        if failure.check(ControlError):
+            return failure
+        wire = reported_as(failure.value)
+        if wire is not None:
+            return Failure(wire(str(failure.value)[:_MAX_DESCRIPTION]))
+        self._log.failure("control: {command} of {plugin!r} failed unexpectedly",
+                          failure=failure, command=command, plugin=plugin)
+        return Failure(InternalError(
+            f"{command} failed: {failure.type.__name__}: {failure.getErrorMessage()}"
+            [:_MAX_DESCRIPTION]
+        ))
+
+    def _call(self, command: str, plugin: Any, f: Callable[..., Any], *a: Any,
+              **kw: Any) -> Deferred[Any]:
+        d = maybeDeferred(f, *a, **kw)
+        d.addErrback(self._map_error, command, plugin)
+        return d
+
+    # responders
+
+    @Authenticate.responder
+    def authenticate(self, token: str) -> Dict[str, Any]:
+        """
+        Check the token (in constant time).
+        """
+        expected = self.factory.token
+        if expected is not None and not hmac.compare_digest(
+            token.encode("utf-8"), expected.encode("utf-8")
+        ):
+            self._log.warn("control: {peer} presented a wrong token", peer=self._peer())
+            raise AuthenticationFailed("wrong token")
+        self._authenticated = True
+        self._cancel_auth_timeout()
+        return {}
+
+    @Status.responder
+    def status(self) -> Deferred[Dict[str, Any]]:
+        """
+        The plugin table.
+        """
+        def rows(table: Any) -> Dict[str, Any]:
+            return {"plugins": [to_json(table[name]) for name in sorted(table)]}
+        return self._call("status", None, self.factory.manager.plugin_table).addCallback(rows)
+
+    @Available.responder
+    def available(self) -> Deferred[Dict[str, Any]]:
+        """
+        The plugins that could be loaded.
+        """
+        return self._call("available", None, self.factory.manager.available).addCallback(
+            lambda names: {"names": list(names)}
+        )
+
+    @Load.responder
+    def load(self, name: str, data: Any = None) -> Deferred[Dict[str, Any]]:
+        """
+        Load a plugin.
+        """
+        self._log.info("control: load {plugin!r} from {peer}", plugin=name, peer=self._peer())
+        d = self._call("load", name, self.factory.manager.load, name, data)
+        return d.addCallback(lambda plugin: {"plugin": _describe_plugin(name, plugin)})
+
+    @Unload.responder
+    def unload(self, name: str, mode: Optional[str] = None,
+               reason: Optional[str] = None) -> Deferred[Dict[str, Any]]:
+        """
+        Unload a plugin.
+        """
+        try:
+            kw: Dict[str, Any] = {"reason": reason or ""}
+            if mode is not None:
+                kw["mode"] = _mode(mode)
+        except ControlError:
+            return fail()
+        self._log.info("control: unload {plugin!r} from {peer}", plugin=name, peer=self._peer())
+        d = self._call("unload", name, self.factory.manager.unload, name, **kw)
+        return d.addCallback(lambda quit_message: {"quit_message": to_json(quit_message)})
+
+    @Reload.responder
+    def reload(self, name: str, data: Any = None,
+               mode: Optional[str] = None) -> Deferred[Dict[str, Any]]:
+        """
+        Reload a plugin; C{data} is left unchanged when not given.
+        """
+        kw: Dict[str, Any] = {}
+        try:
+            if mode is not None:
+                kw["mode"] = _mode(mode)
+        except ControlError:
+            return fail()
+        if data is not None:
+            kw["data"] = data
+        self._log.info("control: reload {plugin!r} from {peer}", plugin=name, peer=self._peer())
+        d = self._call("reload", name, self.factory.manager.reload, name, **kw)
+        return d.addCallback(lambda plugin: {"plugin": _describe_plugin(name, plugin)})
+
+    @ReloadChanged.responder
+    def reload_changed(self) -> Deferred[Dict[str, Any]]:
+        """
+        Reload what changed on disk.
+        """
+        def outcomes(results: Dict[str, Any]) -> Dict[str, Any]:
+            out = {}
+            for name, result in results.items():
+                if isinstance(result, Failure):
+                    out[name] = {"ok": False, "error": to_json(result)}
+                else:
+                    out[name] = {"ok": True, **_describe_plugin(name, result)}
+            return {"results": out}
+        return self._call("reload_changed", None,
+                          self.factory.manager.reload_changed).addCallback(outcomes)
+
+    @Shutdown.responder
+    def shutdown(self, mode: Optional[str] = None) -> Deferred[Dict[str, Any]]:
+        """
+        Shut the manager down, answer, then let the process stop.
+        """
+        try:
+            chosen = _mode(mode) or ShutdownMode.SMART
+        except ControlError:
+            return fail()
+        self._log.info("control: shutdown ({mode}) from {peer}", mode=chosen.value,
+                       peer=self._peer())
+        d = self._call("shutdown", None, self.factory.manager.shutdown, chosen)
+
+        def done(_: Any) -> Dict[str, Any]:
+            self.factory.shutdown_requested()
+            return {}
+        return d.addCallback(done)
+
+    @Subscribe.responder
+    def subscribe(self) -> Dict[str, Any]:
+        """
+        Stream events to this connection until it closes.
+        """
+        if not self._subscribed:
+            self._subscribed = True
+            self.factory.manager.register(self._on_event)
+        return {}
+
+    def _on_event(self, event: PluginEvent) -> None:
+        if self._dropped or not self._subscribed:
+            return
+        if self._unacknowledged >= self.factory.max_unacknowledged:
+            self._drop(f"subscriber too slow ({self._unacknowledged} events unacknowledged)")
+            return
+        self._unacknowledged += 1
+        d = self.callRemote(Event, event=event_to_json(event, self.factory.reactor.seconds()))
+
+        def acknowledged(result: Any) -> None:
+            self._unacknowledged -= 1
+
+        def failed(failure: Failure) -> None:
+            self._unacknowledged -= 1
+            if not failure.check(ConnectionDone, ConnectionLost, amp.ProtocolSwitched):
+                self._drop(f"event not accepted ({failure.getErrorMessage()})"[:300])
+        d.addCallbacks(acknowledged, failed)
+
+
+class ControlFactory(ServerFactory):
+    """
+    Builds L{ControlProtocol}s for one manager, and keeps track of them.
+    Quiet: it logs neither its start nor its stop (C{noisy} is false).
+
+    @ivar manager: the L{IPluginManager} commands act on.
+    @ivar reactor: the reactor (for timers).
+    @ivar token: the shared secret a connection must present first, or
+        L{None} when none is needed (UNIX sockets).
+    @ivar max_unacknowledged: how many events a subscriber may leave
+        unacknowledged before it is dropped as too slow.
+    @ivar connections: the open connections.
+    """
+
+    protocol = ControlProtocol
+    noisy = False
+
+    def __init__(
+        self,
+        manager: IPluginManager,
+        reactor: IReactorTime,
+        token: Optional[str] = None,
+        on_shutdown: Optional[Callable[[], object]] = None,
+        max_unacknowledged: int = MAX_UNACKNOWLEDGED_EVENTS,
+    ) -> None:
+        self.manager = manager
+        self.reactor = reactor
+        self.token = token
+        self.max_unacknowledged = max_unacknowledged
+        self._on_shutdown = on_shutdown
+        self.connections: Set[ControlProtocol] = set()
+
+    def buildProtocol(self, addr: Any) -> ControlProtocol:
+        """
+        A new connection.
+        """
+        proto = ControlProtocol(self)
+        self.connections.add(proto)
+        return proto
+
+    def forget(self, proto: ControlProtocol) -> None:
+        """
+        A connection closed.
+        """
+        self.connections.discard(proto)
+
+    def shutdown_requested(self) -> None:
+        """
+        The manager was shut down through the channel: call C{on_shutdown}
+        on a later reactor turn (so that the answer is sent first).
+        """
+        if self._on_shutdown is not None:
+            self.reactor.callLater(0, self._on_shutdown)
+
+    def close_all(self, timeout: float = CLOSE_TIMEOUT) -> Deferred[None]:
+        """
+        Close every connection, flushing what is being sent; abort those
+        still open after C{timeout} seconds.
+
+        @return: a Deferred firing when all are closed.
+        """
+        if not self.connections:
+            return succeed(None)
+        for proto in list(self.connections):
+            if proto.transport is not None:
+                proto.transport.loseConnection()
+        remaining = set(self.connections)
+        done: Deferred[None] = Deferred()
+
+        def closed(_: Any, proto: ControlProtocol) -> None:
+            remaining.discard(proto)
+            if not remaining and not done.called:
+                if timer.active():
+                    timer.cancel()
+                done.callback(None)
+
+        def expire() -> None:
+            for proto in list(remaining):
+                _abort(proto.transport)
+
+        timer = self.reactor.callLater(timeout, expire)
+        for proto in list(self.connections):
+            proto.closed.addCallback(closed, proto)
+        return done
