@@ -11,200 +11,45 @@ from __future__ import annotations
 import json
 import os
 import sys
-import textwrap
-from typing import Callable, List, Optional, Tuple
+from typing import List
 
 import pytest
 import pytest_twisted
+from _processes import (
+    BASE,
+    Daemon,
+    Watched,
+    environment,
+    make_home,
+    timeout,
+    write_config,
+    write_plugin,
+)
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol, Protocol
-from twisted.internet.utils import getProcessOutputAndValue
+from twisted.internet.protocol import Protocol
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 15
-
-
-def environment() -> dict:
-    env = dict(os.environ)
-    # The repository on sys.path: the package, and the twisted/plugins
-    # drop-in (Twisted finds drop-ins in twisted/plugins/ of sys.path entries).
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
-    env.pop("PLUGMGR_CONTROL", None)
-    env.pop("PLUGMGR_TOKEN", None)
-    return env
-
-
-def timeout(d: Deferred, seconds: float = TIMEOUT) -> Deferred:
-    return d.addTimeout(seconds, reactor)
-
-
-class Watched(ProcessProtocol):
-    """
-    A subprocess whose output can be waited for.
-    """
-
-    def __init__(self) -> None:
-        self.out = b""
-        self.err = b""
-        self.ended: Deferred = Deferred()
-        self.exit_code: Optional[int] = None
-        self.signal: Optional[int] = None
-        self._waiters: List[Tuple[Callable[[], bool], Deferred]] = []
-
-    @property
-    def text(self) -> str:
-        return (self.out + self.err).decode("utf-8", "replace")
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-        self._check()
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-        self._check()
-
-    def _check(self) -> None:
-        for waiter in list(self._waiters):
-            predicate, d = waiter
-            if predicate():
-                self._waiters.remove(waiter)
-                d.callback(None)
-
-    def wait_for(self, text: str, count: int = 1, seconds: float = TIMEOUT) -> Deferred:
-        """
-        Fire once C{text} appeared C{count} times in the output.
-        """
-        def predicate() -> bool:
-            return self.text.count(text) >= count
-
-        d: Deferred = Deferred()
-        if predicate():
-            d.callback(None)
-        else:
-            self._waiters.append((predicate, d))
-
-        def explain(failure):
-            raise AssertionError(
-                f"{text!r} not seen {count} time(s) within {seconds}s; output:\n{self.text}"
-            )
-        return timeout(d, seconds).addErrback(explain)
-
-    def processEnded(self, reason) -> None:
-        if reason.check(ProcessDone, ProcessTerminated):
-            self.exit_code = reason.value.exitCode
-            self.signal = reason.value.signal
-        for _, d in self._waiters:
-            d.errback(AssertionError(f"process ended; output:\n{self.text}"))
-        self._waiters = []
-        self.ended.callback(None)
-
-
-class Daemon:
-    """
-    C{twist plugmgr} running in C{home}.
-    """
-
-    def __init__(self, home, *args: str, twistd: bool = False) -> None:
-        self.home = home
-        self.proto = Watched()
-        if twistd:
-            argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-        else:
-            argv = [sys.executable, "-m", "twisted", "--log-format=text", "plugmgr"]
-        argv += list(args)
-        self.transport = reactor.spawnProcess(
-            self.proto, sys.executable, argv, env=environment(), path=str(home)
-        )
-        self.socket = str(home / "plugmgr.sock")
-
-    def ready(self) -> Deferred:
-        return self.proto.wait_for("plugmgr ready")
-
-    def signal(self, name: str) -> None:
-        self.transport.signalProcess(name)
-
-    def ended(self) -> Deferred:
-        return timeout(Deferred.fromCoroutine(self._ended()))
-
-    async def _ended(self):
-        await self.proto.ended
-        return self.proto.exit_code
-
-    async def kill(self) -> None:
-        if self.proto.ended.called:
-            return
-        try:
-            self.transport.signalProcess("KILL")
-        except Exception:
-            pass
-        await timeout(self.proto.ended)
-
-    async def cli(self, *args: str, control: Optional[str] = None) -> Tuple[int, str, str]:
-        """
-        Run the plugmgr CLI against this daemon: (exit status, stdout, stderr).
-        """
-        control = control or f"unix:path={self.socket}"
-        out, err, code = await timeout(getProcessOutputAndValue(
-            sys.executable, ["-m", "twisted_plugmgr.cli", "--control", control, *args],
-            env=environment(), path=str(self.home),
-        ))
-        return code, out.decode(), err.decode()
-
-
-def write_plugin(directory, name, version="1", shutdown=""):
-    source = textwrap.dedent(f"""
-        from twisted_plugmgr import Plugin, handler
-
-        class Thing(Plugin):
-            name = {name!r}
-            version = {version!r}
-            longname = "test plugin {name}"
-            license = "MIT"
-            author = "tests"
-
-            @handler()
-            def echo(self):
-                return self.data
-    """)
-    if shutdown:
-        source += textwrap.indent(textwrap.dedent(shutdown), "    ")
-    path = directory / f"{name}.py"
-    path.write_text(source)
-    return path
-
-
-SLOW_SHUTDOWN = """
+#: A shutdown that waits for SIGUSR1 (and says so in the log), then writes
+#: "finished MODE" to the file named by the plugin's data.
+GATED_SHUTDOWN = """
 def shutdown(self, mode, reason):
-    from twisted.internet.task import deferLater
-    def done():
+    import signal
+    from twisted.internet.defer import Deferred
+
+    finish = Deferred()
+
+    def release(signum, frame):
+        self.api.reactor.callFromThread(finish.callback, None)
+
+    def finished(_):
         with open(self.data["marker"], "w") as f:
             f.write(f"finished {mode.value}")
         return "slow done"
-    return deferLater(self.api.reactor, 0.5, done)
-"""
 
-
-def make_home(tmp_path, config: str):
-    os.chmod(tmp_path, 0o700)
-    plugins = tmp_path / "plugins"
-    plugins.mkdir(exist_ok=True)
-    for name in ("alpha", "beta", "gamma", "delta"):
-        write_plugin(plugins, name)
-    (tmp_path / "plugmgr.toml").write_text(textwrap.dedent(config))
-    return tmp_path
-
-
-BASE = """
-[manager]
-paths = ["plugins"]
-
-[plugins.alpha]
-data = { n = 1 }
-
-[plugins.beta]
+    signal.signal(signal.SIGUSR1, release)
+    self.api.log.info("slow: shutting down, waiting for SIGUSR1")
+    return finish.addCallback(finished)
 """
 
 
@@ -292,9 +137,7 @@ async def test_load_invalid_name(shared):
 
 @pytest_twisted.ensureDeferred
 async def test_cannot_connect(tmp_path):
-    daemon = Daemon.__new__(Daemon)
-    daemon.home = tmp_path
-    daemon.socket = str(tmp_path / "none.sock")
+    daemon = Daemon.absent(tmp_path)
     code, out, err = await daemon.cli("status")
     assert code == 3
     assert err.strip() == (f"plugmgr: cannot connect to unix:path={tmp_path}/none.sock: "
@@ -346,7 +189,7 @@ async def test_garbage_on_the_control_socket(shared):
 async def test_sighup_with_a_changed_config(tmp_path, daemons):
     daemon = await start(tmp_path)
     daemons.append(daemon)
-    (tmp_path / "plugmgr.toml").write_text(textwrap.dedent("""
+    write_config(tmp_path, """
         [manager]
         paths = ["plugins"]
 
@@ -354,7 +197,7 @@ async def test_sighup_with_a_changed_config(tmp_path, daemons):
         data = { n = 2 }
 
         [plugins.gamma]
-    """))
+    """)
     daemon.signal("HUP")
     await daemon.proto.wait_for("reconfig done")
     code, out, err = await daemon.cli("--json", "status")
@@ -367,7 +210,7 @@ async def test_sighup_with_a_changed_config(tmp_path, daemons):
 async def test_sighup_with_a_broken_config(tmp_path, daemons):
     daemon = await start(tmp_path)
     daemons.append(daemon)
-    (tmp_path / "plugmgr.toml").write_text("[manager\n")
+    write_config(tmp_path, "[manager\n")
     daemon.signal("HUP")
     await daemon.proto.wait_for("reconfig aborted, nothing changed")
     assert "plugmgr.toml: invalid TOML" in daemon.proto.text
@@ -387,22 +230,35 @@ async def test_sigterm_waits_for_a_slow_lazy_shutdown(tmp_path, daemons):
         [plugins.slow]
         data = {{ marker = "{marker}" }}
     """)
-    write_plugin(home / "plugins", "slow", shutdown=SLOW_SHUTDOWN)
+    write_plugin(home / "plugins", "slow", body=GATED_SHUTDOWN)
     daemon = Daemon(home, "--config", "plugmgr.toml")
     daemons.append(daemon)
     await daemon.ready()
     daemon.signal("TERM")
+    await daemon.proto.wait_for("slow: shutting down, waiting for SIGUSR1")
+    # The plugin's shutdown has not finished: neither has the process.
+    assert not daemon.proto.ended.called
+    assert not marker.exists()
+    daemon.signal("USR1")
     assert await daemon.ended() == 0, daemon.proto.text
     assert marker.read_text() == "finished lazy"
     assert not os.path.exists(daemon.socket)
 
 
+@pytest.mark.parametrize("name", ["TERM", "INT"])
 @pytest_twisted.ensureDeferred
-async def test_sigint_exits_zero(tmp_path, daemons):
+async def test_sigterm_and_sigint_exit_zero_without_the_signal(tmp_path, daemons, name):
+    """
+    SIGTERM and SIGINT shut the manager down and the process exits with
+    status 0: it does not end with the signal (as a reactor that stops on
+    its own signal handler would make C{twist} do).
+    """
     daemon = await start(tmp_path)
     daemons.append(daemon)
-    daemon.signal("INT")
+    daemon.signal(name)
     assert await daemon.ended() == 0, daemon.proto.text
+    assert daemon.proto.signal is None
+    assert f"received SIG{name}, shutting down (smart)" in daemon.proto.text
 
 
 @pytest_twisted.ensureDeferred

@@ -10,11 +10,11 @@ import os
 import shutil
 import signal
 import sys
-import textwrap
 from typing import Any, Dict, List
 
 import pytest
 import pytest_twisted
+from _processes import BASE, REPO, TextWaiters, make_home, timeout, write_config, write_plugin
 from twisted.application.service import IServiceMaker, Service
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -28,67 +28,24 @@ from twisted_plugmgr._control import connect
 from twisted_plugmgr._lifecycle import ShutdownMode
 from twisted_plugmgr._tap import Options, PlugmgrService, StartupError, makeService
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMEOUT = 10
+#: A shutdown that tells the test it began, with the mode and a Deferred the
+#: test fires to let it finish: the test sets C{on_shutdown} (a Deferred) on
+#: the plugin's class first.
+GATED_SHUTDOWN = """
+def shutdown(self, mode, reason):
+    from twisted.internet.defer import Deferred
 
-
-def timeout(d: Deferred, seconds: float = TIMEOUT) -> Deferred:
-    return d.addTimeout(seconds, reactor)
-
-
-def write_plugin(directory, name, version="1", extra="", shutdown_seconds=None):
-    shutdown = ""
-    if shutdown_seconds is not None:
-        shutdown = textwrap.dedent(f"""
-            def shutdown(self, mode, reason):
-                from twisted.internet.task import deferLater
-                def done():
-                    type(self).finished.append(mode.value)
-                    return "slowly done"
-                return deferLater(self.api.reactor, {shutdown_seconds}, done)
-        """)
-    source = textwrap.dedent(f"""
-        from twisted_plugmgr import Plugin
-
-        class Thing(Plugin):
-            name = {name!r}
-            version = {version!r}
-            longname = "test plugin {name}"
-            license = "MIT"
-            author = "tests"
-            finished = []
-    """) + textwrap.indent(shutdown, "    ") + extra
-    (directory / f"{name}.py").write_text(source)
+    finish = Deferred()
+    type(self).on_shutdown.callback((mode.value, finish))
+    return finish.addCallback(lambda _: "slowly done")
+"""
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    os.chmod(tmp_path, 0o700)
-    (tmp_path / "plugins").mkdir()
-    for name in ("alpha", "beta", "gamma", "delta"):
-        write_plugin(tmp_path / "plugins", name)
+    make_home(tmp_path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def write_config(home, text):
-    path = home / "plugmgr.toml"
-    path.write_text(textwrap.dedent(text))
-    return str(path)
-
-
-BASE = """
-[manager]
-paths = ["plugins"]
-
-[plugins.alpha]
-data = { n = 1 }
-
-[plugins.beta]
-
-[plugins.gamma]
-enabled = false
-"""
 
 
 def options(*argv) -> Options:
@@ -98,14 +55,28 @@ def options(*argv) -> Options:
 
 
 class LogCapture:
+    """
+    The lines logged, which can be waited for.
+    """
+
     def __init__(self):
         self.lines: List[str] = []
+        self.waiters = TextWaiters(lambda: "\n".join(self.lines))
 
     def __call__(self, event):
         self.lines.append(formatEvent(event) or "")
+        # Waiters fire on a later reactor turn, not inside the code that logs
+        # (which may run in any thread).
+        reactor.callFromThread(self.waiters.check)
 
     def has(self, text):
         return any(text in line for line in self.lines)
+
+    def wait_for(self, text) -> Deferred:
+        """
+        Fire once C{text} was logged.
+        """
+        return self.waiters.wait_for(text)
 
 
 @pytest.fixture
@@ -122,13 +93,21 @@ class Running:
     """
 
     def __init__(self, config_file, *argv, handle_signals=False):
+        #: One True per time the service asked to stop the process.
         self.stops: List[Any] = []
+        #: Fires when the service first asks to stop the process.
+        self.stop_requested: Deferred = Deferred()
         args = ["--config", config_file] if config_file else []
         self.options = options(*args, *argv)
         self.service = PlugmgrService(self.options["settings"], reactor,
                                       handle_signals=handle_signals,
-                                      stop=lambda: self.stops.append(True))
+                                      stop=self.request_stop)
         self.manager = self.service.manager
+
+    def request_stop(self):
+        self.stops.append(True)
+        if not self.stop_requested.called:
+            self.stop_requested.callback(None)
 
     async def start(self):
         self.service.startService()
@@ -143,10 +122,10 @@ class Running:
     def stop(self):
         if self.service.running:
             return timeout(self.service.stopService())
-        return Deferred.fromCoroutine(_nothing())
+        return Deferred.fromCoroutine(nothing())
 
 
-async def _nothing():
+async def nothing():
     return None
 
 
@@ -324,15 +303,20 @@ async def test_a_plugin_failing_at_start_does_not_stop_the_others(home, running,
 
 @pytest_twisted.ensureDeferred
 async def test_stop_waits_for_a_slow_shutdown(home, running):
-    write_plugin(home / "plugins", "slow", shutdown_seconds=0.3)
+    write_plugin(home / "plugins", "slow", body=GATED_SHUTDOWN)
     r = running(write_config(home, '[manager]\npaths = ["plugins"]\nshutdown_mode = "lazy"\n'
                              "[plugins.slow]\n"))
     await r.start()
-    cls = type(r.instance("slow"))
-    d = r.service.stopService()
-    assert cls.finished == []
+    type(r.instance("slow")).on_shutdown = Deferred()
+    stopped: List[Any] = []
+    d = r.service.stopService().addBoth(lambda result: stopped.append(True) or result)
+    mode, finish = await timeout(type(r.instance("slow")).on_shutdown)
+    assert mode == "lazy"
+    assert stopped == []
+    finish.callback(None)
     await timeout(d)
-    assert cls.finished == ["lazy"]
+    assert stopped == [True]
+    assert r.table() == {}
 
 
 @pytest_twisted.ensureDeferred
@@ -342,15 +326,9 @@ async def test_control_shutdown_stops_the_process(home, running):
     client = await timeout(connect(reactor, f"unix:path={home}/plugmgr.sock"))
     await timeout(client.shutdown())
     assert r.table() == {}
-    await timeout(Deferred.fromCoroutine(_later(0.01)))
+    await timeout(r.stop_requested)
     assert r.stops == [True]
     await client.close()
-
-
-async def _later(seconds):
-    from twisted.internet.task import deferLater
-
-    await deferLater(reactor, seconds, lambda: None)
 
 
 @pytest_twisted.ensureDeferred
@@ -466,7 +444,8 @@ async def test_signal_handlers_installed_and_restored(home, running):
     r = running(write_config(home, BASE), handle_signals=True)
     await r.start()
     for s in before:
-        assert signal.getsignal(s) == r.service._on_signal
+        installed = signal.getsignal(s)
+        assert callable(installed) and installed != before[s]
     await r.stop()
     assert {s: signal.getsignal(s) for s in before} == before
 
@@ -477,25 +456,23 @@ async def test_sighup_reconfigures(home, running, log):
     await r.start()
     write_config(home, BASE + "\n[plugins.delta]\n")
     os.kill(os.getpid(), signal.SIGHUP)
-    for _ in range(200):
-        if "delta" in r.table() and log.has("reconfig done"):
-            break
-        await _later(0.01)
+    await log.wait_for("reconfig done")
     assert "delta" in r.table()
     assert log.has("received SIGHUP, reconfiguring")
 
 
 @pytest_twisted.ensureDeferred
-async def test_sigterm_stops_the_reactor_without_an_exit_signal(home, running, log):
+async def test_sigterm_stops_the_reactor(home, running, log):
+    """
+    SIGTERM asks to stop the reactor, which waits for the staged shutdown.
+    (That the process then exits with status 0, not with the signal, is
+    test_process's.)
+    """
     r = running(write_config(home, BASE), handle_signals=True)
     await r.start()
     os.kill(os.getpid(), signal.SIGTERM)
-    for _ in range(200):
-        if r.stops:
-            break
-        await _later(0.01)
+    await timeout(r.stop_requested)
     assert r.stops == [True]
-    assert getattr(reactor, "_exitSignal", None) is None
     assert log.has("received SIGTERM, shutting down (smart)")
 
 

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
-from typing import Any, FrozenSet, Iterator, List, Set
+from typing import Any, Callable, FrozenSet, Iterator, List, Set
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import DeferredQueue
-from twisted.internet.task import Clock, LoopingCall
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.task import Clock, LoopingCall, deferLater
 from twisted.logger import globalLogPublisher
 
-from twisted_plugmgr import _watch
 from twisted_plugmgr._watch import SourceWatcher, is_reported_name
 
 try:
@@ -25,7 +25,7 @@ except ImportError:  # not Linux
     INotify = INotifyError = None
 
 needs_inotify = pytest.mark.skipif(
-    getattr(_watch, "_inotify", None) is None, reason="inotify is not available"
+    INotify is None or not sys.platform.startswith("linux"), reason="inotify is not available"
 )
 
 # Binary-exact durations, so that Clock arithmetic is exact.
@@ -40,11 +40,11 @@ class Reports:
 
     def __init__(self) -> None:
         self.calls: List[FrozenSet[str]] = []
-        self._queue: DeferredQueue = DeferredQueue()
+        self.queue: DeferredQueue = DeferredQueue()
 
     def __call__(self, paths: FrozenSet[str]) -> None:
         self.calls.append(paths)
-        self._queue.put(paths)
+        self.queue.put(paths)
 
     async def next(self, timeout: float = 5.0) -> FrozenSet[str]:
         """
@@ -53,7 +53,7 @@ class Reports:
         """
         from twisted.internet import reactor
 
-        d = self._queue.get()
+        d = self.queue.get()
         d.addTimeout(timeout, reactor)
         return await d
 
@@ -113,6 +113,20 @@ def owned_calls(reactor: Any, watcher: SourceWatcher) -> List[Any]:
         if owner is watcher:
             found.append(call)
     return found
+
+
+async def turns_until(predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+    """
+    Let the real reactor run, a turn at a time, until C{predicate()} is
+    true; fail after C{seconds}.
+    """
+    from twisted.internet import reactor
+
+    async def turns() -> None:
+        while not predicate():
+            await deferLater(reactor, 0, lambda: None)
+
+    await Deferred.fromCoroutine(turns()).addTimeout(seconds, reactor)
 
 
 @pytest.fixture
@@ -663,16 +677,22 @@ async def test_inotify_set_targets_changes(
 
 
 @needs_inotify
-def test_inotify_stop_releases_reactor(reports: Reports, plugins: Path) -> None:
+@pytest_twisted.ensureDeferred
+async def test_inotify_stop_releases_reactor(reports: Reports, plugins: Path) -> None:
     """
     L{SourceWatcher.stop} with a report pending closes inotify and cancels
     the report.
     """
-    watcher = make_inotify_watcher(reports, [plugins])
-    watcher._changed([str(plugins / "hello.py")])
-    watcher._schedule_resync()
+    from twisted.internet import reactor
+
+    watcher = SourceWatcher(reactor, reports, debounce=60, use_inotify=True)
+    watcher.set_targets([str(plugins)])
+    watcher.start()
+    write(plugins / "hello.py", "VERSION = 2\n")
+    await turns_until(lambda: owned_calls(reactor, watcher) != [])  # the report, in 60s
     watcher.stop()
     assert_released(watcher)
+    assert reports.calls == []
 
 
 @needs_inotify
@@ -686,10 +706,10 @@ async def test_inotify_failure_falls_back_to_polling(
     """
     from twisted.internet import reactor
 
-    def broken(*args: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise INotifyError("too many inotify instances")
 
-    monkeypatch.setattr(_watch, "_Notifier", broken)
+    monkeypatch.setattr(INotify, "__init__", broken)
     watcher = SourceWatcher(reactor, reports, poll_interval=0.02)
     watcher.set_targets([str(plugins)])
     assert watcher.mode == "inotify"
@@ -714,10 +734,10 @@ def test_forced_inotify_failure_raises_at_start(
     """
     from twisted.internet import reactor
 
-    def broken(*args: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise INotifyError("too many inotify instances")
 
-    monkeypatch.setattr(_watch, "_Notifier", broken)
+    monkeypatch.setattr(INotify, "__init__", broken)
     watcher = SourceWatcher(reactor, reports, use_inotify=True)
     watcher.set_targets([str(plugins)])
     with pytest.raises(INotifyError):

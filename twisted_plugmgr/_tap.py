@@ -18,13 +18,12 @@ import copy
 import os
 import signal
 import types
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import attr
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorThreads
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -43,6 +42,7 @@ from ._control import (
     ControlService,
     unix_socket_path,
 )
+from ._deferreds import run_blocking
 from ._lifecycle import ShutdownMode
 from ._source import check_name
 
@@ -293,7 +293,7 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
-def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
+def makeService(options: Mapping[str, Any], reactor: Optional[IReactorCore] = None) -> IService:
     """
     Build the service from parsed L{Options}.
 
@@ -302,7 +302,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
-        reactor = _reactor
+        reactor = IReactorCore(_reactor)
     return PlugmgrService(options["settings"], reactor)
 
 
@@ -334,11 +334,25 @@ class PlugmgrService(MultiService):
     def __init__(
         self,
         settings: Settings,
-        reactor: Any,
+        reactor: IReactorCore,
         handle_signals: bool = True,
         manager_factory: Optional[Callable[..., Any]] = None,
         stop: Optional[Callable[[], object]] = None,
     ) -> None:
+        """
+        @param settings: the validated L{Settings}.
+        @param reactor: the reactor; it also keeps time (L{IReactorTime}),
+            receives the signals' hand-over (L{IReactorFromThreads}, when
+            C{handle_signals}), and reads the config file of a reconfig in
+            its thread pool when it has one (L{IReactorThreads}; inline
+            otherwise).
+        @param handle_signals: install the SIGHUP, SIGTERM and SIGINT
+            handlers once the reactor runs.
+        @param manager_factory: what builds the manager (L{PluginManager}
+            by default), called with its keyword arguments.
+        @param stop: what stops the process (by default, the reactor is
+            stopped if it runs).
+        """
         super().__init__()
         from ._manager import PluginManager
 
@@ -350,17 +364,20 @@ class PlugmgrService(MultiService):
         kw: Dict[str, Any] = {"stop_mode": manager_config.shutdown_mode}
         if manager_config.start_deadline is not None:
             kw["start_deadline"] = manager_config.start_deadline
+        deadlines: Dict[Union[ShutdownMode, str], float] = dict(
+            manager_config.deadlines.items()
+        )
         self.manager = (manager_factory or PluginManager)(
             packages=manager_config.packages,
             paths=manager_config.paths,
-            deadlines=dict(manager_config.deadlines),
+            deadlines=deadlines,
             reactor=reactor,
             **kw,
         )
         self.manager.setName("manager")
         self.manager.setServiceParent(self)
         self.control = ControlService(
-            ControlFactory(self.manager, reactor, token=settings.token,
+            ControlFactory(self.manager, IReactorTime(reactor), token=settings.token,
                            on_shutdown=self._shutdown_requested),
             settings.control,
             reactor,
@@ -389,7 +406,8 @@ class PlugmgrService(MultiService):
             self.log.warn("[irc] ignored: the IRC bot is not available ({error})", error=e)
             return None
         try:
-            bot = make_bot_service(self.manager, settings.config.irc, self._reactor)
+            bot = make_bot_service(self.manager, settings.config.irc,
+                                   IReactorTime(self._reactor))
         except ValueError as e:
             raise StartupError(f"{settings.config.filename}: irc: {e}") from None
         bot.setName("irc")
@@ -541,7 +559,7 @@ class PlugmgrService(MultiService):
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         # In the signal handler: only hand over to the reactor.
-        self._reactor.callFromThread(self._signalled, signum)
+        IReactorFromThreads(self._reactor).callFromThread(self._signalled, signum)
 
     def _signalled(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -602,7 +620,7 @@ class PlugmgrService(MultiService):
             return succeed(None)
         if self._stopping:
             return succeed(None)
-        d = self._blocking(read_config, filename, self.settings.overrides)
+        d = run_blocking(self._reactor, read_config, filename, self.settings.overrides)
         d.addCallbacks(self._apply, self._aborted)
         d.addErrback(lambda f: self.log.failure("reconfig failed", failure=f))
         return d
@@ -613,11 +631,6 @@ class PlugmgrService(MultiService):
                            error=str(failure.value))
         else:
             self.log.failure("reconfig aborted, nothing changed", failure=failure)
-
-    def _blocking(self, f: Callable[..., Any], *args: Any) -> Deferred:
-        if IReactorThreads.providedBy(self._reactor):
-            return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), f, *args)
-        return maybeDeferred(f, *args)
 
     def _apply(self, settings: Settings) -> Deferred:
         old = self._applied

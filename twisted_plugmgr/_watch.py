@@ -35,11 +35,11 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Dict, FrozenSet, Iterable, Optional, Set, Tuple
+from typing import Callable, Dict, FrozenSet, Iterable, Optional, Set, Tuple
 
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IDelayedCall, IReactorFDSet
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -47,15 +47,18 @@ from twisted.python.filepath import FilePath
 
 __all__ = ["SourceWatcher", "is_reported_name"]
 
+#: Whether Twisted's inotify support can be used here (Linux, with a libc
+#: that has inotify); without it, the watcher polls.
+_HAVE_INOTIFY = False
 if sys.platform.startswith("linux"):
     try:
         from twisted.internet import inotify as _inotify
     except ImportError:  # no usable libc inotify: polling only
-        _inotify = None
-else:
-    _inotify = None
+        pass
+    else:
+        _HAVE_INOTIFY = True
 
-if _inotify is not None:
+if _HAVE_INOTIFY:
 
     class _Notifier(_inotify.INotify):
         """
@@ -67,7 +70,9 @@ if _inotify is not None:
         the owner can open a new one.
         """
 
-        def __init__(self, reactor: Any, on_lost: Callable[[Any, Failure], None]) -> None:
+        def __init__(
+            self, reactor: IReactorFDSet, on_lost: Callable[[_Notifier, Failure], None]
+        ) -> None:
             super().__init__(reactor=reactor)
             self._on_lost = on_lost
 
@@ -260,7 +265,7 @@ class SourceWatcher:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         on_change: Callable[[FrozenSet[str]], object],
         debounce: float = 0.05,
         poll_interval: float = 0.25,
@@ -286,9 +291,9 @@ class SourceWatcher:
             raise ValueError(f"debounce must be >= 0, not {debounce!r}")
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be > 0, not {poll_interval!r}")
-        can_inotify = _inotify is not None and IReactorFDSet.providedBy(reactor)
+        can_inotify = _HAVE_INOTIFY and IReactorFDSet.providedBy(reactor)
         if use_inotify and not can_inotify:
-            why = "not on Linux" if _inotify is None else f"{reactor!r} is not an IReactorFDSet"
+            why = "not on Linux" if not _HAVE_INOTIFY else f"{reactor!r} is not an IReactorFDSet"
             raise ValueError(f"inotify is not available: {why}")
         self._reactor = reactor
         self._on_change = on_change
@@ -307,7 +312,7 @@ class SourceWatcher:
         # polling
         self._loop: Optional[LoopingCall] = None
         # inotify
-        self._notifier: Any = None
+        self._notifier: Optional[_Notifier] = None
         self._watches: Dict[str, _DirWatch] = {}
         self._resync_call: Optional[IDelayedCall] = None
 
@@ -544,9 +549,9 @@ class SourceWatcher:
         """
         Add and remove inotify watches to match L{_plan}.
         """
-        assert _inotify is not None
+        assert _HAVE_INOTIFY
         if self._notifier is None:
-            notifier = _Notifier(self._reactor, self._notifier_lost)
+            notifier = _Notifier(IReactorFDSet(self._reactor), self._notifier_lost)
             notifier.startReading()
             self._notifier = notifier
             self._watches.clear()
@@ -616,7 +621,7 @@ class SourceWatcher:
             if is_reported_name(name, bool(mask & _inotify.IN_ISDIR)):
                 self._changed(os.path.join(target, name) for target in watch.targets)
 
-    def _notifier_lost(self, notifier: Any, reason: Failure) -> None:
+    def _notifier_lost(self, notifier: _Notifier, reason: Failure) -> None:
         """
         The notifier closed. If it was not L{stop}, open a new one soon:
         Twisted closes it when a watched directory is deleted.

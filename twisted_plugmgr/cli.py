@@ -25,10 +25,11 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, TextIO
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost, TimeoutError
+from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.internet.task import react
 from twisted.protocols import amp
 
@@ -55,7 +56,7 @@ class _UsageError(Exception):
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise _UsageError(f"{message}\n{self.format_usage().rstrip()}")
 
 
@@ -219,7 +220,7 @@ def _format_event(event: Dict[str, Any]) -> str:
 
 
 async def _command(
-    reactor: Any, args: argparse.Namespace, client: ControlClient, out: TextIO, err: TextIO
+    args: argparse.Namespace, client: ControlClient, out: TextIO, err: TextIO
 ) -> int:
     name = args.command
     as_json = args.json
@@ -277,7 +278,7 @@ async def _command(
 
 
 async def run(
-    reactor: Any,
+    reactor: IReactorCore,
     argv: Sequence[str],
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
@@ -286,8 +287,11 @@ async def run(
     """
     Run C{plugmgr} with C{argv} (without the program name) on C{reactor}.
 
+    @param reactor: the reactor to connect with; it keeps time for the
+        timeouts too (an L{IReactorTime} provider, as every reactor is).
     @return: the exit status.
     """
+    clock = IReactorTime(reactor)
     environ = dict(os.environ if environ is None else environ)
 
     def fail(code: int, message: str) -> int:
@@ -306,7 +310,7 @@ async def run(
     client: Optional[ControlClient] = None
     try:
         connecting = connect(reactor, control, token)
-        connecting.addTimeout(CONNECT_TIMEOUT, reactor)
+        connecting.addTimeout(CONNECT_TIMEOUT, clock)
         client = await connecting
     except ControlError as e:
         return fail(EXIT_REFUSED, f"{control}: refused: {e.message}")
@@ -316,10 +320,10 @@ async def run(
         return fail(EXIT_UNAVAILABLE,
                     f"cannot connect to {control}: {_reason(e)} (is the manager running?)")
     try:
-        command = _command(reactor, args, client, out, err)
+        command = _command(args, client, out, err)
         d = Deferred.fromCoroutine(command)
         if args.timeout is not None:
-            d.addTimeout(args.timeout, reactor)
+            d.addTimeout(args.timeout, clock)
         return await d
     except ControlError as e:
         return fail(EXIT_REFUSED, f"{args.command}: {e.message}")
@@ -340,7 +344,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
 
-    async def _main(reactor: Any) -> None:
+    async def _main(reactor: IReactorCore) -> None:
         code = await run(reactor, arguments)
         if code:
             raise SystemExit(code)

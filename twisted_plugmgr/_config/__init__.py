@@ -1,0 +1,80 @@
+"""
+The configuration file: its model and its validation.
+
+Pure code: L{parse_config} takes the text of a TOML file (bytes or str) and
+the file's name, and returns a frozen L{Config} or raises L{ConfigError}.
+Nothing here touches the reactor or the network (paths are resolved as
+strings, relative to the directory of the config file); whatever the input,
+the only exception that comes out is L{ConfigError}. The one exception to
+"pure": the C{[irc] server} string is checked by Twisted's own endpoint
+parser (against a stand-in reactor), which reads the certificate files a
+TLS string names and, for an endpoint type Twisted does not know itself,
+looks through the C{twisted.plugins} drop-ins.
+
+The file::
+
+    [manager]
+    packages = ["myapp.plugins"]          # dotted package names
+    paths = ["plugins"]                   # directories, relative to this file
+    watch = true
+    control = "unix:path=plugmgr.sock"    # any Twisted server endpoint string
+    shutdown_mode = "smart"
+    deadlines = { immediate = 1, smart = 10, lazy = 120 }
+    start_deadline = 30
+    control_token_file = "token"          # required for non-UNIX endpoints
+    allow_shared_dir = false
+
+    [plugins.hello]
+    enabled = true
+    data = { greeting = "hi" }
+
+    [irc]
+    server = "tcp:irc.example.org:6667"
+    nick = "plugbot"
+    channels = ["#plugmgr"]
+
+One module per section or concern, all of them pure:
+
+  - C{_error}: L{ConfigError}, and how it names keys and found values;
+  - C{_paths}: paths relative to the config file's directory;
+  - C{_endpoints}: Twisted endpoint strings as text (split, join, kind,
+    UNIX socket paths, the default control endpoint, the client check);
+  - C{_values}: the checks of single values (a table, a string, ...);
+  - C{_manager}, C{_plugins}, C{_irc}: one section each, its model and its
+    validation;
+  - C{_file}: the whole file, L{Config} and L{parse_config}.
+"""
+
+from __future__ import annotations
+
+from ._endpoints import (
+    DEFAULT_SOCKET_NAME,
+    check_client_endpoint,
+    default_control,
+    endpoint_kind,
+    join_endpoint,
+    resolve_unix_endpoint,
+    split_endpoint,
+)
+from ._error import ConfigError
+from ._file import Config, parse_config
+from ._irc import FloodConfig, IRCConfig
+from ._manager import ManagerConfig
+from ._plugins import PluginConfig
+
+__all__ = [
+    "ConfigError",
+    "Config",
+    "ManagerConfig",
+    "PluginConfig",
+    "IRCConfig",
+    "FloodConfig",
+    "parse_config",
+    "split_endpoint",
+    "join_endpoint",
+    "endpoint_kind",
+    "check_client_endpoint",
+    "resolve_unix_endpoint",
+    "default_control",
+    "DEFAULT_SOCKET_NAME",
+]

@@ -1,0 +1,144 @@
+"""
+The C{[manager]} section: L{ManagerConfig} and its validation.
+"""
+
+from __future__ import annotations
+
+import keyword
+import types
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import attr
+
+from .._lifecycle import DEFAULT_DEADLINES, ShutdownMode, coerce_deadlines
+from ._endpoints import resolve_unix_endpoint
+from ._error import describe
+from ._values import Checker
+
+__all__ = ["ManagerConfig", "check_manager", "MANAGER_KEYS"]
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True, kw_only=True)
+class ManagerConfig:
+    """
+    The C{[manager]} section.
+
+    @ivar packages: dotted names of the packages plugins are found in.
+    @ivar paths: absolute directories plugins are found in.
+    @ivar watch: whether to reload plugins when their source changes.
+    @ivar control: the control channel's server endpoint string (UNIX
+        socket paths already resolved against the config file's directory),
+        or L{None} for the default (L{default_control}).
+    @ivar shutdown_mode: the mode of the shutdown on SIGTERM/SIGINT.
+    @ivar deadlines: seconds per L{ShutdownMode}, defaults merged in.
+    @ivar start_deadline: seconds a plugin's start may take, or L{None} for
+        the manager's default.
+    @ivar control_token: the shared secret a non-UNIX control connection
+        must present first, or L{None}.
+    @ivar control_token_file: an absolute path to a file holding that
+        secret, or L{None}.
+    @ivar allow_shared_dir: allow the control socket in a directory that
+        other users can write to.
+    """
+
+    packages: Tuple[str, ...] = ()
+    paths: Tuple[str, ...] = ()
+    watch: bool = False
+    control: Optional[str] = None
+    shutdown_mode: ShutdownMode = ShutdownMode.SMART
+    deadlines: Mapping[ShutdownMode, float] = attr.ib(
+        factory=lambda: types.MappingProxyType(dict(DEFAULT_DEADLINES))
+    )
+    start_deadline: Optional[float] = None
+    control_token: Optional[str] = None
+    control_token_file: Optional[str] = None
+    allow_shared_dir: bool = False
+
+
+#: The keys of the C{[manager]} section, in the order error messages list them.
+MANAGER_KEYS = (
+    "packages", "paths", "watch", "control", "shutdown_mode", "deadlines",
+    "start_deadline", "control_token", "control_token_file", "allow_shared_dir",
+)
+
+
+def check_manager(check: Checker, value: Any) -> ManagerConfig:
+    """
+    Validate the C{[manager]} table.
+
+    @raise ConfigError: for an unknown key or an invalid value.
+    """
+    section = check.table(value, "manager")
+    check.keys(section, MANAGER_KEYS, "manager")
+    kw: Dict[str, Any] = {}
+    if "packages" in section:
+        kw["packages"] = _packages(check, section["packages"])
+    if "paths" in section:
+        if not isinstance(section["paths"], list):
+            raise check.fail("manager.paths", "expected an array of strings",
+                             describe(section["paths"]))
+        kw["paths"] = tuple(
+            check.path(p, f"manager.paths[{i}]") for i, p in enumerate(section["paths"])
+        )
+    if "watch" in section:
+        kw["watch"] = check.boolean(section["watch"], "manager.watch")
+    if "control" in section:
+        control = check.endpoint(section["control"], "manager.control")
+        kw["control"] = resolve_unix_endpoint(control, check.base_dir)
+    if "shutdown_mode" in section:
+        kw["shutdown_mode"] = _mode(check, section["shutdown_mode"], "manager.shutdown_mode")
+    if "deadlines" in section:
+        kw["deadlines"] = _deadlines(check, section["deadlines"])
+    if "start_deadline" in section:
+        kw["start_deadline"] = check.positive(section["start_deadline"], "manager.start_deadline")
+    if "control_token" in section:
+        kw["control_token"] = check.string(section["control_token"], "manager.control_token")
+    if "control_token_file" in section:
+        kw["control_token_file"] = check.path(
+            section["control_token_file"], "manager.control_token_file"
+        )
+    if "control_token" in kw and "control_token_file" in kw:
+        raise check.fail(
+            "manager.control_token_file",
+            "expected either control_token or control_token_file, not both",
+        )
+    if "allow_shared_dir" in section:
+        kw["allow_shared_dir"] = check.boolean(
+            section["allow_shared_dir"], "manager.allow_shared_dir"
+        )
+    return ManagerConfig(**kw)
+
+
+def _packages(check: Checker, value: Any) -> Tuple[str, ...]:
+    packages = check.strings(value, "manager.packages")
+    for i, package in enumerate(packages):
+        if not all(_identifier(part) for part in package.split(".")):
+            raise check.fail(
+                f"manager.packages[{i}]",
+                "expected a dotted Python package name such as 'myapp.plugins'",
+                describe(package),
+            )
+    return packages
+
+
+def _identifier(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
+def _mode(check: Checker, value: Any, key: str) -> ShutdownMode:
+    expected = "expected one of 'immediate', 'smart', 'lazy'"
+    if not isinstance(value, str):
+        raise check.fail(key, expected, describe(value))
+    try:
+        return ShutdownMode.coerce(value)
+    except ValueError:
+        raise check.fail(key, expected, describe(value)) from None
+
+
+def _deadlines(check: Checker, value: Any) -> Mapping[ShutdownMode, float]:
+    deadlines = check.table(value, "manager.deadlines")
+    check.keys(deadlines, tuple(m.value for m in ShutdownMode), "manager", "deadlines")
+    seconds = {
+        mode: check.positive(deadlines[mode], f"manager.deadlines.{mode}") for mode in deadlines
+    }
+    return types.MappingProxyType(coerce_deadlines(seconds))
