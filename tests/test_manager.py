@@ -29,11 +29,14 @@ from twisted_plugmgr import (
     ShutdownTimedOut,
     StartTimedOut,
 )
-from twisted_plugmgr.testing import clock_manager, failure_of, result_of, write_plugin
-
-
-def plugin_modules(manager):
-    return [n for n in sys.modules if n.startswith(manager.module_prefix)]
+from twisted_plugmgr._interfaces import IPluginHost
+from twisted_plugmgr.testing import (
+    clock_manager,
+    failure_of,
+    plugin_modules,
+    result_of,
+    write_plugin,
+)
 
 
 def assert_nothing_left(manager, name):
@@ -51,8 +54,152 @@ def test_interfaces_are_provided(env):
     write_plugin(plugdir, "hello")
     plugin = result_of(manager.load("hello"))
     assert verifyObject(IPluginManager, manager)
+    assert verifyObject(IPluginHost, manager)
     assert verifyObject(IPlugin, plugin)
     assert verifyObject(IPluginAPI, plugin.api)
+
+
+def test_instance_of_gives_the_serving_instance_or_refuses(env):
+    manager, clock, events, plugdir = env
+    write_plugin(plugdir, "hello")
+    plugin = result_of(manager.load("hello"))
+    assert manager.instance_of("hello") is plugin
+    for name in ("nope", "bad name", 3):
+        with pytest.raises(NoSuchPlugin):
+            manager.instance_of(name)
+    result_of(manager.unload("hello"))
+    with pytest.raises(NoSuchPlugin):
+        manager.instance_of("hello")
+
+
+# -- why a load failed: the reason field -----------------------------------
+
+
+def test_each_load_failure_says_why_in_its_reason(env, logged_failures):
+    manager, clock, events, plugdir = env
+    write_plugin(plugdir, "hello")
+    (plugdir / "broken.py").write_text("def (:\n")
+    write_plugin(plugdir, "nometa", meta="name = 'nometa'\n")
+    write_plugin(plugdir, "ctor", """
+        def __init__(self, api, data=None):
+            raise RuntimeError("no")
+    """)
+    write_plugin(plugdir, "needy", "requires = ('absent',)\n")
+    result_of(manager.load("hello"))
+    events.clear()
+    cases = [
+        ("bad name!", InvalidName, "plugin_compile_failed", "invalid_name"),
+        ("ghost", NoSuchPlugin, "plugin_compile_failed", "not_found"),
+        ("hello", AlreadyLoaded, "plugin_compile_failed", "already_loaded"),
+        ("broken", CompileFailed, "plugin_compile_failed", "compile_error"),
+        ("nometa", InvalidMetadata, "plugin_invalid_values", "invalid_metadata"),
+        ("ctor", InitFailed, "plugin_init_failed", "init_failed"),
+        ("needy", DependencyError, "plugin_init_failed", "dependency_failed"),
+    ]
+    for name, error, kind, reason in cases:
+        events.clear()
+        failure_of(manager.load(name), error)
+        [event] = [e for e in events.events if e.failure is not None and e.plugin == name]
+        assert (event.kind, event.reason) == (kind, reason), name
+        assert event.message == str(event.failure.value)
+        assert name not in manager.plugin_table() or name == "hello"
+    logged_failures.flush(CompileFailed, InvalidMetadata, InitFailed, DependencyError,
+                          NoSuchPlugin, InvalidName, AlreadyLoaded)
+    d = manager.shutdown()
+    clock.advance(1)
+    result_of(d)
+    events.clear()
+    failure_of(manager.load("hello"), ManagerStopped)
+    [event] = events.of("plugin_compile_failed")
+    assert event.reason == "manager_stopped"
+    assert "shut down" in event.message
+    logged_failures.flush(ManagerStopped)
+
+
+def test_the_already_loaded_message_says_so(env, logged_failures):
+    manager, clock, events, plugdir = env
+    write_plugin(plugdir, "hello")
+    result_of(manager.load("hello"))
+    failure_of(manager.load("hello"), AlreadyLoaded)
+    [event] = events.of("plugin_compile_failed")
+    assert "already loaded" in event.message and "running" in event.message
+    logged_failures.flush(AlreadyLoaded)
+
+
+# -- what the table and the manager show -----------------------------------
+
+
+def test_the_table_shows_the_events_a_plugin_handles_while_it_runs(env):
+    manager, clock, events, plugdir = env
+    write_plugin(plugdir, "hello", """
+        @handler()
+        def greet(self):
+            return "hi"
+
+        @handler("shout")
+        def loud(self):
+            return "HI"
+    """)
+    write_plugin(plugdir, "slow", header="from twisted.internet.task import deferLater\n", body="""
+        @handler()
+        def greet(self):
+            return "slow"
+
+        def startService(self):
+            Plugin.startService(self)
+            return deferLater(self.api.reactor, 2, lambda: None)
+    """)
+    result_of(manager.load("hello"))
+    d = manager.load("slow")
+    assert manager.plugin_table()["hello"].events == ("greet", "shout")
+    assert manager.plugin_table()["slow"].events == ()  # starting: not called yet
+    clock.advance(2)
+    result_of(d)
+    assert manager.plugin_table()["slow"].events == ("greet",)
+    assert result_of(manager.emit("greet")) == ["hi", "slow"]
+
+
+def test_module_prefix_names_the_plugins_modules(env):
+    manager, clock, events, plugdir = env
+    other, _, _ = clock_manager(paths=[plugdir])
+    assert manager.module_prefix != other.module_prefix
+    write_plugin(plugdir, "hello")
+    result_of(manager.load("hello"))
+    assert plugin_modules(manager) == [manager.module_prefix + "hello"]
+    assert manager.plugin_table()["hello"].module == manager.module_prefix + "hello"
+    assert plugin_modules(other) == []
+    result_of(manager.unload("hello"))
+    assert plugin_modules(manager) == []
+
+
+def test_add_package_extends_where_plugins_are_found(env, tmp_path, monkeypatch):
+    manager, clock, events, plugdir = env
+    package = tmp_path / "extra_plugins_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    write_plugin(package, "extra")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "extra" not in manager.available()
+    manager.add_package("extra_plugins_pkg")
+    manager.add_package("extra_plugins_pkg")
+    assert manager.packages == ("extra_plugins_pkg",)
+    assert "extra" in manager.available()
+    result_of(manager.load("extra"))
+    assert manager.plugin_table()["extra"].module == "extra_plugins_pkg.extra"
+    result_of(manager.unload("extra"))
+    for bad in ("", 3, None):
+        with pytest.raises(TypeError):
+            manager.add_package(bad)
+    assert manager.packages == ("extra_plugins_pkg",)
+
+
+def test_watch_mode_says_how_files_are_watched(env):
+    manager, clock, events, plugdir = env
+    assert manager.watch_mode is None
+    manager.watch(use_inotify=False, poll_interval=1)
+    assert manager.watch_mode == "polling"
+    manager.unwatch()
+    assert manager.watch_mode is None
 
 
 # -- load ----------------------------------------------------------------

@@ -371,7 +371,7 @@ class PlugmgrService(MultiService):
             packages=manager_config.packages,
             paths=manager_config.paths,
             deadlines=deadlines,
-            reactor=reactor,
+            reactor=IReactorTime(reactor),
             **kw,
         )
         self.manager.setName("manager")
