@@ -190,7 +190,7 @@ async def bench_end_to_end(reactor: Any, mode: str, trials: int) -> Dict[str, An
             manager.watch(debounce=DEBOUNCE, use_inotify=False, poll_interval=DEFAULT_POLL_INTERVAL)
             interval = DEFAULT_POLL_INTERVAL
         # What the watcher really uses (inotify may fall back to polling).
-        watcher_mode = getattr(manager._watcher, "mode", mode)
+        watcher_mode = manager.watch_mode or mode
         reloaded_ms: List[float] = []
         answered_ms: List[float] = []
         timeouts = 0

@@ -276,7 +276,7 @@ class Soak:
         d.addBoth(outcome)
 
     def loaded(self) -> List[str]:
-        return list(self.manager._records)
+        return list(self.manager.namedServices)
 
     def target(self) -> str:
         loaded = self.loaded()

@@ -32,13 +32,13 @@ from twisted_plugmgr import PluginError, PluginState, ShutdownMode
 from twisted_plugmgr._config import ConfigError, parse_config
 from twisted_plugmgr._control import (
     MAX_BOX_KEYS,
+    ControlClientProtocol,
     ControlFactory,
     ControlService,
     Load,
     Reload,
     Status,
     Unload,
-    _ClientProtocol,
     connect,
 )
 from twisted_plugmgr.testing import clock_manager, failure_of, result_of, write_plugin
@@ -480,7 +480,7 @@ def test_fuzzed_control_frames(control, logged_failures, data):
     close(client, pump, factory)
     settle(logged_failures)
     client, server, pump = iosim.connectedServerAndClient(
-        lambda: factory.buildProtocol(None), _ClientProtocol)
+        lambda: factory.buildProtocol(None), ControlClientProtocol)
     answers = []
     client.callRemote(Status).addBoth(answers.append)
     pump.flush()
@@ -527,7 +527,7 @@ def test_fuzzed_box_sizes(control, logged_failures, box):
 def test_fuzzed_data_through_the_control_channel(control, logged_failures, data):
     manager, clock, factory = control
     client, server, pump = iosim.connectedServerAndClient(
-        lambda: factory.buildProtocol(None), _ClientProtocol)
+        lambda: factory.buildProtocol(None), ControlClientProtocol)
     answers: List[Any] = []
     client.callRemote(Load, name="datap", data=data).addBoth(answers.append)
     pump.flush()
@@ -551,7 +551,7 @@ def test_load_of_a_plugin_with_a_raising_version_is_answered(control, logged_fai
             raise RuntimeError("no version for you")
     """)
     client, server, pump = iosim.connectedServerAndClient(
-        lambda: factory.buildProtocol(None), _ClientProtocol)
+        lambda: factory.buildProtocol(None), ControlClientProtocol)
     answers: List[Any] = []
     client.callRemote(Load, name="liar").addBoth(answers.append)
     pump.flush()

@@ -70,10 +70,6 @@ from ._wire import (
     to_json,
 )
 
-#: The name tests/test_fuzz.py imports the client protocol by; use
-#: L{ControlClientProtocol}.
-_ClientProtocol = ControlClientProtocol
-
 __all__ = [
     "JSON",
     "ControlError",
