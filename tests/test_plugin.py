@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from twisted_plugmgr import IPlugin, IPluginAPI, Plugin, PluginError, ShutdownMode
-from twisted_plugmgr._plugin import PluginReactor
+from twisted_plugmgr._reactor import PluginReactor
 from twisted_plugmgr.testing import FakePluginAPI, result_of
 
 

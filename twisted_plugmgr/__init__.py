@@ -27,7 +27,8 @@ from ._events import EVENT_KINDS, PluginEvent
 from ._interfaces import IPlugin, IPluginAPI, IPluginManager
 from ._lifecycle import DEFAULT_DEADLINES, DEFAULT_START_DEADLINE, PluginState, ShutdownMode
 from ._manager import PluginInfo, PluginManager
-from ._plugin import LiveReference, Plugin, PluginAPI, PluginReactor
+from ._plugin import LiveReference, Plugin, PluginAPI
+from ._reactor import PluginReactor
 
 __all__ = [
     "AlreadyLoaded",

@@ -1,26 +1,26 @@
 """
 What a plugin is made of and what it is given: the L{Plugin} base class,
-the L{PluginAPI}, the plugin-scoped reactor, and live references to other
-plugins.
+the L{PluginAPI} (with the plugin-scoped reactor of L{_reactor}), and live
+references to other plugins.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Set, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import directlyProvides, implementer, providedBy
+from zope.interface import implementer
 
-from ._errors import PluginError
 from ._interfaces import IPlugin, IPluginAPI, IPluginHost
 from ._lifecycle import ShutdownMode
+from ._reactor import PluginReactor
 
-__all__ = ["Plugin", "PluginAPI", "PluginReactor", "LiveReference"]
+__all__ = ["Plugin", "PluginAPI", "LiveReference"]
 
 
 @implementer(IPlugin)
@@ -69,193 +69,6 @@ class Plugin(Service):
         """
         Service.stopService(self)
         return maybeDeferred(self.shutdown, ShutdownMode.SMART, "service stopped")
-
-
-class PluginReactor:
-    """
-    A plugin's view of the reactor. What the plugin starts through it --
-    delayed calls, looping calls (L{looping_call}), listening ports and
-    client connections -- is recorded as the plugin's, and whatever of it is
-    still live when the plugin is unloaded or reloaded is cancelled or
-    closed by L{close}. Everything else is the reactor's own.
-    """
-
-    def __init__(self, reactor: IReactorTime, owner: str,
-                 on_error: Optional[Callable[[Failure], object]] = None) -> None:
-        self._reactor = reactor
-        self._owner = owner
-        self._on_error = on_error
-        self._delayed: Set[IDelayedCall] = set()
-        self._loops: List[LoopingCall] = []
-        self._ports: List[Any] = []
-        self._connectors: List[Any] = []
-        self._closed = False
-        directlyProvides(self, providedBy(reactor))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reactor, name)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise PluginError(self._owner, "the plugin is unloaded: it cannot start anything")
-
-    def seconds(self) -> float:
-        """
-        The reactor's time.
-        """
-        return self._reactor.seconds()
-
-    def callLater(self, delay: float, f: Callable[..., Any], *args: Any, **kw: Any) -> IDelayedCall:
-        """
-        Schedule C{f(*args, **kw)} in C{delay} seconds, as the plugin's.
-        """
-        self._check_open()
-        holder: List[IDelayedCall] = []
-
-        def fire() -> Any:
-            self._delayed.discard(holder[0])
-            return self._guarded(f, args, kw)
-
-        call = self._reactor.callLater(delay, fire)
-        holder.append(call)
-        if len(self._delayed) > 64:
-            self._delayed = {c for c in self._delayed if c.active()}
-        self._delayed.add(call)
-        return call
-
-    def _guarded(self, f: Callable[..., Any], args: tuple, kw: dict) -> Any:
-        """
-        Call C{f} for a timer or a looping call: what it raises, or a
-        Deferred it returns fails with, is the plugin's error (reported
-        through C{on_error}), not the reactor's; a looping call goes on.
-        """
-        if self._on_error is None:
-            return f(*args, **kw)
-        try:
-            result = f(*args, **kw)
-        except BaseException:
-            self._on_error(Failure())
-            return None
-        if isinstance(result, Deferred):
-            return result.addErrback(self._on_error)
-        return result
-
-    def getDelayedCalls(self) -> List[IDelayedCall]:
-        """
-        The plugin's own delayed calls that are still pending.
-        """
-        return [c for c in self._delayed if c.active()]
-
-    def looping_call(self, f: Callable[..., Any], *args: Any, **kw: Any) -> LoopingCall:
-        """
-        A L{LoopingCall} of C{f} on the reactor's clock, owned by the plugin.
-        """
-        self._check_open()
-        loop = LoopingCall(self._guarded, f, args, kw)
-        loop.clock = self._reactor
-        self._loops.append(loop)
-        return loop
-
-    def _port(self, method: str, *args: Any, **kw: Any) -> Any:
-        self._check_open()
-        port = getattr(self._reactor, method)(*args, **kw)
-        self._ports.append(port)
-        return port
-
-    def _connect(self, method: str, *args: Any, **kw: Any) -> Any:
-        self._check_open()
-        connector = getattr(self._reactor, method)(*args, **kw)
-        self._connectors.append(connector)
-        return connector
-
-    def listenTCP(self, *args: Any, **kw: Any) -> Any:
-        """
-        L{IReactorTCP.listenTCP}, the port owned by the plugin.
-        """
-        return self._port("listenTCP", *args, **kw)
-
-    def listenUDP(self, *args: Any, **kw: Any) -> Any:
-        """
-        L{IReactorUDP.listenUDP}, the port owned by the plugin.
-        """
-        return self._port("listenUDP", *args, **kw)
-
-    def listenUNIX(self, *args: Any, **kw: Any) -> Any:
-        """
-        L{IReactorUNIX.listenUNIX}, the port owned by the plugin.
-        """
-        return self._port("listenUNIX", *args, **kw)
-
-    def listenSSL(self, *args: Any, **kw: Any) -> Any:
-        """
-        L{IReactorSSL.listenSSL}, the port owned by the plugin.
-        """
-        return self._port("listenSSL", *args, **kw)
-
-    def connectTCP(self, *args: Any, **kw: Any) -> Any:
-        """
-        L{IReactorTCP.connectTCP}, the connection owned by the plugin.
-        """
-        return self._connect("connectTCP", *args, **kw)
-
-    def connectUNIX(self, *args: Any, **kw: Any) -> Any:
-        """
-        L{IReactorUNIX.connectUNIX}, the connection owned by the plugin.
-        """
-        return self._connect("connectUNIX", *args, **kw)
-
-    def connectSSL(self, *args: Any, **kw: Any) -> Any:
-        """
-        L{IReactorSSL.connectSSL}, the connection owned by the plugin.
-        """
-        return self._connect("connectSSL", *args, **kw)
-
-    def close(self) -> Tuple[Deferred, List[str]]:
-        """
-        Cancel or close whatever the plugin left live, and refuse anything
-        new.
-
-        @return: a Deferred firing when every port has stopped listening,
-            and a sentence for each kind of thing that was left live.
-        """
-        self._closed = True
-        left: List[str] = []
-        timers = [c for c in self._delayed if c.active()]
-        for call in timers:
-            call.cancel()
-        self._delayed = set()
-        loops = [loop for loop in self._loops if loop.running]
-        for loop in loops:
-            loop.stop()
-        self._loops = []
-        waits = []
-        ports = self._ports
-        self._ports = []
-        open_ports = 0
-        for port in ports:
-            if getattr(port, "connected", True) and not getattr(port, "disconnected", False):
-                open_ports += 1
-                waits.append(maybeDeferred(port.stopListening))
-        connectors = self._connectors
-        self._connectors = []
-        open_connections = 0
-        for connector in connectors:
-            if getattr(connector, "state", "disconnected") != "disconnected":
-                open_connections += 1
-                connector.disconnect()
-        for count, what in (
-            (len(timers), "timer"),
-            (len(loops), "looping call"),
-            (open_ports, "listening port"),
-            (open_connections, "connection"),
-        ):
-            if count:
-                verb = "open" if what in ("listening port", "connection") else "running"
-                left.append(f"left {count} {what}{'s' if count > 1 else ''} {verb}")
-        d = gatherResults(waits, consumeErrors=True) if waits else Deferred()
-        if not waits:
-            d.callback([])
-        return d, left
 
 
 class LiveReference:

@@ -23,7 +23,8 @@ from ._events import Listener, Listeners, PluginEvent
 from ._interfaces import IPluginAPI, IPluginManager
 from ._lifecycle import PluginState, ShutdownMode
 from ._manager import PluginInfo, PluginManager
-from ._plugin import LiveReference, PluginReactor
+from ._plugin import LiveReference
+from ._reactor import PluginReactor
 from ._source import check_name
 
 __all__ = [
