@@ -84,6 +84,7 @@ def startService(self):
     port = plugin.port.getHost().port
     connected = await _connect(reactor, port)
     assert connected
+    await _settled(reactor)  # the server has seen the client go
     await manager.unload("server")
     assert [e.message for e in events.of("plugin_warning")] == ["left 1 listening port open"]
     assert not plugin.port.connected
@@ -106,3 +107,13 @@ def _connect(reactor, port):
         return True
 
     return d.addCallbacks(connected, lambda f: False)
+
+
+async def _settled(reactor, turns=20):
+    """
+    Let the reactor run a few turns (a bounded wait, a turn at a time).
+    """
+    from twisted.internet.task import deferLater
+
+    for _ in range(turns):
+        await deferLater(reactor, 0, lambda: None)

@@ -286,17 +286,28 @@ class VersionLife:
         return call_with_deadline(instance.shutdown, (mode, reason), seconds, self._reactor,
                                   lambda: ShutdownTimedOut(name, mode, seconds))
 
-    def close(self, name: str, version: Optional[Version]) -> Deferred[None]:
+    def seconds(self) -> float:
+        """
+        The reactor's time (to count a stop's deadline from).
+        """
+        return self._reactor.seconds()
+
+    def close(self, name: str, version: Optional[Version],
+              until: Optional[float] = None) -> Deferred[None]:
         """
         Cancel or close what C{version} left live through its plugin-scoped
-        reactor, reporting each kind as a warning.
+        reactor, reporting each kind as a warning. The connections its
+        ports accepted are closed, and aborted if still open at the reactor
+        time C{until} (at once without one).
 
-        @return: a Deferred firing once its ports have stopped listening.
+        @return: a Deferred firing once its ports have stopped listening and
+            its accepted connections are gone.
         """
         api = version.api if version is not None else None
         if api is None:
             return succeed(None)
-        closed, left = api.reactor.close()
+        grace = until - self._reactor.seconds() if until is not None else None
+        closed, left = api.reactor.close(grace)
         for sentence in left:
             self._reporter.warning(name, sentence)
 

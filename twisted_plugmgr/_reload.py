@@ -289,6 +289,7 @@ class ReloadAttempt:
         self.old_version = old.version
         record.lifecycle.fire("reload")
         seconds = reloader.deadlines[self.mode]
+        self.until = reloader.life.seconds() + seconds  # the old version's connections
         reloader.life.shutdown(self.name, old.instance, self.mode, "reloading", seconds).addBoth(
             self._old_stopped)
         return self.result
@@ -306,7 +307,7 @@ class ReloadAttempt:
         return reloader.life.take_state(self.name, old.instance).addCallback(self._close_then_start)
 
     def _close_then_start(self, state: Any) -> Deferred[Any]:
-        return self.reloader.life.close(self.name, self.old).addCallback(
+        return self.reloader.life.close(self.name, self.old, self.until).addCallback(
             lambda _: self._start(self.new, state).addCallbacks(
                 self._succeeded, self._new_failed, errbackArgs=(state,)))
 

@@ -109,8 +109,10 @@ class Stopper:
         record.lifecycle.fire("stop")
         record.stop = stopping = Shared()
         self.index.remove(record.name)
+        seconds = self.deadlines[mode]
+        until = self.life.seconds() + seconds  # connections left open are aborted then
         if was_running:
-            d = self.life.shutdown(record.name, record.instance, mode, reason, self.deadlines[mode])
+            d = self.life.shutdown(record.name, record.instance, mode, reason, seconds)
         else:
             d = succeed(reason or f"{record.name} unloaded")
 
@@ -125,7 +127,7 @@ class Stopper:
                 self._stopped(record, quit_message)
                 stopping.fire(outcome)
 
-            self.life.close(record.name, record.version).addCallback(closed)
+            self.life.close(record.name, record.version, until).addCallback(closed)
 
         d.addBoth(finish)
         return stopping.wait()
