@@ -86,6 +86,14 @@ class IPluginAPI(Interface):
         Return a LoopingCall of C{f} on the plugin's clock, owned by the plugin.
         """
 
+    def stop(reason="", mode="smart"):
+        """
+        End the plugin: it is unloaded like any other (its dependents first),
+        and C{plugin_unloaded} says C{reason="stopped_itself"}.
+
+        @return: a Deferred firing with its quit message.
+        """
+
 
 class IPluginManager(Interface):
     """
@@ -197,4 +205,14 @@ class IPluginHost(Interface):
     def report_warning(name, message):
         """
         Broadcast C{plugin_warning} about plugin C{name} with C{message}.
+        """
+
+    def stop_plugin(name, api, reason="", mode="smart"):
+        """
+        Unload plugin C{name} because it ends itself, if C{api} is the API of
+        the instance serving under that name.
+
+        @return: a Deferred firing with its quit message (C{plugin_unloaded}
+            says C{reason="stopped_itself"}); failing with C{NoSuchPlugin}
+            when that instance is no longer the one serving.
         """

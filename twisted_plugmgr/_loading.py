@@ -43,8 +43,8 @@ class Loader:
     @param teardown: removes every trace of a record (see
         L{_stopping.Stopper.teardown}).
     @param settle: called with a record once it has settled.
-    @param unload: the manager's public C{unload}, to take back the
-        requirements of a failed load.
+    @param unload: unloads a plugin by name (with C{mode}, C{reason} and
+        C{why}), to take back the requirements of a failed load.
     @param changed: called after a plugin started (to watch its files).
     """
 
@@ -148,7 +148,8 @@ class Loader:
             error = failure.value
             missing = getattr(error, "plugin", "?")
             chain_of = getattr(error, "chain", ()) or chain + (record.name, missing)
-            undo = [self.unload(n, ShutdownMode.IMMEDIATE, "requirement of a failed load")
+            undo = [self.unload(n, ShutdownMode.IMMEDIATE, "requirement of a failed load",
+                                why="load_failed")
                     for n in reversed(loaded) if n in self.registry]
             done = gatherResults(undo, consumeErrors=True) if undo else succeed(None)
             done.addBoth(lambda _: result.errback(Failure(DependencyError(

@@ -123,7 +123,7 @@ class PluginManager(MultiService):
         self._loader = Loader(
             registry, self._life, self._index, self._delivery, reporter, self._import, reactor,
             self._phase, running=lambda: bool(self.running), teardown=self._stopper.teardown,
-            settle=self._settle, unload=self.unload, changed=self._autoreload.update)
+            settle=self._settle, unload=self._unload, changed=self._autoreload.update)
         self._reloader = Reloader(
             registry, self._life, self._index, reporter, self._import, self.deadlines, reactor,
             abandon=self._delivery.abandon, after=self._after_reload, lost=self._stopper.lost)
@@ -306,6 +306,10 @@ class PluginManager(MultiService):
             L{ShutdownFailed} when the plugin's shutdown raised or timed out
             (it was removed anyway).
         """
+        return self._unload(name, mode, reason, cascade, "unloaded")
+
+    def _unload(self, name: Any, mode: Union[ShutdownMode, str], reason: str, cascade: bool = True,
+                why: str = "unloaded") -> Deferred[Any]:
         try:
             mode = ShutdownMode.coerce(mode)
             _source.check_name(name)
@@ -321,7 +325,31 @@ class PluginManager(MultiService):
             self._reporter.broadcast("plugin_unload_failed", name, failure=Failure(error),
                                      message=str(error))
             return fail(error)
-        return self._stopper.unload(record, dependents, mode, reason)
+        return self._stopper.unload(record, dependents, mode, reason, why)
+
+    def stop_plugin(self, name: str, api: Any, reason: str = "",
+                    mode: Union[ShutdownMode, str] = ShutdownMode.SMART) -> Deferred[Any]:
+        """
+        L{IPluginHost.stop_plugin}: the plugin whose API is C{api} ends
+        itself, as an unload whose C{plugin_unloaded} says C{stopped_itself}.
+        """
+        record = self._registry.get(name)
+        if (record is None or record.version is None or record.version.api is not api
+                or not record.lifecycle.addressable or record.lifecycle.reloading):
+            return fail(NoSuchPlugin(name, "this instance of it is not the one serving"))
+        return self._unload(name, mode, reason or f"{name} stopped itself", True, "stopped_itself")
+
+    def removeService(self, service: Any) -> Deferred[Any]:
+        """
+        A plugin removed from its manager (C{disownServiceParent()}) ends
+        itself, as with L{PluginAPI.stop}; other services are removed as
+        by L{MultiService}.
+        """
+        for record in self._registry:
+            if record.instance is service and record.version is not None:
+                return self.stop_plugin(record.name, record.version.api,
+                                        f"{record.name} was removed from its parent")
+        return MultiService.removeService(self, service)
 
 
     def shutdown(self, mode: Union[ShutdownMode, str] = ShutdownMode.SMART) -> Deferred[Any]:

@@ -6,7 +6,7 @@ references to other plugins.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple, Union
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._errors import PluginError
 from ._interfaces import IPlugin, IPluginAPI, IPluginHost
 from ._lifecycle import ShutdownMode
 from ._reactor import PluginReactor
@@ -63,10 +64,34 @@ class Plugin(Service):
         """
         return reason or f"{self.name} unloaded"
 
+    def _managed(self) -> bool:
+        """
+        Whether it is the child of the manager that loaded it.
+        """
+        api = getattr(self, "api", None)
+        manager = getattr(api, "manager", None)
+        return manager is not None and getattr(self, "parent", None) is manager
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        As L{Service.setServiceParent}, but refused while the plugin is the
+        child of its manager: a plugin has one parent.
+
+        @raise PluginError: naming the plugin, while its manager has it.
+        """
+        if self._managed():
+            raise PluginError(self.api.name, "it is a child of its plugin manager and cannot be "
+                                             "given another parent (api.stop() ends it)")
+        Service.setServiceParent(self, parent)
+
     def stopService(self) -> Deferred:
         """
-        Stop as a plain child service would: L{shutdown} in C{SMART} mode.
+        A plugin that stops itself ends itself: while its manager runs it,
+        this is L{PluginAPI.stop} (it is unloaded). Elsewhere, stop as a
+        plain child service would: L{shutdown} in C{SMART} mode.
         """
+        if self._managed() and self.running:
+            return self.api.stop(f"{self.api.name} called stopService")
         Service.stopService(self)
         return maybeDeferred(self.shutdown, ShutdownMode.SMART, "service stopped")
 
@@ -163,3 +188,17 @@ class PluginAPI:
         L{PluginReactor.looping_call}.
         """
         return self.reactor.looping_call(f, *args, **kw)
+
+    def stop(self, reason: str = "",
+             mode: Union[ShutdownMode, str] = ShutdownMode.SMART) -> Deferred:
+        """
+        End this plugin: it is unloaded like any other plugin (those that
+        require it first), in C{mode}, and C{plugin_unloaded} says
+        C{reason="stopped_itself"}; its quit message is what its C{shutdown}
+        returns (C{reason} is passed to it).
+
+        @return: a Deferred firing with the quit message; failing with
+            L{NoSuchPlugin} when this instance is no longer the one serving
+            (it was reloaded or unloaded meanwhile).
+        """
+        return self._host.stop_plugin(self.name, self, reason, mode)

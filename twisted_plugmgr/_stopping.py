@@ -21,7 +21,16 @@ from ._instance import VersionLife
 from ._lifecycle import ManagerLifecycle, ShutdownMode
 from ._registry import Record, Registry
 
-__all__ = ["Stopper"]
+__all__ = ["Stopper", "UNLOAD_REASONS"]
+
+#: The C{reason} of a C{plugin_unloaded} event: why the plugin went.
+UNLOAD_REASONS = {
+    "unloaded": "unload() was asked for it",
+    "stopped_itself": "the plugin ended itself (api.stop(), stopService(), disownServiceParent())",
+    "requirement_unloaded": "a plugin it requires was unloaded",
+    "shutdown": "the manager shut down",
+    "load_failed": "it was loaded as a requirement of a load that failed",
+}
 
 
 class Stopper:
@@ -59,13 +68,15 @@ class Stopper:
         self.changed = changed
 
     def unload(self, record: Record, dependents: List[str], mode: ShutdownMode,
-               reason: str) -> Deferred[Any]:
+               reason: str, why: str = "unloaded") -> Deferred[Any]:
         """
-        Stop C{dependents} one by one (dependents first), then C{record}.
+        Stop C{dependents} one by one (dependents first), then C{record};
+        C{why} is the C{reason} of C{record}'s C{plugin_unloaded} (see
+        L{UNLOAD_REASONS}).
         """
         name = record.name
         if not dependents:
-            return self.stop(record, mode, reason)
+            return self.stop(record, mode, reason, why)
         result: Deferred[Any] = Deferred()
 
         def next_one(_: Any = None) -> None:
@@ -73,18 +84,20 @@ class Stopper:
                 dependents.pop(0)
             if dependents:
                 dependent = self.registry.records[dependents.pop(0)]
-                self.stop(dependent, mode, reason or f"{name} is unloaded").addBoth(next_one)
+                self.stop(dependent, mode, reason or f"{name} is unloaded",
+                          "requirement_unloaded").addBoth(next_one)
                 return
             current = self.registry.get(name)
             if current is None:
                 result.errback(Failure(NoSuchPlugin(name, "not loaded")))
             else:
-                self.stop(current, mode, reason).chainDeferred(result)
+                self.stop(current, mode, reason, why).chainDeferred(result)
 
         next_one()
         return result
 
-    def stop(self, record: Record, mode: ShutdownMode, reason: str) -> Deferred[Any]:
+    def stop(self, record: Record, mode: ShutdownMode, reason: str,
+             why: str = "unloaded") -> Deferred[Any]:
         """
         Shut C{record} down and remove it; the Deferred fires with the quit
         message or fails with L{ShutdownFailed} (the plugin is gone either
@@ -95,7 +108,7 @@ class Stopper:
             return record.stop.wait()
         if not record.lifecycle.settled:
             return record.when_settled().addCallback(
-                lambda _: self.stop(record, mode, reason) if self.registry.current(record)
+                lambda _: self.stop(record, mode, reason, why) if self.registry.current(record)
                 else fail(NoSuchPlugin(record.name, "it failed to start")))
         if not self.registry.current(record):
             return fail(NoSuchPlugin(record.name, "not loaded"))
@@ -105,7 +118,7 @@ class Stopper:
             # A handler delivered just now may have unloaded its own plugin,
             # or started its reload.
             if not record.lifecycle.serving:
-                return self.stop(record, mode, reason)
+                return self.stop(record, mode, reason, why)
         record.lifecycle.fire("stop")
         record.stop = stopping = Shared()
         self.index.remove(record.name)
@@ -124,7 +137,7 @@ class Stopper:
                     outcome = Failure(ShutdownFailed(record.name, failure=outcome))
 
             def closed(_: Any) -> None:
-                self._stopped(record, quit_message)
+                self._stopped(record, quit_message, why)
                 stopping.fire(outcome)
 
             self.life.close(record.name, record.version, until).addCallback(closed)
@@ -132,13 +145,14 @@ class Stopper:
         d.addBoth(finish)
         return stopping.wait()
 
-    def _stopped(self, record: Record, quit_message: Any) -> None:
+    def _stopped(self, record: Record, quit_message: Any, why: str) -> None:
         if record.instance is not None:
             self.life.mark_stopped(record.name, record.instance)
         self.teardown(record, "stopped", NoSuchPlugin(record.name, "it was unloaded"))
         record.started(Failure(ManagerStopped(record.name) if not self.phase.accepting
                                else NoSuchPlugin(record.name, "unloaded before it started")))
-        self.reporter.broadcast("plugin_unloaded", record.name, quit_message=quit_message)
+        self.reporter.broadcast("plugin_unloaded", record.name, quit_message=quit_message,
+                                reason=why)
         self.settle(record)
         if self.phase.accepting:
             self.changed()
@@ -198,7 +212,7 @@ class Stopper:
                 return
             stops = []
             for record in self.registry.next_stage():
-                d = self.stop(record, mode, "manager shutdown")
+                d = self.stop(record, mode, "manager shutdown", "shutdown")
                 d.addErrback(lambda f: None)  # broadcast as plugin_error already
                 stops.append(d.addCallback(one_done))
             gatherResults(stops).addCallback(next_stage)

@@ -84,6 +84,7 @@ class FakePluginAPI:
     @ivar posts: (plugin, event, args, kw) given to L{post}.
     @ivar calls: (plugin, event, args, kw) given to L{call}.
     @ivar emits: (event, args, kw) given to L{emit}.
+    @ivar stops: the reasons given to L{stop}.
     @ivar clock: the L{Clock} behind C{reactor}.
     """
 
@@ -99,6 +100,7 @@ class FakePluginAPI:
         self.posts: List[Tuple[str, str, tuple, dict]] = []
         self.calls: List[Tuple[str, str, tuple, dict]] = []
         self.emits: List[Tuple[str, tuple, dict]] = []
+        self.stops: List[str] = []
         self.answers: Dict[str, Any] = {}
 
     def warning(self, message: str) -> None:
@@ -146,6 +148,14 @@ class FakePluginAPI:
         A looping call on the fake clock.
         """
         return self.reactor.looping_call(f, *args, **kw)
+
+    def stop(self, reason: str = "", mode: Any = "smart") -> Deferred:
+        """
+        Record that the plugin ended itself; answer C{reason} as its quit
+        message.
+        """
+        self.stops.append(reason)
+        return succeed(reason)
 
 
 def _mode(mode: Any) -> Any:
