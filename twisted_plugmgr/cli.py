@@ -3,12 +3,19 @@ C{plugmgr}: operate a running plugin manager through its control channel.
 
 ::
 
-    plugmgr [--control ENDPOINT | --config FILE] [--token TOKEN | --token-file FILE]
-            [--json] [--timeout SECONDS]
-            status | available | load NAME [--data JSON]
-            | unload NAME [--mode MODE] [--reason TEXT]
-            | reload NAME [--data JSON] [--mode MODE] | reload-changed
-            | events [--count N] | shutdown [--mode MODE]
+    plugmgr [GLOBAL OPTIONS] COMMAND [COMMAND OPTIONS] [GLOBAL OPTIONS]
+
+    GLOBAL OPTIONS: [--control ENDPOINT | --config FILE]
+                    [--token TOKEN | --token-file FILE]
+                    [--json] [--timeout SECONDS] [--version]
+    COMMAND: status | available | load NAME [--data JSON]
+             | unload NAME [--mode MODE] [--reason TEXT]
+             | reload NAME [--data JSON] [--mode MODE] | reload-changed
+             | events [--count N] | shutdown [--mode MODE]
+
+The global options may come before the command, after it, or both; an
+option given twice takes its last value. C{--version} prints
+C{plugmgr VERSION} and exits, without connecting.
 
 Where the manager listens, in order: C{--control}; the C{control} of the
 config file given with C{--config} (default: C{plugmgr.sock} next to it);
@@ -25,9 +32,11 @@ import json
 import os
 import sys
 import time
+from importlib import metadata
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, TextIO
 
 from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import ConnectError, ConnectionDone, ConnectionLost, TimeoutError
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.internet.task import react
@@ -55,9 +64,81 @@ class _UsageError(Exception):
     """Bad usage: a message for the user."""
 
 
+class _VersionRequested(Exception):
+    """C{--version} was given: print the version and exit."""
+
+
 class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise _UsageError(f"{message}\n{self.format_usage().rstrip()}")
+
+
+class _VersionAction(argparse.Action):
+    """
+    C{--version}: stops the parsing at once, as argparse's own C{version}
+    action does (so no command is needed), but leaves the printing to
+    L{run}, which writes to its C{out}.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str,
+                 default: Any = argparse.SUPPRESS, help: Optional[str] = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: Optional[str] = None) -> NoReturn:
+        raise _VersionRequested()
+
+
+def _version() -> str:
+    """
+    The version of twisted-plugmgr: the installed distribution's, else the
+    package's own C{__version__}, else C{unknown}.
+    """
+    try:
+        return metadata.version("twisted-plugmgr")
+    except metadata.PackageNotFoundError:
+        import twisted_plugmgr
+
+        return str(getattr(twisted_plugmgr, "__version__", "unknown"))
+
+
+def _add_global_options(parser: argparse.ArgumentParser, after_command: bool) -> None:
+    """
+    Add the global options to C{parser}: the main parser, or (with
+    C{after_command}) a command's, so that they may come after the command.
+
+    A command's parser parses into a namespace of its own, whose every
+    attribute argparse then copies over the main parser's: there the
+    options default to C{SUPPRESS} (no attribute unless given), so that a
+    value given before the command stands, and one given after it wins.
+    They are left out of the command's usage and help, which say where the
+    global options are described.
+    """
+    def add(container: Any, *flags: str, **kw: Any) -> None:
+        if after_command:
+            kw.update(default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        container.add_argument(*flags, **kw)
+
+    if after_command:
+        group: Any = parser
+        tokens: Any = parser
+    else:
+        group = parser.add_argument_group(
+            "global options", "These may come before COMMAND, after it, or both; "
+            "an option given twice takes its last value.")
+        tokens = group.add_mutually_exclusive_group()
+    add(group, "--version", action=_VersionAction, help="print the version and exit")
+    add(group, "--control", metavar="ENDPOINT",
+        help="client endpoint of the control channel, e.g. unix:path=/run/plugmgr.sock "
+        "or tcp:host=127.0.0.1:port=8123 (default: from --config, then $PLUGMGR_CONTROL, "
+        "then unix:path=plugmgr.sock)")
+    add(group, "--config", metavar="FILE",
+        help="the manager's config file, to find its control channel and token")
+    add(tokens, "--token", help="the control token (TCP endpoints); or $PLUGMGR_TOKEN")
+    add(tokens, "--token-file", metavar="FILE", help="a file holding the control token")
+    add(group, "--json", action="store_true", help="print JSON, for scripts")
+    add(group, "--timeout", type=float, metavar="SECONDS",
+        help="give up on the command after this long (default: wait)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,41 +148,52 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 done, 1 refused by the manager, 2 bad usage, "
         "3 cannot connect or connection lost.",
     )
-    parser.add_argument(
-        "--control", metavar="ENDPOINT",
-        help="client endpoint of the control channel, e.g. unix:path=/run/plugmgr.sock "
-        "or tcp:host=127.0.0.1:port=8123 (default: from --config, then $PLUGMGR_CONTROL, "
-        "then unix:path=plugmgr.sock)",
-    )
-    parser.add_argument("--config", metavar="FILE",
-                        help="the manager's config file, to find its control channel and token")
-    tokens = parser.add_mutually_exclusive_group()
-    tokens.add_argument("--token", help="the control token (TCP endpoints); or $PLUGMGR_TOKEN")
-    tokens.add_argument("--token-file", metavar="FILE", help="a file holding the control token")
-    parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS",
-                        help="give up on the command after this long (default: wait)")
+    _add_global_options(parser, after_command=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    commands.add_parser("status", help="the plugin table")
-    commands.add_parser("available", help="plugins that could be loaded")
-    p = commands.add_parser("load", help="load a plugin")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = commands.add_parser(
+            name, help=help, epilog="The global options (see plugmgr --help) may come "
+            "here too.")
+        _add_global_options(p, after_command=True)
+        return p
+
+    command("status", "the plugin table")
+    command("available", "plugins that could be loaded")
+    p = command("load", "load a plugin")
     p.add_argument("name")
     p.add_argument("--data", metavar="JSON", help="data for the plugin, as JSON")
-    p = commands.add_parser("unload", help="unload a plugin")
+    p = command("unload", "unload a plugin")
     p.add_argument("name")
     p.add_argument("--mode", choices=("immediate", "smart", "lazy"))
     p.add_argument("--reason", default="")
-    p = commands.add_parser("reload", help="reload a plugin from its source")
+    p = command("reload", "reload a plugin from its source")
     p.add_argument("name")
     p.add_argument("--data", metavar="JSON", help="new data for the plugin, as JSON")
     p.add_argument("--mode", choices=("immediate", "smart", "lazy"))
-    commands.add_parser("reload-changed", help="reload the plugins whose source changed")
-    p = commands.add_parser("events", help="print events as they happen")
+    command("reload-changed", "reload the plugins whose source changed")
+    p = command("events", "print events as they happen")
     p.add_argument("--count", type=int, metavar="N", help="stop after N events")
-    p = commands.add_parser("shutdown", help="shut the manager down (its process exits)")
+    p = command("shutdown", "shut the manager down (its process exits)")
     p.add_argument("--mode", choices=("immediate", "smart", "lazy"))
     return parser
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    """
+    Parse C{argv}, global options before and after the command alike.
+
+    @raise _UsageError: for bad usage.
+    @raise _VersionRequested: for C{--version}.
+    """
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+    # The two sides of the command are parsed apart: the main parser's
+    # mutually exclusive group does not see an option given after it.
+    if args.token is not None and args.token_file is not None:
+        parser.error("argument --token-file: not allowed with argument --token")
+    return args
 
 
 def _read_token_file(path: str) -> str:
@@ -300,11 +392,15 @@ async def run(
         return code
 
     try:
-        args = _parser().parse_args(list(argv))
+        args = _parse(argv)
         control, token = _resolve(args, environ)
         _parse_data(getattr(args, "data", None))
     except _UsageError as e:
         return fail(EXIT_USAGE, str(e))
+    except _VersionRequested:
+        out.write(f"plugmgr {_version()}\n")
+        out.flush()
+        return EXIT_OK
     except SystemExit as e:  # --help
         return int(e.code or 0)
     client: Optional[ControlClient] = None
@@ -316,6 +412,10 @@ async def run(
         return fail(EXIT_REFUSED, f"{control}: refused: {e.message}")
     except ValueError as e:
         return fail(EXIT_USAGE, str(e))
+    except DeferredTimeoutError:
+        # No connection, or no answer to authenticating, within CONNECT_TIMEOUT.
+        return fail(EXIT_UNAVAILABLE, f"cannot connect to {control}: no answer within "
+                    f"{CONNECT_TIMEOUT:g}s (is the manager running?)")
     except (ConnectError, TimeoutError, OSError) as e:
         return fail(EXIT_UNAVAILABLE,
                     f"cannot connect to {control}: {_reason(e)} (is the manager running?)")
@@ -331,7 +431,8 @@ async def run(
         return fail(EXIT_REFUSED, f"{args.command}: refused: {e}")
     except (ConnectionDone, ConnectionLost, amp.RemoteAmpError) as e:
         return fail(EXIT_UNAVAILABLE, f"{args.command}: connection lost ({e})")
-    except TimeoutError:
+    except DeferredTimeoutError:
+        # Deferred.addTimeout's, not twisted.internet.error's TimeoutError.
         return fail(EXIT_UNAVAILABLE, f"{args.command}: no answer within {args.timeout:g}s")
     finally:
         if client is not None:
