@@ -220,7 +220,9 @@ class Delivery:
         """
         try:
             names = self._index.plugins_for(event)
-        except TypeError:
+        except TypeError:  # unhashable
+            names = ()
+        if not names and not isinstance(event, str):  # checked off the hot path
             return fail(TypeError(f"an event name is a string, not {type(event).__name__}"))
         return self._emit_from(names, 0, event, args, kw, [])
 

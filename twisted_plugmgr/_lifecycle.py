@@ -12,7 +12,7 @@ beside it.
        |                 |  |                |                     |
        +--fail--> failed <--+ fail           +--fail--> failed     +--reload--> reloading
                             |                                      |            |  |
-                          stop              reloaded / rolled_back |            |  +--fail--> failed
+                          stop  reloaded / rolled_back / cancelled |            |  +--fail--> failed
                             v                                      v            |
                stopped <--stopped-- stopping <-------stop----------+<-----------+
 
@@ -142,6 +142,8 @@ TRANSITIONS: Mapping[Tuple[PluginState, str], PluginState] = {
     (S.RELOADING, "reloaded"): S.RUNNING,
     # The new version failed; a fresh instance of the old one runs again.
     (S.RELOADING, "rolled_back"): S.RUNNING,
+    # A requirement of the new version failed: the old one never stopped.
+    (S.RELOADING, "cancelled"): S.RUNNING,
     # Neither the new nor the old version could start.
     (S.RELOADING, "fail"): S.FAILED,
     (S.STOPPING, "stopped"): S.STOPPED,

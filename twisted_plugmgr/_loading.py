@@ -110,8 +110,9 @@ class Loader:
         to_load = [r for r in record.requires if r not in self.registry]
         if not to_load:
             return self._construct_and_start(record, data, wait_start)
-        return self._load_requirements(record, to_load, chain).addCallback(
-            lambda _: self._construct_and_start(record, data, wait_start))
+        return self._load_requirements(name, to_load, chain, "load_failed").addCallbacks(
+            lambda _: self._construct_and_start(record, data, wait_start),
+            lambda f: self.abandon(record, f.value))
 
     def abandon(self, record: Record, error: PluginError) -> Deferred[Any]:
         """
@@ -122,21 +123,30 @@ class Loader:
         record.settled()
         return self.failed(record.name, error)
 
-    def _load_requirements(self, record: Record, names: List[str],
-                           chain: Tuple[str, ...]) -> Deferred[Any]:
+    def _load_requirements(self, name: str, names: List[str], chain: Tuple[str, ...],
+                           why: str) -> Deferred[List[str]]:
+        """
+        Load C{names} one by one, as requirements of C{name} (C{chain} is
+        what is being loaded, for cycles).
+
+        @return: a Deferred with the names it loaded; or failing with
+            L{DependencyError} once what it loaded is unloaded again (their
+            C{plugin_unloaded} says C{why}).
+        """
         loaded: List[str] = []
-        result: Deferred[Any] = Deferred()
+        names = list(names)
+        result: Deferred[List[str]] = Deferred()
 
         def next_one(_: Any = None) -> None:
             while names and names[0] in self.registry:
                 names.pop(0)
             if not names:
-                result.callback(None)
+                result.callback(loaded)
                 return
             required = names.pop(0)
             # Before the manager starts, a requirement is only constructed:
             # it starts with the manager, before what requires it.
-            d = self.load(required, None, chain + (record.name,), wait_start=self.running())
+            d = self.load(required, None, chain + (name,), wait_start=self.running())
             d.addCallbacks(done, failed, callbackArgs=(required,))
 
         def done(_: Any, required: str) -> None:
@@ -144,21 +154,56 @@ class Loader:
             next_one()
 
         def failed(failure: Failure) -> None:
-            # Take back what this attempt loaded, then fail.
             error = failure.value
             missing = getattr(error, "plugin", "?")
-            chain_of = getattr(error, "chain", ()) or chain + (record.name, missing)
-            undo = [self.unload(n, ShutdownMode.IMMEDIATE, "requirement of a failed load",
-                                why="load_failed")
-                    for n in reversed(loaded) if n in self.registry]
-            done = gatherResults(undo, consumeErrors=True) if undo else succeed(None)
-            done.addBoth(lambda _: result.errback(Failure(DependencyError(
-                record.name, chain_of,
+            chain_of = getattr(error, "chain", ()) or chain + (name, missing)
+            self.release(loaded, why).addBoth(lambda _: result.errback(Failure(DependencyError(
+                name, chain_of,
                 f"cannot load requirement {missing!r} (chain {' -> '.join(chain_of)}): {error}",
                 failure=failure))))
 
         next_one()
-        return result.addErrback(lambda f: self.abandon(record, f.value))
+        return result
+
+    def release(self, names: List[str], why: str) -> Deferred[Any]:
+        """
+        Unload C{names} (requirements an attempt loaded before it failed),
+        last loaded first; one that another plugin requires by now stays.
+        """
+        undo = [self.unload(n, ShutdownMode.IMMEDIATE, "requirement of a failed " +
+                            ("load" if why == "load_failed" else "reload"), False, why)
+                for n in reversed(names) if n in self.registry]
+        return gatherResults(undo, consumeErrors=True) if undo else succeed(None)
+
+    def require(self, name: str, names: Tuple[str, ...]) -> Deferred[List[str]]:
+        """
+        For a reload of C{name} whose new version requires C{names}: load
+        those not loaded, and wait until all of them run.
+
+        @return: a Deferred with the names it loaded; or failing with
+            L{DependencyError} (a cycle, a requirement that cannot be loaded
+            or does not start) once what it loaded is unloaded again.
+        """
+        dependents = self.registry.dependents(name)
+        for required in names:
+            if required == name or required in dependents:
+                cycle = (name, required, name)
+                return fail(DependencyError(name, cycle, "dependency cycle: " + " -> ".join(cycle)))
+        missing = [r for r in names if r not in self.registry]
+        loading = self._load_requirements(name, missing, (), "reload_failed")
+
+        def running(loaded: List[str]) -> Deferred[List[str]]:
+            waits = gatherResults([self._when_running(r) for r in names], consumeErrors=True)
+
+            def not_running(failure: Failure) -> Deferred[Any]:
+                error = getattr(failure.value, "subFailure", failure).value
+                return self.release(loaded, "reload_failed").addBoth(
+                    lambda _: Failure(DependencyError(
+                        name, (name,) + names, f"a requirement did not start: {error}")))
+
+            return waits.addCallbacks(lambda _: loaded, not_running)
+
+        return loading.addCallback(running)
 
     def _construct_and_start(self, record: Record, data: Any, wait_start: bool) -> Deferred[Any]:
         assert record.version is not None

@@ -126,7 +126,8 @@ class PluginManager(MultiService):
             settle=self._settle, unload=self._unload, changed=self._autoreload.update)
         self._reloader = Reloader(
             registry, self._life, self._index, reporter, self._import, self.deadlines, reactor,
-            abandon=self._delivery.abandon, after=self._after_reload, lost=self._stopper.lost)
+            abandon=self._delivery.abandon, require=self._loader.require,
+            release=self._loader.release, after=self._after_reload, lost=self._stopper.lost)
 
     @property
     def start_deadline(self) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import attr
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
@@ -62,6 +62,10 @@ class Reloader:
     @param reactor: where file hashing runs (in its thread pool, if any).
     @param abandon: fails the answers still waiting on a record's handlers
         (once its old version has stopped).
+    @param require: loads the requirements a new version adds and waits
+        until all of its requirements run (see L{_loading.Loader.require}).
+    @param release: unloads the requirements an attempt loaded, when it
+        fails (see L{_loading.Loader.release}).
     @param after: called with a record once its reload is over, whatever
         the outcome (the manager delivers what was held and settles it).
     @param lost: called with a record and the error when neither version
@@ -71,6 +75,8 @@ class Reloader:
     def __init__(self, registry: Registry, life: VersionLife, index: HandlerIndex,
                  reporter: Reporter, importer: Importer, deadlines: Mapping[ShutdownMode, float],
                  reactor: IReactorTime, abandon: Callable[[Record, str], None],
+                 require: Callable[[str, Tuple[str, ...]], Deferred[List[str]]],
+                 release: Callable[[List[str], str], Deferred[Any]],
                  after: Callable[[Record], None],
                  lost: Callable[[Record, PluginError], None]) -> None:
         self.registry = registry
@@ -81,6 +87,8 @@ class Reloader:
         self.deadlines = deadlines
         self._reactor = reactor
         self.abandon = abandon
+        self.require = require
+        self.release = release
         self.after = after
         self.lost = lost
         self._queued: Dict[Record, _Queued] = {}
@@ -98,15 +106,14 @@ class Reloader:
                 reload: Callable[..., Deferred[Any]]) -> Deferred[Any]:
         """
         Reload C{record} now if it runs and nothing is queued for it;
-        otherwise queue the reload until it settles (collapsing it into the
-        one queued already).
+        otherwise queue the reload until it runs and settles (collapsing it
+        into the one queued already). A plugin loaded before its manager
+        started is reloaded once it has started.
 
         @param reload: the manager's public C{reload}, for the dependents.
         """
         if record.lifecycle.serving and record not in self._queued:
             return self._now(record, data, mode, dependents, reload)
-        if record.lifecycle.unstarted:
-            return self._unstarted(record, data)
         queued = self._queued.get(record)
         if queued is None:
             queued = self._queued[record] = _Queued(data, mode, dependents)
@@ -124,8 +131,8 @@ class Reloader:
         C{record} settled: run the reload queued for it, if any.
         """
         queued = self._queued.get(record)
-        if queued is None or not record.lifecycle.settled:
-            return
+        if queued is None or not record.lifecycle.settled or record.lifecycle.unstarted:
+            return  # a plugin waiting for its manager's start: after it
         del self._queued[record]
         if self.registry.current(record) and record.lifecycle.serving:
             d = self._now(record, queued.data, queued.mode, queued.dependents, reload)
@@ -164,28 +171,6 @@ class Reloader:
                 _source.restore_modules(old.module_name, old_modules)
             raise
         return new, old_modules
-
-    def _unstarted(self, record: Record, data: Any) -> Deferred[Any]:
-        """
-        Reload a plugin that waits for its manager to start: the new
-        version simply takes the old one's place.
-        """
-        data = record.data if data is UNCHANGED else data
-        try:
-            new, _ = self.prepare(record, data)
-        except PluginError as error:
-            return self.failed(record.name, error)
-        old = record.version
-        assert old is not None
-        old_version = old.version
-        self.life.release(record.name, old.instance)
-        self.life.close(record.name, old)
-        record.version, record.data = new, data
-        self.life.adopt(record.name, new.instance)
-        record.reloads += 1
-        self.reporter.broadcast("plugin_reloaded", record.name, old_version=old_version,
-                                new_version=new.version)
-        return succeed(new.instance)
 
     def _now(self, record: Record, data: Any, mode: ShutdownMode, dependents: bool,
              reload: Callable[..., Deferred[Any]]) -> Deferred[Any]:
@@ -254,9 +239,12 @@ class Reloader:
 class ReloadAttempt:
     """
     One reload of one running plugin, step by step: prepare the new version
-    (L{run}), stop the old one, take its state, close what it left open,
-    start the new one; on failure, roll back to a fresh instance of the old
-    version.
+    (L{run}), load the requirements it adds and wait until all of its
+    requirements run, stop the old one, take its state, close what it left
+    open, start the new one. If a requirement fails, the old version never
+    stopped (C{cancelled}); if the new version fails to start, a fresh
+    instance of the old one takes its place (C{rolled_back}). Either way the
+    requirements this attempt loaded are unloaded again.
     """
 
     def __init__(self, reloader: Reloader, record: Record, data: Any, mode: ShutdownMode) -> None:
@@ -269,6 +257,7 @@ class ReloadAttempt:
         self.old = record.version
         self.new: Optional[Version] = None
         self.old_modules: Dict[str, Any] = {}
+        self.loaded: List[str] = []  # requirements this attempt loaded
 
     def run(self) -> Deferred[Any]:
         """
@@ -284,15 +273,51 @@ class ReloadAttempt:
             d = reloader.failed(self.name, error)
             reloader.after(record)  # run a reload that was queued meanwhile
             return d
-        old = self.old
-        assert old is not None
-        self.old_version = old.version
+        assert self.old is not None and self.new is not None
+        self.old_version = self.old.version
         record.lifecycle.fire("reload")
+        requires = self.new.requires
+        if requires:
+            reloader.require(self.name, requires).addCallbacks(
+                self._required, self._requirement_failed)
+        else:
+            self._stop_old()
+        return self.result
+
+    def _required(self, loaded: List[str]) -> None:
+        self.loaded = loaded
+        self._stop_old()
+
+    def _requirement_failed(self, failure: Failure) -> None:
+        """
+        A requirement of the new version cannot run: the old version, which
+        never stopped, goes on serving.
+        """
+        reloader, new, old = self.reloader, self.new, self.old
+        assert new is not None and old is not None
+        reloader.life.close(self.name, new)
+        new.purge()
+        _source.restore_modules(old.module_name, self.old_modules)
+        self.record.lifecycle.fire("cancelled")
+        error = failure.value if isinstance(failure.value, PluginError) else InitFailed(
+            self.name, "a requirement failed", failure=failure)
+        reloader.failed(self.name, error).chainDeferred(self.result)
+        reloader.after(self.record)
+
+    def _stop_old(self) -> None:
+        reloader, old = self.reloader, self.old
+        assert old is not None
         seconds = reloader.deadlines[self.mode]
         self.until = reloader.life.seconds() + seconds  # the old version's connections
         reloader.life.shutdown(self.name, old.instance, self.mode, "reloading", seconds).addBoth(
             self._old_stopped)
-        return self.result
+
+    def _fail(self, error: PluginError) -> None:
+        """
+        Unload the requirements this attempt loaded, then fail with C{error}.
+        """
+        self.reloader.release(self.loaded, "reload_failed").addBoth(
+            lambda _: self.reloader.failed(self.name, error).chainDeferred(self.result))
 
     def _old_stopped(self, outcome: Any) -> Deferred[Any]:
         reloader, old = self.reloader, self.old
@@ -344,17 +369,17 @@ class ReloadAttempt:
             reloader.life.construct(name, rollback, self.record.data)
         except PluginError as rollback_error:
             reloader.lost(self.record, rollback_error)
-            reloader.failed(name, error).chainDeferred(self.result)
+            self._fail(error)
             return
 
         def rolled_back(instance: Any) -> None:
             self._swapped(rollback, self.record.data, "rolled_back")
-            reloader.failed(name, error).chainDeferred(self.result)
+            self._fail(error)
             reloader.after(self.record)
 
         def rollback_failed(f: Failure) -> None:
             reloader.lost(self.record, f.value if isinstance(f.value, PluginError) else InitFailed(
                 name, "the old version failed to start again", failure=f))
-            reloader.failed(name, error).chainDeferred(self.result)
+            self._fail(error)
 
         self._start(rollback, state).addCallbacks(rolled_back, rollback_failed)

@@ -30,6 +30,7 @@ UNLOAD_REASONS = {
     "requirement_unloaded": "a plugin it requires was unloaded",
     "shutdown": "the manager shut down",
     "load_failed": "it was loaded as a requirement of a load that failed",
+    "reload_failed": "it was loaded as a requirement of a reload that failed",
 }
 
 
