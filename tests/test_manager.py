@@ -54,9 +54,18 @@ def test_interfaces_are_provided(env):
     write_plugin(plugdir, "hello")
     plugin = result_of(manager.load("hello"))
     assert verifyObject(IPluginManager, manager)
-    assert verifyObject(IPluginHost, manager)
     assert verifyObject(IPlugin, plugin)
     assert verifyObject(IPluginAPI, plugin.api)
+
+
+def test_the_plugin_host_provides_its_interface():
+    from twisted_plugmgr._events import Listeners, Reporter
+    from twisted_plugmgr._host import Host
+    from twisted_plugmgr._registry import Registry
+
+    host = Host(Registry(), Reporter(Listeners()), lambda *a: None, lambda *a: None,
+                lambda record: False)
+    assert verifyObject(IPluginHost, host)
 
 
 def test_instance_of_gives_the_serving_instance_or_refuses(env):

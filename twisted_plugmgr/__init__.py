@@ -19,6 +19,7 @@ from ._errors import (
     NoSuchHandler,
     NoSuchPlugin,
     PluginError,
+    PluginQuarantined,
     ShutdownFailed,
     ShutdownTimedOut,
     StartTimedOut,
@@ -28,6 +29,7 @@ from ._interfaces import IPlugin, IPluginAPI, IPluginManager
 from ._lifecycle import DEFAULT_DEADLINES, DEFAULT_START_DEADLINE, PluginState, ShutdownMode
 from ._manager import PluginInfo, PluginManager
 from ._plugin import LiveReference, Plugin, PluginAPI
+from ._policy import RestartPolicy
 from ._reactor import PluginReactor
 
 __all__ = [
@@ -55,8 +57,10 @@ __all__ = [
     "PluginEvent",
     "PluginInfo",
     "PluginManager",
+    "PluginQuarantined",
     "PluginReactor",
     "PluginState",
+    "RestartPolicy",
     "STOP",
     "ShutdownFailed",
     "ShutdownMode",

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from ._deferreds import pass_result
 from ._dispatch import STOP, HandlerIndex
-from ._errors import HandlerAbandoned, NoSuchHandler, NoSuchPlugin, PluginError
+from ._errors import HandlerAbandoned, NoSuchHandler, NoSuchPlugin, PluginError, PluginQuarantined
 from ._events import Reporter
 from ._registry import Record, Registry
 
@@ -145,7 +145,7 @@ class Delivery:
         try:
             record = self._registry.addressable(plugin)
         except NoSuchPlugin as error:
-            return fail(error)
+            return fail(self._quarantined(plugin) or error)
         if not record.inbox and record.lifecycle.serving:
             return self.deliver(record, event, args, kw)
         d: Deferred[Any] = Deferred()
@@ -157,9 +157,26 @@ class Delivery:
         """
         L{PluginManager.post}.
         """
-        record = self._registry.addressable(plugin)
+        try:
+            record = self._registry.addressable(plugin)
+        except NoSuchPlugin:
+            quarantined = self._quarantined(plugin)
+            if quarantined is None:
+                raise
+            self._reporter.error(plugin, Failure(quarantined))
+            return
         record.inbox.append((event, args, kw, None))
         self.schedule(record)
+
+    def _quarantined(self, plugin: Any) -> Any:
+        """
+        A L{PluginQuarantined} if C{plugin} is quarantined, else L{None}.
+        """
+        record = self._registry.get(plugin)
+        if record is None or not record.lifecycle.quarantined:
+            return None
+        return PluginQuarantined(plugin, "it failed too often: it answers nothing until it is "
+                                         "loaded, reset or reloaded")
 
     def schedule(self, record: Record) -> None:
         """

@@ -29,6 +29,7 @@ __all__ = [
     "ShutdownTimedOut",
     "StartTimedOut",
     "InvalidTransition",
+    "PluginQuarantined",
 ]
 
 
@@ -253,3 +254,14 @@ class InvalidTransition(PluginError):
 
     def describe(self) -> str:
         return "invalid state transition"
+
+
+class PluginQuarantined(PluginError):
+    """
+    The plugin failed more often than its restart policy allows within its
+    window: it answers nothing until it is loaded again, reset, reloaded or
+    unloaded.
+    """
+
+    def describe(self) -> str:
+        return "plugin quarantined"

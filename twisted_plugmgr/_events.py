@@ -53,6 +53,9 @@ EVENT_KINDS: Tuple[str, ...] = (
     "plugin_reload_failed",
     "plugin_available",
     "plugin_source_removed",
+    "plugin_failed",
+    "plugin_restarting",
+    "plugin_quarantined",
 )
 
 #: The kinds of event that carry a Failure and are logged as failures.
@@ -63,6 +66,8 @@ FAILURE_KINDS = frozenset(
         "plugin_error",
         "plugin_unload_failed",
         "plugin_reload_failed",
+        "plugin_failed",
+        "plugin_quarantined",
     }
 )
 
@@ -88,6 +93,7 @@ _LEVELS: Mapping[str, LogLevel] = {
     "plugin_warning": LogLevel.warn,
     "plugin_table": LogLevel.debug,
     "plugin_waiting": LogLevel.info,
+    "plugin_restarting": LogLevel.warn,
 }
 
 
@@ -112,7 +118,14 @@ class PluginEvent:
     @ivar path: a source file (C{plugin_available},
         C{plugin_source_removed}).
     @ivar reason: why, as one of a few fixed words, for the events whose
-        cause a program may want to tell apart (see L{LOAD_FAILURE_REASONS}).
+        cause a program may want to tell apart (see L{LOAD_FAILURES} and
+        L{_stopping.UNLOAD_REASONS}).
+    @ivar cause: what kind of failure (C{plugin_failed}): C{"fail"},
+        C{"error"}, C{"crash"}, C{"timeout"} or C{"start"}.
+    @ivar attempt: which restart this is in the window (C{plugin_restarting}).
+    @ivar delay: seconds before the restart (C{plugin_restarting}).
+    @ivar restarts: restarts in the window when it was quarantined
+        (C{plugin_quarantined}).
     """
 
     kind: str
@@ -127,6 +140,10 @@ class PluginEvent:
     new_version: Optional[str] = None
     path: Optional[str] = None
     reason: Optional[str] = None
+    cause: Optional[str] = None
+    attempt: Optional[int] = None
+    delay: Optional[float] = None
+    restarts: Optional[int] = None
 
 
 def safe_repr(value: Any) -> str:
@@ -218,8 +235,8 @@ class Listeners:
             "plugin": event.plugin if isinstance(event.plugin, str) else safe_repr(event.plugin),
         }
         text = "{kind} {plugin}"
-        for name in ("reason", "quit_message", "count", "message", "old_version", "new_version",
-                     "path"):
+        for name in ("reason", "cause", "attempt", "delay", "restarts", "quit_message", "count",
+                     "message", "old_version", "new_version", "path"):
             value = getattr(event, name)
             if value is not None:
                 fields[name] = value if isinstance(value, (str, int, float)) else safe_repr(value)

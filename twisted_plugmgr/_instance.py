@@ -164,11 +164,14 @@ class VersionLife:
     @param reporter: where errors and warnings go.
     @param start_deadline: seconds C{startService}, C{get_state} and
         C{set_state} may each take.
+    @param host: what the versions' L{PluginAPI} reaches of the manager
+        (an L{IPluginHost}).
     """
 
     def __init__(self, parent: Any, reactor: IReactorTime, reporter: Reporter,
-                 start_deadline: float) -> None:
+                 start_deadline: float, host: Any = None) -> None:
         self._parent = parent
+        self.host = host
         self._reactor = reactor
         self._reporter = reporter
         self.start_deadline = start_deadline
@@ -180,7 +183,7 @@ class VersionLife:
         @raise InitFailed: when the constructor raised (what its API
             started is closed).
         """
-        api = PluginAPI(self._parent, name, self._reactor)
+        api = PluginAPI(self._parent, name, self._reactor, host=self.host)
         try:
             instance = version.cls(api, data)
         except BaseException:  # plugin code: SystemExit, KeyboardInterrupt too

@@ -86,6 +86,12 @@ class IPluginAPI(Interface):
         Return a LoopingCall of C{f} on the plugin's clock, owned by the plugin.
         """
 
+    def fail(reason=None):
+        """
+        Say the plugin is broken: its restart policy restarts it, quarantines
+        it or unloads it.
+        """
+
     def stop(reason="", mode="smart"):
         """
         End the plugin: it is unloaded like any other (its dependents first),
@@ -205,6 +211,19 @@ class IPluginHost(Interface):
     def report_warning(name, message):
         """
         Broadcast C{plugin_warning} about plugin C{name} with C{message}.
+        """
+
+    def timer_error(name, api, failure):
+        """
+        A timer, looping call or delayed call that the plugin whose API is
+        C{api} started raised C{failure}: broadcast C{plugin_error}, and with
+        C{fail_on_error} in its restart policy, fail it.
+        """
+
+    def fail_plugin(name, api, failure, cause):
+        """
+        The plugin whose API is C{api} failed (C{cause}: C{"fail"},
+        C{"error"}, ...): its restart policy decides what happens.
         """
 
     def stop_plugin(name, api, reason="", mode="smart"):

@@ -16,6 +16,10 @@ beside it.
                             v                                      v            |
                stopped <--stopped-- stopping <-------stop----------+<-----------+
 
+Supervision adds C{running --restart--> restarting --started--> running},
+C{running/restarting --quarantine--> quarantined}, and back from
+C{quarantined} by C{restart} (load, reset, reload) or C{stop}.
+
 The manager has a phase of its own, L{ManagerPhase}, in L{PHASE_TRANSITIONS}:
 C{open --shutdown--> shutting_down --stopped--> stopped}.
 """
@@ -51,6 +55,8 @@ class PluginState(enum.Enum):
     STARTING = "starting"  #: its startService has not finished yet
     RUNNING = "running"  #: started and serving
     RELOADING = "reloading"  #: a new version is being put in its place
+    RESTARTING = "restarting"  #: it failed (or ended) and a fresh instance is on its way
+    QUARANTINED = "quarantined"  #: it failed too often: it answers nothing until load or reset
     STOPPING = "stopping"  #: its shutdown has not finished yet
     STOPPED = "stopped"  #: gone (terminal)
     FAILED = "failed"  #: failed to load or start (terminal)
@@ -147,18 +153,27 @@ TRANSITIONS: Mapping[Tuple[PluginState, str], PluginState] = {
     # Neither the new nor the old version could start.
     (S.RELOADING, "fail"): S.FAILED,
     (S.STOPPING, "stopped"): S.STOPPED,
+    # Supervision: a failed (or, with restart="always", ended) plugin.
+    (S.RUNNING, "restart"): S.RESTARTING,
+    (S.RESTARTING, "started"): S.RUNNING,
+    (S.RESTARTING, "stop"): S.STOPPING,
+    (S.RUNNING, "quarantine"): S.QUARANTINED,
+    (S.RESTARTING, "quarantine"): S.QUARANTINED,
+    # load(), reset() or reload() start a quarantined plugin afresh.
+    (S.QUARANTINED, "restart"): S.RESTARTING,
+    (S.QUARANTINED, "stop"): S.STOPPING,
 }
 
 #: Posts and calls are accepted (and held until it runs).
-_ADDRESSABLE = frozenset({S.LOADED, S.STARTING, S.RUNNING, S.RELOADING})
+_ADDRESSABLE = frozenset({S.LOADED, S.STARTING, S.RUNNING, S.RELOADING, S.RESTARTING})
 #: It is running, or will be once what is under way finishes.
-_HEADED_FOR_RUNNING = frozenset({S.LOADING, S.LOADED, S.STARTING, S.RELOADING})
+_HEADED_FOR_RUNNING = frozenset({S.LOADING, S.LOADED, S.STARTING, S.RELOADING, S.RESTARTING})
 #: No operation is under way.
-_SETTLED = frozenset({S.RUNNING, S.LOADED, S.STOPPED, S.FAILED})
+_SETTLED = frozenset({S.RUNNING, S.LOADED, S.QUARANTINED, S.STOPPED, S.FAILED})
 #: Its stop has begun.
 _LEAVING = frozenset({S.STOPPING, S.STOPPED})
 #: Its files are compared for reload_changed().
-_WATCHED = frozenset({S.LOADED, S.RUNNING, S.RELOADING})
+_WATCHED = frozenset({S.LOADED, S.RUNNING, S.RELOADING, S.RESTARTING, S.QUARANTINED})
 
 del S
 
@@ -258,6 +273,20 @@ class Lifecycle(_Machine):
         Whether its stop has begun: it is stopping, or stopped.
         """
         return self.state in _LEAVING
+
+    @property
+    def restarting(self) -> bool:
+        """
+        Whether its supervisor is replacing a failed (or ended) instance.
+        """
+        return self.state is PluginState.RESTARTING
+
+    @property
+    def quarantined(self) -> bool:
+        """
+        Whether it failed too often and answers nothing.
+        """
+        return self.state is PluginState.QUARANTINED
 
     @property
     def reloading(self) -> bool:

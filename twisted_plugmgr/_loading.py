@@ -6,7 +6,7 @@ the requirements it loaded included.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -19,6 +19,7 @@ from ._errors import AlreadyLoaded, DependencyError, ManagerStopped, NoSuchPlugi
 from ._events import Reporter
 from ._instance import Version, VersionLife
 from ._lifecycle import ManagerLifecycle, ShutdownMode
+from ._policy import RestartPolicy
 from ._registry import Record, Registry
 
 __all__ = ["Loader"]
@@ -46,6 +47,8 @@ class Loader:
     @param unload: unloads a plugin by name (with C{mode}, C{reason} and
         C{why}), to take back the requirements of a failed load.
     @param changed: called after a plugin started (to watch its files).
+    @param revive: starts a quarantined record afresh with new data (see
+        L{_supervise.Supervisor.revive}).
     """
 
     def __init__(self, registry: Registry, life: VersionLife, index: HandlerIndex,
@@ -53,7 +56,8 @@ class Loader:
                  reactor: IReactorTime, phase: ManagerLifecycle, running: Callable[[], bool],
                  teardown: Callable[[Record, str, PluginError], None],
                  settle: Callable[[Record], None], unload: Callable[..., Deferred[Any]],
-                 changed: Callable[[], None]) -> None:
+                 changed: Callable[[], None],
+                 revive: Callable[[Record, Any, bool], Deferred[Any]]) -> None:
         self.registry = registry
         self.life = life
         self.index = index
@@ -67,6 +71,7 @@ class Loader:
         self.settle = settle
         self.unload = unload
         self.changed = changed
+        self.revive = revive
 
     def failed(self, name: Any, error: PluginError) -> Deferred[Any]:
         """
@@ -76,26 +81,43 @@ class Loader:
         self.reporter.load_failed(name, error)
         return fail(error)
 
+    def load_with_policy(self, name: Any, data: Any, policy: Mapping[str, Any]) -> Deferred[Any]:
+        """
+        L{PluginManager.load}: C{policy} (restart policy keys, L{None} for
+        not given) is checked first; a bad key or value fails the load with
+        a L{PluginError} naming it.
+        """
+        try:
+            RestartPolicy().evolve(**policy)
+        except ValueError as e:
+            return self.failed(name, PluginError(name, str(e)))
+        return self.load(name, data, policy={k: v for k, v in policy.items() if v is not None})
+
     def load(self, name: Any, data: Any, chain: Tuple[str, ...] = (),
-             wait_start: bool = True) -> Deferred[Any]:
+             wait_start: bool = True, policy: Optional[Dict[str, Any]] = None) -> Deferred[Any]:
         """
         L{PluginManager.load}; C{chain} is the requirements being loaded
-        (for cycles), and without C{wait_start} the Deferred fires once the
-        plugin is constructed.
+        (for cycles), without C{wait_start} the Deferred fires once the
+        plugin is constructed, and C{policy} is its restart policy keys. A
+        quarantined plugin is started afresh.
         """
         try:
             if not self.phase.accepting:
                 raise ManagerStopped(name)
             _source.check_name(name)
             existing = self.registry.get(name)
+            if existing is not None and existing.lifecycle.quarantined:
+                existing.policy = dict(policy or {})
+                return self.revive(existing, data, True)
             if existing is not None:
                 if existing.lifecycle.stopping and existing.stop is not None:
                     return existing.stop.wait().addBoth(
-                        lambda _: self.load(name, data, chain, wait_start))
+                        lambda _: self.load(name, data, chain, wait_start, policy))
                 raise AlreadyLoaded(name, f"its state is {existing.state.value}")
         except PluginError as error:
             return self.failed(name, error)
         record = self.registry.add(name, data, self.reactor.seconds())
+        record.policy = dict(policy or {})
         try:
             record.version, missing, record.displaced = self.importer(name)
             for required in record.requires:

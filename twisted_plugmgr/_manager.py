@@ -29,18 +29,16 @@ from zope.interface import implementer
 
 from . import _source
 from ._autoreload import AutoReload
-from ._deferreds import Shared
 from ._delivery import Delivery
 from ._dispatch import HandlerIndex
 from ._errors import (
-    DependencyError,
-    ManagerStopped,
     NoSuchPlugin,
     PluginError,
 )
 from ._events import Listener, Listeners, Reporter
+from ._host import Host
 from ._instance import Version, VersionLife, import_version
-from ._interfaces import IPluginHost, IPluginManager
+from ._interfaces import IPluginManager
 from ._lifecycle import (
     DEFAULT_START_DEADLINE,
     ManagerLifecycle,
@@ -48,14 +46,16 @@ from ._lifecycle import (
     coerce_deadlines,
 )
 from ._loading import Loader
+from ._policy import RestartPolicy
 from ._registry import PluginInfo, Record, Registry
 from ._reload import UNCHANGED, Reloader
 from ._stopping import Stopper
+from ._supervise import Supervisor
 
 __all__ = ["PluginManager", "PluginInfo"]
 
 
-@implementer(IPluginManager, IPluginHost)
+@implementer(IPluginManager)
 class PluginManager(MultiService):
     """
     A L{MultiService} that loads plugins by name, runs each as a child
@@ -73,6 +73,10 @@ class PluginManager(MultiService):
     @param slow_call: a handler call longer than this many seconds
         broadcasts C{plugin_warning}.
     @param timer: the clock handler calls are measured with.
+    @param policy: the restart policy of the plugins that do not say
+        otherwise: C{restart}, C{restart_delay}, C{restart_delay_max},
+        C{restart_burst}, C{restart_interval}, C{fail_on_error} (see
+        L{RestartPolicy}; a bad value raises C{ValueError} naming the key).
     """
 
     log = Logger()
@@ -88,6 +92,7 @@ class PluginManager(MultiService):
         stop_mode: Union[ShutdownMode, str] = ShutdownMode.SMART,
         slow_call: float = 0.25,
         timer: Callable[[], float] = time.perf_counter,
+        **policy: Any,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -104,13 +109,18 @@ class PluginManager(MultiService):
         self.stop_mode = ShutdownMode.coerce(stop_mode)
         self._reactor = reactor
         self._phase = ManagerLifecycle()
-        self._shutdown = Shared()
         self._listeners = Listeners(Logger(namespace="twisted_plugmgr.events"))
         self._reporter = reporter = Reporter(self._listeners)
         self._registry = registry = Registry()
         self._index = HandlerIndex()
         self._private_prefix = f"_plugmgr_{id(self):x}__"
-        self._life = VersionLife(self, reactor, reporter, float(start_deadline))
+        self._supervisor: Supervisor
+        host = Host(registry, reporter,
+                    lambda record, reason, mode: self._supervisor.end(record, reason, mode),
+                    lambda record, failure, cause: self._supervisor.failed(record, failure, cause),
+                    lambda record: self._supervisor.fails_on_error(record))
+        self._host = host
+        self._life = VersionLife(self, reactor, reporter, float(start_deadline), host)
         self._delivery = Delivery(registry, self._index, reactor, reporter, timer, float(slow_call))
         self._autoreload = AutoReload(
             reactor, lambda: self.paths, registry, reporter,
@@ -118,16 +128,25 @@ class PluginManager(MultiService):
         self._stopper = Stopper(
             registry, self._life, self._index, self._delivery, reporter, self.deadlines,
             self._phase, settle=self._settle,
-            dropped=lambda record, error: self._reloader.dropped(record, error),
-            changed=self._autoreload.update)
+            dropped=self._dropped, changed=self._autoreload.update,
+            park=lambda record: self._supervisor.park(record),
+            parked=lambda record: self._supervisor.parked(record))
         self._loader = Loader(
             registry, self._life, self._index, self._delivery, reporter, self._import, reactor,
             self._phase, running=lambda: bool(self.running), teardown=self._stopper.teardown,
-            settle=self._settle, unload=self._unload, changed=self._autoreload.update)
+            settle=self._settle, unload=self._stopper.unload_named, changed=self._autoreload.update,
+            revive=lambda record, data, clear: self._supervisor.revive(record, data, clear))
         self._reloader = Reloader(
             registry, self._life, self._index, reporter, self._import, self.deadlines, reactor,
             abandon=self._delivery.abandon, require=self._loader.require,
-            release=self._loader.release, after=self._after_reload, lost=self._stopper.lost)
+            release=self._loader.release,
+            revive=lambda record, data, clear: self._supervisor.revive(record, data, clear),
+            after=self._after_reload, lost=self._stopper.lost, phase=self._phase)
+        self._supervisor = Supervisor(
+            registry, self._life, self._index, self._delivery, reporter, reactor,
+            RestartPolicy().evolve(**policy), self.deadlines, settle=self._settle,
+            unload=self._stopper.unload_named,
+            dependents_restart=self._reloader.restart_dependents)
 
     @property
     def start_deadline(self) -> float:
@@ -187,26 +206,71 @@ class PluginManager(MultiService):
         """
         self._listeners.unregister(listener)
 
-    def report_error(self, name: str, failure: Failure) -> None:
-        """
-        L{IPluginHost.report_error}: broadcast C{plugin_error}.
-        """
-        self._reporter.error(name, failure)
-
-    def report_warning(self, name: str, message: str) -> None:
-        """
-        L{IPluginHost.report_warning}: broadcast C{plugin_warning}.
-        """
-        self._reporter.warning(name, message)
-
     def instance_of(self, name: str) -> Any:
         """
-        L{IPluginHost.instance_of}: the instance serving under C{name}.
+        The instance serving under C{name} (what a L{LiveReference} reaches).
+
+        @raise NoSuchPlugin: when none is (not loaded, loading, stopping,
+            restarting, quarantined).
         """
-        record = self._registry.get(name)
-        if record is None or record.instance is None or not record.lifecycle.addressable:
-            raise NoSuchPlugin(name, "not loaded")
-        return record.instance
+        return self._host.instance_of(name)
+
+    # -- supervision --------------------------------------------------------
+
+    @property
+    def restart_policy(self) -> RestartPolicy:
+        """
+        The restart policy of the plugins that do not say otherwise.
+        """
+        return self._supervisor.defaults
+
+    def set_restart_policy(self, **policy: Any) -> RestartPolicy:
+        """
+        Change the manager's restart policy (keys of L{RestartPolicy}; the
+        others keep their value); it applies at once.
+
+        @raise ValueError: naming a bad key or value; nothing changes then.
+        """
+        self._supervisor.defaults = self._supervisor.defaults.evolve(**policy)
+        return self._supervisor.defaults
+
+    def policy_of(self, name: str) -> RestartPolicy:
+        """
+        The restart policy of plugin C{name}: the manager's, under its
+        class's attributes, under what its load (or config) gave.
+
+        @raise NoSuchPlugin: if it is not loaded.
+        """
+        return self._supervisor.policy_of(self._registry.named(name))
+
+    def set_policy(self, name: str, **policy: Any) -> RestartPolicy:
+        """
+        Replace what C{load} (or the config) gave of plugin C{name}'s
+        restart policy; keys not given come from its class or the manager
+        again. Nothing is reloaded.
+
+        @return: its restart policy now.
+        @raise NoSuchPlugin: if it is not loaded; C{ValueError} naming a
+            bad key or value (nothing changes then).
+        """
+        return self._supervisor.set_policy(self._registry.named(name), policy)
+
+    def reset(self, name: str) -> Deferred[Any]:
+        """
+        Forget plugin C{name}'s restarts; a quarantined plugin is started
+        afresh, as L{load} would.
+
+        @return: a Deferred with the instance (once started); failing with
+            L{NoSuchPlugin} if it is not loaded.
+        """
+        try:
+            return self._supervisor.reset(self._registry.named(name))
+        except NoSuchPlugin as error:
+            return fail(error)
+
+    def _dropped(self, record: Record, error: PluginError) -> None:
+        self._reloader.dropped(record, error)
+        self._supervisor.forget(record)
 
     # -- the table --------------------------------------------------------
 
@@ -252,12 +316,14 @@ class PluginManager(MultiService):
 
     # -- load -------------------------------------------------------------
 
-    def load(self, name: str, data: Any = None) -> Deferred[Any]:
+    def load(self, name: str, data: Any = None, **policy: Any) -> Deferred[Any]:
         """
         Load plugin C{name}, constructed as C{cls(api, data)}, after the
         plugins it C{requires}, and start it (now, or with the manager).
 
-        A plugin that is stopping is loaded anew once it has stopped.
+        A plugin that is stopping is loaded anew once it has stopped; a
+        quarantined one is started afresh (its restarts forgotten).
+        C{policy} gives keys of its L{RestartPolicy} (L{None}: not given).
 
         @return: a Deferred firing with the started plugin, after
             C{plugin_started}; or failing with a L{PluginError} (also
@@ -265,7 +331,7 @@ class PluginManager(MultiService):
             remains.
         """
         try:
-            return self._loader.load(name, data)
+            return self._loader.load_with_policy(name, data, policy)
         except BaseException:
             # A bug of ours, not a plugin's: never raise out of load().
             failure = Failure()
@@ -282,6 +348,7 @@ class PluginManager(MultiService):
     def _settle(self, record: Record) -> None:
         record.settled()
         self._reloader.settled(record, self.reload)
+        self._supervisor.settled(record)
 
     # -- unload and shutdown ----------------------------------------------
 
@@ -307,38 +374,7 @@ class PluginManager(MultiService):
             L{ShutdownFailed} when the plugin's shutdown raised or timed out
             (it was removed anyway).
         """
-        return self._unload(name, mode, reason, cascade, "unloaded")
-
-    def _unload(self, name: Any, mode: Union[ShutdownMode, str], reason: str, cascade: bool = True,
-                why: str = "unloaded") -> Deferred[Any]:
-        try:
-            mode = ShutdownMode.coerce(mode)
-            _source.check_name(name)
-            record = self._registry.get(name)
-            if record is None or record.lifecycle.loading:
-                raise NoSuchPlugin(name, "not loaded")
-            dependents = self._registry.dependents(name)
-            if dependents and not cascade:
-                raise DependencyError(name, dependents, "required by " + ", ".join(dependents))
-        except (PluginError, ValueError) as error:
-            if not isinstance(error, PluginError):
-                error = PluginError(name, str(error))
-            self._reporter.broadcast("plugin_unload_failed", name, failure=Failure(error),
-                                     message=str(error))
-            return fail(error)
-        return self._stopper.unload(record, dependents, mode, reason, why)
-
-    def stop_plugin(self, name: str, api: Any, reason: str = "",
-                    mode: Union[ShutdownMode, str] = ShutdownMode.SMART) -> Deferred[Any]:
-        """
-        L{IPluginHost.stop_plugin}: the plugin whose API is C{api} ends
-        itself, as an unload whose C{plugin_unloaded} says C{stopped_itself}.
-        """
-        record = self._registry.get(name)
-        if (record is None or record.version is None or record.version.api is not api
-                or not record.lifecycle.addressable or record.lifecycle.reloading):
-            return fail(NoSuchPlugin(name, "this instance of it is not the one serving"))
-        return self._unload(name, mode, reason or f"{name} stopped itself", True, "stopped_itself")
+        return self._stopper.unload_named(name, mode, reason, cascade, "unloaded")
 
     def removeService(self, service: Any) -> Deferred[Any]:
         """
@@ -346,12 +382,8 @@ class PluginManager(MultiService):
         itself, as with L{PluginAPI.stop}; other services are removed as
         by L{MultiService}.
         """
-        for record in self._registry:
-            if record.instance is service and record.version is not None:
-                return self.stop_plugin(record.name, record.version.api,
-                                        f"{record.name} was removed from its parent")
-        return MultiService.removeService(self, service)
-
+        ended = self._host.removed(service)
+        return ended if ended is not None else MultiService.removeService(self, service)
 
     def shutdown(self, mode: Union[ShutdownMode, str] = ShutdownMode.SMART) -> Deferred[Any]:
         """
@@ -365,19 +397,7 @@ class PluginManager(MultiService):
 
         @return: a Deferred firing with L{None} when all is done.
         """
-        mode = ShutdownMode.coerce(mode)
-        if not self._phase.accepting:
-            return self._shutdown.wait()
-        self._phase.fire("shutdown")
-        self.unwatch()
-
-        def stopped(_: Any) -> None:
-            self._phase.fire("stopped")
-            self._reporter.broadcast("plugin_manager_shutdown")
-            self._shutdown.fire(None)
-
-        self._stopper.stop_all(mode).addCallback(stopped)
-        return self._shutdown.wait()
+        return self._stopper.shutdown(ShutdownMode.coerce(mode), self.unwatch)
 
     # -- addressing -------------------------------------------------------
 
@@ -446,17 +466,7 @@ class PluginManager(MultiService):
             C{plugin_reload_failed}), the plugin still serving.
         """
         try:
-            try:
-                mode = ShutdownMode.coerce(mode)
-                _source.check_name(name)
-                if not self._phase.accepting:
-                    raise ManagerStopped(name)
-                record = self._registry.addressable(name)
-            except (PluginError, ValueError) as error:
-                if not isinstance(error, PluginError):
-                    error = PluginError(name, str(error))
-                return self._reloader.failed(name, error)
-            return self._reloader.request(record, data, mode, dependents, self.reload)
+            return self._reloader.reload_named(name, data, mode, dependents, self.reload)
         except BaseException:
             # A bug of ours, not a plugin's: never raise out of reload().
             failure = Failure()

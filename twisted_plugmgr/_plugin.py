@@ -133,13 +133,14 @@ class PluginAPI:
     @ivar reactor: the plugin-scoped L{PluginReactor}.
     """
 
-    def __init__(self, manager: Any, name: str, reactor: IReactorTime) -> None:
+    def __init__(self, manager: Any, name: str, reactor: IReactorTime,
+                 host: Optional[IPluginHost] = None) -> None:
         self.name = name
         self.manager = manager
-        self._host: IPluginHost = manager
+        self._host: IPluginHost = host if host is not None else manager
         self.log = Logger(namespace=f"twisted_plugmgr.plugins.{name}")
         self.reactor = PluginReactor(
-            reactor, name, on_error=lambda failure: self._host.report_error(name, failure)
+            reactor, name, on_error=lambda failure: self._host.timer_error(name, self, failure)
         )
 
     def warning(self, message: str) -> None:
@@ -181,13 +182,30 @@ class PluginAPI:
         """
         A L{LiveReference} to the plugin loaded under C{name}.
         """
-        return LiveReference(self.manager, name)
+        return LiveReference(self._host, name)
 
     def looping_call(self, f: Callable[..., Any], *args: Any, **kw: Any) -> LoopingCall:
         """
         L{PluginReactor.looping_call}.
         """
         return self.reactor.looping_call(f, *args, **kw)
+
+    def fail(self, reason: Any = None) -> None:
+        """
+        Say this plugin is broken (its upstream is gone for good, its state
+        is corrupt): C{plugin_failed} is broadcast (C{cause="fail"}) and its
+        restart policy decides: a fresh instance after a delay, quarantine,
+        or unload. It is never left running.
+
+        @param reason: a Failure, an exception, or a sentence.
+        """
+        if isinstance(reason, Failure):
+            failure = reason
+        elif isinstance(reason, BaseException):
+            failure = Failure(reason)
+        else:
+            failure = Failure(PluginError(self.name, str(reason) if reason else "it failed"))
+        self._host.fail_plugin(self.name, self, failure, "fail")
 
     def stop(self, reason: str = "",
              mode: Union[ShutdownMode, str] = ShutdownMode.SMART) -> Deferred:

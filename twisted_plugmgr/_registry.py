@@ -19,6 +19,7 @@ from ._errors import NoSuchPlugin
 from ._events import safe_str
 from ._instance import Version, attribute
 from ._lifecycle import Lifecycle, PluginState
+from ._policy import RestartWindow
 
 __all__ = ["PluginInfo", "Record", "Registry", "Message"]
 
@@ -47,6 +48,9 @@ class PluginInfo:
     @ivar longest_call: the longest time one handler call took, in seconds.
     @ivar events: the events its handlers are called for now (empty while
         it is not running), sorted.
+    @ivar restarts: how many times its supervisor restarted it since it was
+        loaded (or reset).
+    @ivar last_failure: its last failure, in one line, or L{None}.
     """
 
     name: str
@@ -63,6 +67,8 @@ class PluginInfo:
     busy_time: float = 0.0
     longest_call: float = 0.0
     events: Tuple[str, ...] = ()
+    restarts: int = 0
+    last_failure: Optional[str] = None
 
 
 @attr.s(auto_attribs=True, eq=False, repr=False)
@@ -92,6 +98,10 @@ class Record:
     settle_waiters: List[Deferred[Any]] = attr.ib(factory=list)
     start_waiters: List[Deferred[Any]] = attr.ib(factory=list)
     stop: Optional[Shared] = None
+    policy: Dict[str, Any] = attr.ib(factory=dict)  # load/config-level policy keys
+    window: RestartWindow = attr.ib(factory=RestartWindow)
+    restarts: int = 0
+    last_failure: Optional[str] = None
     reloads: int = 0
     calls: int = 0
     busy_time: float = 0.0
@@ -142,6 +152,8 @@ class Record:
             busy_time=self.busy_time,
             longest_call=self.longest_call,
             events=tuple(sorted(events)),
+            restarts=self.restarts,
+            last_failure=self.last_failure,
         )
 
     def when_settled(self) -> Deferred[Any]:
@@ -220,6 +232,18 @@ class Registry:
         Whether C{record} is still the one under its name.
         """
         return self.records.get(record.name) is record
+
+    def named(self, name: Any) -> Record:
+        """
+        The record of C{name}, whatever its state, if it is loaded (not
+        still loading).
+
+        @raise NoSuchPlugin: otherwise.
+        """
+        record = self.get(name)
+        if record is None or record.lifecycle.loading:
+            raise NoSuchPlugin(name, "not loaded")
+        return record
 
     def addressable(self, name: Any) -> Record:
         """

@@ -21,10 +21,10 @@ from twisted.python.failure import Failure
 from . import _source
 from ._deferreds import fan_out, run_blocking
 from ._dispatch import HandlerIndex
-from ._errors import InitFailed, NoSuchPlugin, PluginError
+from ._errors import InitFailed, ManagerStopped, NoSuchPlugin, PluginError
 from ._events import Reporter
 from ._instance import Version, VersionLife
-from ._lifecycle import ShutdownMode
+from ._lifecycle import ManagerLifecycle, ShutdownMode
 from ._registry import Record, Registry
 
 __all__ = ["UNCHANGED", "Reloader", "ReloadAttempt"]
@@ -66,6 +66,9 @@ class Reloader:
         until all of its requirements run (see L{_loading.Loader.require}).
     @param release: unloads the requirements an attempt loaded, when it
         fails (see L{_loading.Loader.release}).
+    @param revive: starts a quarantined record afresh (see
+        L{_supervise.Supervisor.revive}).
+    @param phase: the manager's phase (a shut down manager reloads nothing).
     @param after: called with a record once its reload is over, whatever
         the outcome (the manager delivers what was held and settles it).
     @param lost: called with a record and the error when neither version
@@ -77,8 +80,9 @@ class Reloader:
                  reactor: IReactorTime, abandon: Callable[[Record, str], None],
                  require: Callable[[str, Tuple[str, ...]], Deferred[List[str]]],
                  release: Callable[[List[str], str], Deferred[Any]],
+                 revive: Callable[[Record, Any, bool], Deferred[Any]],
                  after: Callable[[Record], None],
-                 lost: Callable[[Record, PluginError], None]) -> None:
+                 lost: Callable[[Record, PluginError], None], phase: ManagerLifecycle) -> None:
         self.registry = registry
         self.life = life
         self.index = index
@@ -89,6 +93,8 @@ class Reloader:
         self.abandon = abandon
         self.require = require
         self.release = release
+        self.revive = revive
+        self.phase = phase
         self.after = after
         self.lost = lost
         self._queued: Dict[Record, _Queued] = {}
@@ -102,6 +108,27 @@ class Reloader:
                                 message=str(error))
         return fail(error)
 
+    def reload_named(self, name: Any, data: Any, mode: Any, dependents: bool,
+                     reload: Callable[..., Deferred[Any]]) -> Deferred[Any]:
+        """
+        L{PluginManager.reload}, checked: a bad name or mode, a manager that
+        shut down, or a plugin that is not loaded fail with a L{PluginError},
+        broadcast as C{plugin_reload_failed}.
+        """
+        try:
+            mode = ShutdownMode.coerce(mode)
+            _source.check_name(name)
+            if not self.phase.accepting:
+                raise ManagerStopped(name)
+            record = self.registry.named(name)
+            if not (record.lifecycle.addressable or record.lifecycle.quarantined):
+                raise NoSuchPlugin(name, "not loaded")
+        except (PluginError, ValueError) as error:
+            if not isinstance(error, PluginError):
+                error = PluginError(name, str(error))
+            return self.failed(name, error)
+        return self.request(record, data, mode, dependents, reload)
+
     def request(self, record: Record, data: Any, mode: ShutdownMode, dependents: bool,
                 reload: Callable[..., Deferred[Any]]) -> Deferred[Any]:
         """
@@ -114,6 +141,8 @@ class Reloader:
         """
         if record.lifecycle.serving and record not in self._queued:
             return self._now(record, data, mode, dependents, reload)
+        if record.lifecycle.quarantined:
+            return self._revive(record, record.data if data is UNCHANGED else data)
         queued = self._queued.get(record)
         if queued is None:
             queued = self._queued[record] = _Queued(data, mode, dependents)
@@ -148,6 +177,50 @@ class Reloader:
         if queued is not None:
             for waiter in queued.waiters:
                 waiter.errback(Failure(error))
+
+    def _revive(self, record: Record, data: Any) -> Deferred[Any]:
+        """
+        Reload a quarantined plugin: its source is imported afresh, and the
+        new version starts as a restart would (its restarts still count).
+        """
+        old = record.version
+        old_modules = _source.take_modules(old.module_name) if old is not None else {}
+        try:
+            new, _, _ = self.importer(record.name)
+        except PluginError as error:
+            if old is not None:
+                _source.restore_modules(old.module_name, old_modules)
+            return self.failed(record.name, error)
+        old_version = old.version if old is not None else None
+        record.version = new
+        record.reloads += 1
+        self.reporter.broadcast("plugin_reloaded", record.name, old_version=old_version,
+                                new_version=new.version)
+        return self.revive(record, data, False)
+
+    def restart_dependents(self, name: str) -> Deferred[Any]:
+        """
+        Restart, one by one in dependency order, the running plugins that
+        require C{name}, with their state: a fresh instance of the same code
+        each (OTP's C{rest_for_one}).
+        """
+        order = [n for n in reversed(self.registry.dependents(name))]
+        result: Deferred[Any] = Deferred()
+
+        def next_one(_: Any = None) -> None:
+            while order:
+                record = self.registry.get(order.pop(0))
+                if record is not None and record.lifecycle.serving:
+                    self.reporter.broadcast("plugin_restarting", record.name, attempt=0, delay=0.0,
+                                            message=f"restarted after {name}")
+                    attempt = ReloadAttempt(self, record, record.data, ShutdownMode.SMART,
+                                            fresh=True)
+                    attempt.run().addBoth(next_one)
+                    return
+            result.callback(None)
+
+        next_one()
+        return result
 
     def prepare(self, record: Record, data: Any) -> Tuple[Version, Dict[str, Any]]:
         """
@@ -247,8 +320,10 @@ class ReloadAttempt:
     requirements this attempt loaded are unloaded again.
     """
 
-    def __init__(self, reloader: Reloader, record: Record, data: Any, mode: ShutdownMode) -> None:
+    def __init__(self, reloader: Reloader, record: Record, data: Any, mode: ShutdownMode,
+                 fresh: bool = False) -> None:
         self.reloader = reloader
+        self.fresh = fresh  # the same code, a fresh instance: a restart with state
         self.record = record
         self.name = record.name
         self.data = data
@@ -268,7 +343,12 @@ class ReloadAttempt:
         """
         reloader, record = self.reloader, self.record
         try:
-            self.new, self.old_modules = reloader.prepare(record, self.data)
+            if self.fresh:
+                assert self.old is not None
+                self.new = self.old.fresh()
+                reloader.life.construct(self.name, self.new, self.data)
+            else:
+                self.new, self.old_modules = reloader.prepare(record, self.data)
         except PluginError as error:
             d = reloader.failed(self.name, error)
             reloader.after(record)  # run a reload that was queued meanwhile
@@ -296,8 +376,7 @@ class ReloadAttempt:
         reloader, new, old = self.reloader, self.new, self.old
         assert new is not None and old is not None
         reloader.life.close(self.name, new)
-        new.purge()
-        _source.restore_modules(old.module_name, self.old_modules)
+        self._old_code_back()
         self.record.lifecycle.fire("cancelled")
         error = failure.value if isinstance(failure.value, PluginError) else InitFailed(
             self.name, "a requirement failed", failure=failure)
@@ -347,12 +426,26 @@ class ReloadAttempt:
         record.lifecycle.fire(transition)
         self.reloader.index.set(self.name, record.sequence, version.specs)
 
+    def _old_code_back(self) -> None:
+        """
+        Put the old version's modules back in place of the new one's.
+        """
+        assert self.new is not None and self.old is not None
+        if not self.fresh:  # a restart with state shares its code
+            self.new.purge()
+            _source.restore_modules(self.old.module_name, self.old_modules)
+
     def _succeeded(self, instance: Any) -> None:
         assert self.new is not None
         self._swapped(self.new, self.data, "reloaded")
-        self.record.reloads += 1
-        self.reloader.reporter.broadcast("plugin_reloaded", self.name, old_version=self.old_version,
-                                         new_version=self.new.version)
+        if self.fresh:
+            self.record.restarts += 1
+            self.reloader.reporter.broadcast("plugin_started", self.name)
+        else:
+            self.record.reloads += 1
+            self.reloader.reporter.broadcast("plugin_reloaded", self.name,
+                                             old_version=self.old_version,
+                                             new_version=self.new.version)
         self.result.callback(instance)
         self.reloader.after(self.record)
 
@@ -362,8 +455,7 @@ class ReloadAttempt:
         error = failure.value if isinstance(failure.value, PluginError) else InitFailed(
             name, "the new version failed to start", failure=failure)
         # Roll back to the old code: its modules, a fresh instance.
-        self.new.purge()
-        _source.restore_modules(old.module_name, self.old_modules)
+        self._old_code_back()
         rollback = old.fresh()
         try:
             reloader.life.construct(name, rollback, self.record.data)

@@ -15,7 +15,14 @@ from . import _source
 from ._deferreds import Shared
 from ._delivery import Delivery
 from ._dispatch import HandlerIndex
-from ._errors import ManagerStopped, NoSuchPlugin, PluginError, ShutdownFailed, ShutdownTimedOut
+from ._errors import (
+    DependencyError,
+    ManagerStopped,
+    NoSuchPlugin,
+    PluginError,
+    ShutdownFailed,
+    ShutdownTimedOut,
+)
 from ._events import Reporter
 from ._instance import VersionLife
 from ._lifecycle import ManagerLifecycle, ShutdownMode
@@ -31,6 +38,7 @@ UNLOAD_REASONS = {
     "shutdown": "the manager shut down",
     "load_failed": "it was loaded as a requirement of a load that failed",
     "reload_failed": "it was loaded as a requirement of a reload that failed",
+    "failed": "it failed, and its restart policy does not restart it",
 }
 
 
@@ -50,13 +58,16 @@ class Stopper:
         queued operations fail with.
     @param changed: called after a plugin is gone, while the manager is
         open (to watch other files).
+    @param park: stops a restart under way for a record (see
+        L{_supervise.Supervisor.park}); C{parked} says whether one is.
     """
 
     def __init__(self, registry: Registry, life: VersionLife, index: HandlerIndex,
                  delivery: Delivery, reporter: Reporter, deadlines: Mapping[ShutdownMode, float],
                  phase: ManagerLifecycle, settle: Callable[[Record], None],
                  dropped: Callable[[Record, PluginError], None],
-                 changed: Callable[[], None]) -> None:
+                 changed: Callable[[], None], park: Callable[[Record], Deferred[Any]],
+                 parked: Callable[[Record], bool]) -> None:
         self.registry = registry
         self.life = life
         self.index = index
@@ -67,6 +78,31 @@ class Stopper:
         self.settle = settle
         self.dropped = dropped
         self.changed = changed
+        self.park = park
+        self.parked = parked
+        self._shutdown = Shared()  # the outcome of the manager's shutdown
+
+    def unload_named(self, name: Any, mode: Any, reason: str, cascade: bool = True,
+                     why: str = "unloaded") -> Deferred[Any]:
+        """
+        L{PluginManager.unload}, checked: a bad name or mode, a plugin that
+        is not loaded, or dependents with C{cascade} false fail with a
+        L{PluginError}, broadcast as C{plugin_unload_failed}.
+        """
+        try:
+            mode = ShutdownMode.coerce(mode)
+            _source.check_name(name)
+            record = self.registry.named(name)
+            dependents = self.registry.dependents(name)
+            if dependents and not cascade:
+                raise DependencyError(name, dependents, "required by " + ", ".join(dependents))
+        except (PluginError, ValueError) as error:
+            if not isinstance(error, PluginError):
+                error = PluginError(name, str(error))
+            self.reporter.broadcast("plugin_unload_failed", name, failure=Failure(error),
+                                    message=str(error))
+            return fail(error)
+        return self.unload(record, dependents, mode, reason, why)
 
     def unload(self, record: Record, dependents: List[str], mode: ShutdownMode,
                reason: str, why: str = "unloaded") -> Deferred[Any]:
@@ -107,7 +143,10 @@ class Stopper:
         """
         if record.lifecycle.leaving and record.stop is not None:
             return record.stop.wait()
-        if not record.lifecycle.settled:
+        if record.lifecycle.restarting and not self.parked(record):
+            # Nothing restarts after an unload: stop the restart first.
+            return self.park(record).addCallback(lambda _: self.stop(record, mode, reason, why))
+        if not record.lifecycle.settled and not record.lifecycle.restarting:
             return record.when_settled().addCallback(
                 lambda _: self.stop(record, mode, reason, why) if self.registry.current(record)
                 else fail(NoSuchPlugin(record.name, "it failed to start")))
@@ -190,6 +229,27 @@ class Stopper:
                                 message=str(error), reason="init_failed")
         self.teardown(record, "fail", NoSuchPlugin(record.name, "it failed to start"))
         record.settled()
+
+    def shutdown(self, mode: ShutdownMode, unwatch: Callable[[], None]) -> Deferred[None]:
+        """
+        L{PluginManager.shutdown}: the manager's phase goes to
+        C{shutting_down}, files are no longer watched, every plugin stops
+        (L{stop_all}), the phase goes to C{stopped} and
+        C{plugin_manager_shutdown} is broadcast. A second shutdown waits for
+        the first.
+        """
+        if not self.phase.accepting:
+            return self._shutdown.wait()
+        self.phase.fire("shutdown")
+        unwatch()
+
+        def stopped(_: Any) -> None:
+            self.phase.fire("stopped")
+            self.reporter.broadcast("plugin_manager_shutdown")
+            self._shutdown.fire(None)
+
+        self.stop_all(mode).addCallback(stopped)
+        return self._shutdown.wait()
 
     def stop_all(self, mode: ShutdownMode) -> Deferred[None]:
         """
