@@ -65,6 +65,7 @@ from twisted_plugmgr import (
     NoSuchHandler,
     NoSuchPlugin,
     PluginError,
+    PluginQuarantined,
     PluginState,
     ShutdownMode,
 )
@@ -150,6 +151,8 @@ def handlers(post_tail: str = "", call_tail: str = "", emit_tail: str = "") -> s
         "@handler()\ndef ping(self, token):\n"
         "    ledger(self).got('emit', token, self.name, self)\n"
         f"    {emit_tail or 'return self.name'}\n\n"
+        "@handler()\ndef breakdown(self):\n"
+        "    self.api.fail('declared broken by the state machine')\n\n"
     )
 
 
@@ -338,23 +341,41 @@ class ManagerMachine(RuleBasedStateMachine):
         return data.draw(st.sampled_from(NAMES + list(extra)))
 
     @initialize(start=st.booleans(), preload=st.lists(st.sampled_from(NAMES), unique=True),
-                watch=st.booleans())
-    def begin(self, start: bool, preload: List[str], watch: bool) -> None:
+                watch=st.booleans(),
+                policies=st.lists(st.sampled_from([None, "no", "on-failure", "always"]),
+                                  min_size=len(NAMES), max_size=len(NAMES)))
+    def begin(self, start: bool, preload: List[str], watch: bool, policies: List[Any]) -> None:
         if start:
             self.track("start", self.manager.startService())
         if watch:
             self.watch(True)
-        for name in preload:
-            self.load(name)
+        for name, restart in zip(preload, policies):
+            self.load(name, restart=restart, burst=2, delay=0.5)
 
     @precondition(lambda self: not self.manager.running and not self.shut)
     @rule()
     def start_manager(self) -> None:
         self.track("start", self.manager.startService())
 
-    @rule(name=st.sampled_from(NAMES + ["ghost", "../alpha", "os.path"]))
-    def load(self, name: str) -> None:
-        self.track(f"load {name}", self.manager.load(name, self.ledger))
+    @rule(name=st.sampled_from(NAMES + ["ghost", "../alpha", "os.path"]),
+          restart=st.sampled_from([None, "no", "on-failure", "always"]),
+          burst=st.sampled_from([None, 0, 1, 3]), delay=st.sampled_from([None, 0, 0.5, 2]),
+          interval=st.sampled_from([None, 1, 30]))
+    def load(self, name: str, restart: Any = None, burst: Any = None, delay: Any = None,
+             interval: Any = None) -> None:
+        self.track(f"load {name}", self.manager.load(
+            name, self.ledger, restart=restart, restart_burst=burst, restart_delay=delay,
+            restart_interval=interval))
+
+    @rule(data=st.data())
+    def fail(self, data: Any) -> None:
+        # A plugin says it is broken: its policy restarts, quarantines or
+        # unloads it.
+        self.track("fail", self.manager.call(self.target(data), "breakdown"))
+
+    @rule(data=st.data())
+    def reset(self, data: Any) -> None:
+        self.track("reset", self.manager.reset(self.target(data)))
 
     @rule(data=st.data(), mode=MODES, cascade=st.booleans())
     def unload(self, data: Any, mode: ShutdownMode, cascade: bool) -> None:
@@ -455,10 +476,16 @@ class ManagerMachine(RuleBasedStateMachine):
         for name, info in table.items():
             assert info.name == name
             assert info.state not in (PluginState.STOPPED, PluginState.FAILED), (name, info)
-        live = {name for name, info in table.items() if info.state is not PluginState.LOADING}
-        services = sorted(getattr(s, "name", None) for s in self.manager.services)
-        assert services == sorted(live), (services, table)
-        assert set(self.manager.namedServices) == live
+        # A restarting plugin has a child while its failed instance stops
+        # and while its fresh one starts, none during the delay between; a
+        # quarantined one has none.
+        maybe = {name for name, info in table.items() if info.state is PluginState.RESTARTING}
+        live = {name for name, info in table.items()
+                if info.state not in (PluginState.LOADING, PluginState.QUARANTINED)} - maybe
+        services = {getattr(s, "name", None) for s in self.manager.services}
+        assert len(services) == len(self.manager.services), self.manager.services
+        assert live <= services <= live | maybe, (services, table)
+        assert set(self.manager.namedServices) == services
         assert all(s.parent is self.manager for s in self.manager.services)
         modules = {info.module for info in table.values() if info.module}
         assert self.private_modules() == modules, (self.private_modules(), table)
@@ -481,7 +508,8 @@ class ManagerMachine(RuleBasedStateMachine):
         # plugin_unloaded or plugin_init_failed about it since the last
         # check), its lineage goes on, and it has seen every message
         # delivered to that lineage.
-        gone = any(e.plugin == "beta" and e.kind in ("plugin_unloaded", "plugin_init_failed")
+        gone = any(e.plugin == "beta" and e.kind in ("plugin_unloaded", "plugin_init_failed",
+                                                       "plugin_failed", "plugin_quarantined")
                    for e in self.events.events[self.seen_events:])
         self.seen_events = len(self.events.events)
         beta = self.manager.namedServices.get("beta")
@@ -546,7 +574,8 @@ class ManagerMachine(RuleBasedStateMachine):
         ]
         reported = [
             e for e in self.events.of("plugin_error")
-            if e.failure is not None and e.failure.check(NoSuchPlugin, NoSuchHandler)
+            if e.failure is not None
+            and e.failure.check(NoSuchPlugin, NoSuchHandler, PluginQuarantined)
             and not e.failure.check(HandlerAbandoned)
         ]
         assert len(undelivered) == len(reported), (

@@ -136,10 +136,17 @@ class Supervisor:
                                 message=record.last_failure)
         policy = self.policy_of(record)
         if not policy.restarts_after(clean=False):
-            self.unload(record.name, ShutdownMode.IMMEDIATE, f"{record.name} failed ({cause})",
-                        True, "failed")
+            self._unload_failed(record, cause)
             return
         self._restart(record, policy, failure, ShutdownMode.IMMEDIATE, f"failed ({cause})")
+
+    def _unload_failed(self, record: Record, cause: str) -> None:
+        """
+        Unload a failed plugin that its policy does not restart; how its
+        shutdown went is broadcast already.
+        """
+        self.unload(record.name, ShutdownMode.IMMEDIATE, f"{record.name} failed ({cause})",
+                    True, "failed").addErrback(lambda f: None)
 
     def settled(self, record: Record) -> None:
         """
@@ -283,8 +290,7 @@ class Supervisor:
         policy = self.policy_of(record)
         if not policy.restarts_after(clean=False):
             restart.parked.fire(None)
-            self.unload(record.name, ShutdownMode.IMMEDIATE, f"{record.name} failed (start)",
-                        True, "failed")
+            self._unload_failed(record, "start")
             return
         self._restart(record, policy, failure, ShutdownMode.IMMEDIATE, "failed (start)")
         restart.parked.fire(None)
