@@ -475,3 +475,38 @@ def test_a_bad_policy_on_load_fails_it_naming_the_key_and_loads_nothing(env, log
     failure_of(manager.load("worker", restrat="no"), PluginError)
     assert manager.plugin_table() == {} and plugin_modules(manager) == []
     logged_failures.flush(PluginError)
+
+
+@pytest.mark.parametrize("restart", ["no", "on-failure", "always"])
+@pytest.mark.parametrize("cause", ["fail", "error"])
+def test_each_policy_with_each_kind_of_failure(env, restart, cause):
+    manager, clock, events, plugdir = env
+    worker(plugdir)
+    old = result_of(manager.load("worker", restart=restart, fail_on_error=True))
+    if cause == "fail":
+        fail_it(manager)
+    else:
+        result_of(manager.call("worker", "tick"))
+        clock.advance(1)
+    assert [e.cause for e in events.of("plugin_failed")] == [cause]
+    assert not old.running
+    clock.advance(0.1)
+    if restart == "no":
+        assert [e.reason for e in events.of("plugin_unloaded")] == ["failed"]
+        assert "worker" not in manager.plugin_table() and plugin_modules(manager) == []
+    else:
+        assert current(manager).running and current(manager) is not old
+        assert manager.plugin_table()["worker"].restarts == 1
+
+
+@pytest.mark.parametrize("restart", ["on-failure", "always"])
+def test_a_failed_restart_start_is_a_start_failure_under_each_restarting_policy(env, restart):
+    manager, clock, events, plugdir = env
+    worker(plugdir)
+    result_of(manager.load("worker", {"fail_restarts": True}, restart=restart, restart_burst=1,
+                           restart_interval=100))
+    fail_it(manager)
+    clock.advance(0.1)
+    assert [e.cause for e in events.of("plugin_failed")] == ["fail", "start"]
+    assert manager.plugin_table()["worker"].state is PluginState.QUARANTINED
+    assert "worker" not in manager.namedServices
