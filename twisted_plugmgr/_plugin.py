@@ -37,8 +37,10 @@ class Plugin(Service):
     L{twisted_plugmgr.handler}.
 
     A plugin may define C{get_state()} and C{set_state(state)} to carry its
-    state across a reload, and C{default(event, *args, **kw)} to receive
-    the events posted or called to it that it has no handler for.
+    state across a reload, C{migrate_state(old_version, state)} to turn the
+    state of an older version (whose C{state_version} it is given) into its
+    own, and C{default(event, *args, **kw)} to receive the events posted or
+    called to it that it has no handler for.
 
     @ivar api: the L{PluginAPI} it was given.
     @ivar data: the data given to C{load} (L{None} by default).
@@ -51,6 +53,10 @@ class Plugin(Service):
     version: Optional[str] = None
     author: Optional[str] = None
     requires: Tuple[str, ...] = ()
+    #: The version of the state C{get_state} gives (an int or a string);
+    #: the next version's C{migrate_state(old_version, state)}, where it is
+    #: defined, is given it.
+    state_version: Any = None
 
     def __init__(self, api: PluginAPI, data: Any = None) -> None:
         self.api = api

@@ -51,6 +51,9 @@ class PluginInfo:
     @ivar restarts: how many times its supervisor restarted it since it was
         loaded (or reset).
     @ivar last_failure: its last failure, in one line, or L{None}.
+    @ivar last_reload_error: why its last reload failed, in one line, or
+        L{None} (cleared by a reload that succeeds).
+    @ivar last_reload_error_at: the reactor time of that failure, or L{None}.
     """
 
     name: str
@@ -69,6 +72,8 @@ class PluginInfo:
     events: Tuple[str, ...] = ()
     restarts: int = 0
     last_failure: Optional[str] = None
+    last_reload_error: Optional[str] = None
+    last_reload_error_at: Optional[float] = None
 
 
 @attr.s(auto_attribs=True, eq=False, repr=False)
@@ -102,6 +107,8 @@ class Record:
     window: RestartWindow = attr.ib(factory=RestartWindow)
     restarts: int = 0
     last_failure: Optional[str] = None
+    last_reload_error: Optional[str] = None
+    last_reload_error_at: Optional[float] = None
     reloads: int = 0
     calls: int = 0
     busy_time: float = 0.0
@@ -154,6 +161,8 @@ class Record:
             events=tuple(sorted(events)),
             restarts=self.restarts,
             last_failure=self.last_failure,
+            last_reload_error=self.last_reload_error,
+            last_reload_error_at=self.last_reload_error_at,
         )
 
     def when_settled(self) -> Deferred[Any]:

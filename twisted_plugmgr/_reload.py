@@ -19,13 +19,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from . import _source
-from ._deferreds import fan_out, run_blocking
+from ._deferreds import call_with_deadline, fan_out, run_blocking
 from ._dispatch import HandlerIndex
-from ._errors import InitFailed, ManagerStopped, NoSuchPlugin, PluginError
+from ._errors import InitFailed, ManagerStopped, NoSuchPlugin, PluginError, StartTimedOut
 from ._events import Reporter
-from ._instance import Version, VersionLife
+from ._instance import NO_STATE, Version, VersionLife, attribute
 from ._lifecycle import ManagerLifecycle, ShutdownMode
 from ._registry import Record, Registry
+from ._supervise import one_line
 
 __all__ = ["UNCHANGED", "Reloader", "ReloadAttempt"]
 
@@ -90,6 +91,7 @@ class Reloader:
         self.importer = importer
         self.deadlines = deadlines
         self._reactor = reactor
+        self.clock = reactor
         self.abandon = abandon
         self.require = require
         self.release = release
@@ -101,9 +103,13 @@ class Reloader:
 
     def failed(self, name: Any, error: PluginError) -> Deferred[Any]:
         """
-        Broadcast C{plugin_reload_failed} and return C{error} as a failed
-        Deferred.
+        Broadcast C{plugin_reload_failed}, keep it as the plugin's last
+        reload error, and return C{error} as a failed Deferred.
         """
+        record = self.registry.get(name)
+        if record is not None:
+            record.last_reload_error = one_line(Failure(error))
+            record.last_reload_error_at = self._reactor.seconds()
         self.reporter.broadcast("plugin_reload_failed", name, failure=Failure(error),
                                 message=str(error))
         return fail(error)
@@ -412,8 +418,33 @@ class ReloadAttempt:
 
     def _close_then_start(self, state: Any) -> Deferred[Any]:
         return self.reloader.life.close(self.name, self.old, self.until).addCallback(
-            lambda _: self._start(self.new, state).addCallbacks(
-                self._succeeded, self._new_failed, errbackArgs=(state,)))
+            lambda _: self._migrate(state))
+
+    def _migrate(self, state: Any) -> Deferred[Any]:
+        """
+        When the new version defines C{migrate_state(old_version, state)},
+        the old instance's state goes through it (with the old instance's
+        C{state_version}); a migration that fails fails the reload.
+        """
+        life, new, old = self.reloader.life, self.new, self.old
+        assert new is not None and old is not None
+        migrate = attribute(new.instance, "migrate_state")
+        if state is NO_STATE or not callable(migrate):
+            return self._start_new(state)
+
+        def failed(failure: Failure) -> Any:
+            life.close(self.name, new)
+            return self._new_failed(Failure(InitFailed(
+                self.name, "migrate_state failed", failure=failure)), state)
+
+        d = call_with_deadline(migrate, (attribute(old.instance, "state_version"), state),
+                               life.start_deadline, self.reloader.clock,
+                               lambda: StartTimedOut(self.name, life.start_deadline))
+        return d.addCallbacks(self._start_new, failed)
+
+    def _start_new(self, state: Any) -> Deferred[Any]:
+        return self._start(self.new, state).addCallbacks(
+            self._succeeded, self._new_failed, errbackArgs=(state,))
 
     def _start(self, version: Optional[Version], state: Any) -> Deferred[Any]:
         assert version is not None
@@ -438,6 +469,7 @@ class ReloadAttempt:
     def _succeeded(self, instance: Any) -> None:
         assert self.new is not None
         self._swapped(self.new, self.data, "reloaded")
+        self.record.last_reload_error = self.record.last_reload_error_at = None
         if self.fresh:
             self.record.restarts += 1
             self.reloader.reporter.broadcast("plugin_started", self.name)
