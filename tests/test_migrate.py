@@ -131,3 +131,14 @@ def test_a_reload_that_does_not_compile_shows_in_the_table(env, logged_failures)
     info = manager.plugin_table()["store"]
     assert "CompileFailed" in info.last_reload_error and info.last_reload_error_at == 7
     logged_failures.flush(Exception)
+
+
+def test_a_rollback_after_a_migration_gives_the_old_version_its_own_state(env, logged_failures):
+    manager, clock, events, plugdir = env
+    old(plugdir, 1)
+    result_of(manager.load("store"))
+    write_plugin(plugdir, "store", NEW.replace("FAIL", "False") +
+                 "\ndef startService(self):\n    raise RuntimeError('no start')\n", version="2.0")
+    failure_of(manager.reload("store"), InitFailed)
+    assert result_of(manager.call("store", "items_")) == ["a", "b"]  # not the migrated dict
+    logged_failures.flush(RuntimeError, InitFailed)

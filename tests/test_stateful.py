@@ -349,7 +349,7 @@ class ManagerMachine(RuleBasedStateMachine):
             self.track("start", self.manager.startService())
         if watch:
             self.watch(True)
-        for name, restart in zip(preload, policies):
+        for name, restart in zip(preload, policies, strict=False):
             self.load(name, restart=restart, burst=2, delay=0.5)
 
     @precondition(lambda self: not self.manager.running and not self.shut)

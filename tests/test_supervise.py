@@ -510,3 +510,101 @@ def test_a_failed_restart_start_is_a_start_failure_under_each_restarting_policy(
     assert [e.cause for e in events.of("plugin_failed")] == ["fail", "start"]
     assert manager.plugin_table()["worker"].state is PluginState.QUARANTINED
     assert "worker" not in manager.namedServices
+
+
+# -- found in review ---------------------------------------------------------
+
+
+def test_a_restarted_instance_that_fails_in_its_start_is_not_left_running(env):
+    manager, clock, events, plugdir = env
+    worker(plugdir)
+    result_of(manager.load("worker", {"fail_at_start": True}, restart_burst=2,
+                           restart_interval=100))
+    for _ in range(5):
+        clock.advance(10)
+    assert manager.plugin_table()["worker"].state is PluginState.QUARANTINED
+    assert "worker" not in manager.namedServices
+    assert [e.cause for e in events.of("plugin_failed")] == ["fail"] * 3
+
+
+def test_the_old_version_failing_during_a_reload_does_not_fail_the_new_one(env):
+    manager, clock, events, plugdir = env
+    worker(plugdir, "def shutdown(self, mode, reason):\n        self.api.fail('late')\n"
+                    "        return 'bye'")
+    result_of(manager.load("worker"))
+    worker(plugdir)
+    new = result_of(manager.reload("worker"))
+    clock.advance(1)
+    assert events.of("plugin_failed") == [] and len(events.of("plugin_error")) == 1
+    assert current(manager) is new and new.running
+
+
+def test_unloading_in_the_errback_of_a_failed_revival_leaves_nothing(env):
+    manager, clock, events, plugdir = env
+    worker(plugdir)
+    result_of(manager.load("worker", {"fail_restarts": True}, restart_burst=0))
+    fail_it(manager)
+    assert manager.plugin_table()["worker"].state is PluginState.QUARANTINED
+    revived = manager.reset("worker")
+    unloaded = revived.addErrback(lambda f: manager.unload("worker"))
+    result_of(unloaded)
+    clock.advance(100)
+    assert manager.plugin_table() == {} and clock.getDelayedCalls() == []
+    assert plugin_modules(manager) == []
+
+
+def test_a_bad_policy_attribute_on_the_class_fails_the_load_naming_it(env):
+    from twisted_plugmgr import InvalidMetadata
+
+    manager, clock, events, plugdir = env
+    worker(plugdir, 'restart = "sometimes"')
+    error = failure_of(manager.load("worker"), InvalidMetadata).value
+    assert "restart" in str(error) and "sometimes" in str(error)
+    assert manager.plugin_table() == {} and plugin_modules(manager) == []
+
+
+def test_with_restart_no_a_broken_plugin_serves_nothing_while_it_goes(env):
+    manager, clock, events, plugdir = env
+    worker(plugdir, "def shutdown(self, mode, reason):\n"
+                    "        from twisted.internet.task import deferLater\n"
+                    "        return deferLater(self.api.reactor, 0.5, lambda: 'bye')")
+    old = result_of(manager.load("worker", restart="no"))
+    fail_it(manager)
+    late = manager.call("worker", "ping", "late")  # not the broken instance's
+    clock.advance(1)
+    failure_of(late, NoSuchPlugin)
+    assert old.seen == []
+    assert "worker" not in manager.plugin_table()
+
+
+def test_nothing_restarts_once_the_shutdown_began(env):
+    manager, clock, events, plugdir = env
+    worker(plugdir)
+    write_plugin(plugdir, "slowdep", "requires = ('worker',)\n"
+                 "def shutdown(self, mode, reason):\n"
+                 "    from twisted.internet.task import deferLater\n"
+                 "    return deferLater(self.api.reactor, 2, lambda: 'bye')\n")
+    result_of(manager.load("slowdep"))
+    fail_it(manager)  # worker restarts in 0.1 s, while slowdep stops for 2 s
+    events.clear()
+    d = manager.shutdown()
+    clock.advance(5)
+    result_of(d)
+    assert events.of("plugin_started") == []
+    assert manager.plugin_table() == {} and clock.getDelayedCalls() == []
+
+
+def test_reloading_a_quarantined_plugin_honours_its_new_requirements(env):
+    manager, clock, events, plugdir = env
+    write_plugin(plugdir, "db")
+    worker(plugdir)
+    result_of(manager.load("worker", restart_burst=0))
+    fail_it(manager)
+    worker(plugdir, 'requires = ("db",)')
+    events.clear()
+    result_of(manager.reload("worker"))
+    assert manager.plugin_table()["db"].state is PluginState.RUNNING
+    kinds_ = [(e.kind, e.plugin) for e in events.events
+              if e.kind in ("plugin_started", "plugin_reloaded")]
+    assert kinds_ == [("plugin_started", "db"), ("plugin_started", "worker"),
+                      ("plugin_reloaded", "worker")]

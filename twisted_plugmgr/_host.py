@@ -48,10 +48,16 @@ class Host:
 
     def _current(self, name: str, api: Any) -> Union[Record, None]:
         """
-        The record of C{name} if C{api} belongs to the version serving it.
+        The record of C{name} if C{api} belongs to the version that serves
+        it, or that is being started in its place (by a reload or a
+        restart); not the old version of a reload under way.
         """
         record = self._registry.get(name)
-        if record is None or record.version is None or record.version.api is not api:
+        if record is None:
+            return None
+        if record.starting is not None:
+            return record if record.starting.api is api else None
+        if record.version is None or record.version.api is not api:
             return None
         return record
 

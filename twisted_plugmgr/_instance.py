@@ -32,6 +32,7 @@ from ._errors import (
 from ._events import Reporter, safe_str
 from ._lifecycle import ShutdownMode
 from ._plugin import PluginAPI
+from ._policy import RestartPolicy, class_policy
 
 __all__ = ["NO_STATE", "Version", "import_version", "attribute", "VersionLife"]
 
@@ -134,6 +135,7 @@ def import_version(
             cls = _source.find_plugin_class(name, imported.module)
             missing = _source.check_metadata(name, cls)
             specs = handler_specs(cls)
+            RestartPolicy().evolve(**class_policy(cls))  # its restart policy attributes
         except PluginError:
             raise
         except ValueError as e:
@@ -183,14 +185,15 @@ class VersionLife:
         @raise InitFailed: when the constructor raised (what its API
             started is closed).
         """
-        api = PluginAPI(self._parent, name, self._reactor, host=self.host)
+        api = version.api = PluginAPI(self._parent, name, self._reactor, host=self.host)
         try:
             instance = version.cls(api, data)
         except BaseException:  # plugin code: SystemExit, KeyboardInterrupt too
             failure = Failure()
             api.reactor.close()
+            version.api = None
             raise InitFailed(name, "the constructor raised", failure=failure) from None
-        version.instance, version.api = instance, api
+        version.instance = instance
 
     def adopt(self, name: str, instance: Any) -> None:
         """

@@ -88,6 +88,8 @@ class Record:
     @ivar inbox: messages held until it runs.
     @ivar waiting: answers still waiting on a handler's Deferred.
     @ivar stop: the outcome of its stop, once its stop has begun.
+    @ivar starting: the version being constructed and started in its place
+        (by a reload or a restart), while that is under way.
     """
 
     name: str
@@ -96,6 +98,7 @@ class Record:
     data: Any
     loaded_at: float
     version: Optional[Version] = None
+    starting: Optional[Version] = None
     displaced: Dict[str, Any] = attr.ib(factory=dict)
     inbox: Deque[Message] = attr.ib(factory=collections.deque)
     drain_call: Any = None

@@ -190,19 +190,39 @@ class Reloader:
         new version starts as a restart would (its restarts still count).
         """
         old = record.version
-        old_modules = _source.take_modules(old.module_name) if old is not None else {}
+        assert old is not None
+        old_modules = _source.take_modules(old.module_name)
         try:
             new, _, _ = self.importer(record.name)
         except PluginError as error:
-            if old is not None:
-                _source.restore_modules(old.module_name, old_modules)
+            _source.restore_modules(old.module_name, old_modules)
             return self.failed(record.name, error)
-        old_version = old.version if old is not None else None
-        record.version = new
-        record.reloads += 1
-        self.reporter.broadcast("plugin_reloaded", record.name, old_version=old_version,
-                                new_version=new.version)
-        return self.revive(record, data, False)
+
+        def give_up(failure: Failure) -> Any:
+            new.purge()
+            _source.restore_modules(old.module_name, old_modules)
+            error = failure.value if isinstance(failure.value, PluginError) else InitFailed(
+                record.name, "a requirement failed", failure=failure)
+            return self.failed(record.name, error)
+
+        def required(loaded: List[str]) -> Deferred[Any]:
+            if not record.lifecycle.quarantined:  # unloaded meanwhile
+                return give_up(Failure(NoSuchPlugin(record.name, f"it is {record.state.value}")))
+            record.version = new
+            return self.revive(record, data, False).addCallbacks(
+                started, lambda f: self.release(loaded, "reload_failed").addBoth(
+                    lambda _: self.failed(record.name, f.value if isinstance(
+                        f.value, PluginError) else InitFailed(record.name, "it did not start",
+                                                              failure=f))))
+
+        def started(instance: Any) -> Any:
+            record.reloads += 1
+            record.last_reload_error = record.last_reload_error_at = None
+            self.reporter.broadcast("plugin_reloaded", record.name, old_version=old.version,
+                                    new_version=new.version)
+            return instance
+
+        return self.require(record.name, new.requires).addCallbacks(required, give_up)
 
     def restart_dependents(self, name: str) -> Deferred[Any]:
         """
@@ -242,8 +262,10 @@ class Reloader:
         new: Optional[Version] = None
         try:
             new, _, _ = self.importer(record.name)
+            record.starting = new  # what its API does is the plugin's from now on
             self.life.construct(record.name, new, data)
         except BaseException:
+            record.starting = None
             if new is not None:
                 new.purge()
             if old is not None:
@@ -351,11 +373,12 @@ class ReloadAttempt:
         try:
             if self.fresh:
                 assert self.old is not None
-                self.new = self.old.fresh()
+                self.new = record.starting = self.old.fresh()
                 reloader.life.construct(self.name, self.new, self.data)
             else:
                 self.new, self.old_modules = reloader.prepare(record, self.data)
         except PluginError as error:
+            record.starting = None
             d = reloader.failed(self.name, error)
             reloader.after(record)  # run a reload that was queued meanwhile
             return d
@@ -383,6 +406,7 @@ class ReloadAttempt:
         assert new is not None and old is not None
         reloader.life.close(self.name, new)
         self._old_code_back()
+        self.record.starting = None
         self.record.lifecycle.fire("cancelled")
         error = failure.value if isinstance(failure.value, PluginError) else InitFailed(
             self.name, "a requirement failed", failure=failure)
@@ -440,11 +464,16 @@ class ReloadAttempt:
         d = call_with_deadline(migrate, (attribute(old.instance, "state_version"), state),
                                life.start_deadline, self.reloader.clock,
                                lambda: StartTimedOut(self.name, life.start_deadline))
-        return d.addCallbacks(self._start_new, failed)
+        return d.addCallbacks(self._start_new, failed, callbackArgs=(state,))
 
-    def _start_new(self, state: Any) -> Deferred[Any]:
-        return self._start(self.new, state).addCallbacks(
-            self._succeeded, self._new_failed, errbackArgs=(state,))
+    def _start_new(self, given: Any, original: Any = NO_STATE) -> Deferred[Any]:
+        """
+        Start the new version with C{given}; should it fail, the old one is
+        given back C{original} (the state as the old version gave it).
+        """
+        original = given if original is NO_STATE else original
+        return self._start(self.new, given).addCallbacks(
+            self._succeeded, self._new_failed, errbackArgs=(original,))
 
     def _start(self, version: Optional[Version], state: Any) -> Deferred[Any]:
         assert version is not None
@@ -453,6 +482,7 @@ class ReloadAttempt:
 
     def _swapped(self, version: Version, data: Any, transition: str) -> None:
         record = self.record
+        record.starting = None
         record.version, record.data = version, data
         record.lifecycle.fire(transition)
         self.reloader.index.set(self.name, record.sequence, version.specs)
@@ -488,10 +518,11 @@ class ReloadAttempt:
             name, "the new version failed to start", failure=failure)
         # Roll back to the old code: its modules, a fresh instance.
         self._old_code_back()
-        rollback = old.fresh()
+        rollback = self.record.starting = old.fresh()
         try:
             reloader.life.construct(name, rollback, self.record.data)
         except PluginError as rollback_error:
+            self.record.starting = None
             reloader.lost(self.record, rollback_error)
             self._fail(error)
             return
@@ -502,6 +533,7 @@ class ReloadAttempt:
             reloader.after(self.record)
 
         def rollback_failed(f: Failure) -> None:
+            self.record.starting = None
             reloader.lost(self.record, f.value if isinstance(f.value, PluginError) else InitFailed(
                 name, "the old version failed to start again", failure=f))
             self._fail(error)

@@ -72,13 +72,16 @@ class Supervisor:
         C{why}).
     @param dependents_restart: restarts, with their state, the running
         plugins that require the named one.
+    @param accepting: whether the manager is open (nothing restarts while it
+        shuts down).
     """
 
     def __init__(self, registry: Registry, life: VersionLife, index: HandlerIndex,
                  delivery: Delivery, reporter: Reporter, reactor: IReactorTime,
                  defaults: RestartPolicy, deadlines: Mapping[ShutdownMode, float],
                  settle: Callable[[Record], None], unload: Callable[..., Deferred[Any]],
-                 dependents_restart: Callable[[str], Deferred[Any]]) -> None:
+                 dependents_restart: Callable[[str], Deferred[Any]],
+                 accepting: Callable[[], bool]) -> None:
         self.registry = registry
         self.life = life
         self.index = index
@@ -90,8 +93,10 @@ class Supervisor:
         self.settle = settle
         self.unload = unload
         self.dependents_restart = dependents_restart
+        self.accepting = accepting
         self._restarts: Dict[Record, _Restart] = {}
-        self._deferred_failures: Dict[Record, Tuple[Failure, str]] = {}
+        # Failures declared by a version before it ran, applied once it runs.
+        self._deferred_failures: Dict[Record, Tuple[Any, Failure, str]] = {}
 
     # -- policies --------------------------------------------------------
 
@@ -127,34 +132,54 @@ class Supervisor:
         it, quarantine it or unload it. A plugin that is not running yet
         fails once it runs; one already on its way out is left alone.
         """
-        if not record.lifecycle.serving:
-            if record.lifecycle.headed_for_running and not record.lifecycle.restarting:
-                self._deferred_failures.setdefault(record, (failure, cause))
+        starting = record.starting if record.starting is not None else record.version
+        if not record.lifecycle.serving or record.starting is not None:
+            if record.lifecycle.headed_for_running:
+                self._deferred_failures.setdefault(record, (starting, failure, cause))
             return
         record.last_failure = one_line(failure)
         self.reporter.broadcast("plugin_failed", record.name, failure=failure, cause=cause,
                                 message=record.last_failure)
         policy = self.policy_of(record)
-        if not policy.restarts_after(clean=False):
+        if not policy.restarts_after(clean=False) or not self.accepting():
             self._unload_failed(record, cause)
             return
         self._restart(record, policy, failure, ShutdownMode.IMMEDIATE, f"failed ({cause})")
 
     def _unload_failed(self, record: Record, cause: str) -> None:
         """
-        Unload a failed plugin that its policy does not restart; how its
-        shutdown went is broadcast already.
+        Unload a failed plugin that its policy does not restart: it stops
+        serving at once (stopped in immediate mode, its messages held), then
+        it is unloaded, its dependents first; how its shutdown went is
+        broadcast already.
         """
-        self.unload(record.name, ShutdownMode.IMMEDIATE, f"{record.name} failed ({cause})",
-                    True, "failed").addErrback(lambda f: None)
+        def unload(_: Any = None) -> None:
+            self.unload(record.name, ShutdownMode.IMMEDIATE, f"{record.name} failed ({cause})",
+                        True, "failed").addErrback(lambda f: None)
+
+        if not record.lifecycle.serving:
+            unload()
+            return
+        record.lifecycle.fire("restart")  # not serving: its messages are held
+        restart = self._restarts[record] = _Restart(0, 0.0, cancelled=True)
+
+        def stopped(_: Any) -> None:
+            self._park(record, restart)
+            unload()
+
+        self._stop_version(record, ShutdownMode.IMMEDIATE, f"failed ({cause})").addCallback(stopped)
 
     def settled(self, record: Record) -> None:
         """
         C{record} settled: a failure it declared before it ran takes effect.
         """
-        pending = self._deferred_failures.pop(record, None)
-        if pending is not None and record.lifecycle.serving:
-            self.failed(record, *pending)
+        pending = self._deferred_failures.get(record)
+        if pending is None or record.starting is not None:
+            return
+        del self._deferred_failures[record]
+        version, failure, cause = pending
+        if record.lifecycle.serving and record.version is version:
+            self.failed(record, failure, cause)
 
     def end(self, record: Record, reason: str, mode: ShutdownMode) -> Deferred[Any]:
         """
@@ -239,11 +264,13 @@ class Supervisor:
 
     def _start(self, record: Record, restart: _Restart) -> None:
         restart.call = None
-        if restart.cancelled:
+        if restart.cancelled or not self.accepting() or not self.registry.current(record):
+            restart.cancelled = True
             self._park(record, restart)
             return
         version = record.version
         assert version is not None
+        record.starting = version
         try:
             self.life.construct(record.name, version, record.data)
         except PluginError as error:
@@ -255,6 +282,7 @@ class Supervisor:
             errbackArgs=(record, restart))
 
     def _started(self, instance: Any, record: Record, restart: _Restart) -> None:
+        record.starting = None
         version = record.version
         assert version is not None
         if self._restarts.get(record) is restart:
@@ -276,24 +304,24 @@ class Supervisor:
         The fresh instance did not start: a failure too (C{cause="start"}),
         counted toward the burst.
         """
+        record.starting = None
+        self._deferred_failures.pop(record, None)  # what that version declared goes with it
         if record.version is not None:
             record.version = record.version.fresh()
         if self._restarts.get(record) is restart:
             del self._restarts[record]
-        restart.started.fire(failure)
         record.last_failure = one_line(failure)
         self.reporter.broadcast("plugin_failed", record.name, failure=failure, cause="start",
                                 message=record.last_failure)
-        if restart.cancelled:
-            restart.parked.fire(None)
-            return
-        policy = self.policy_of(record)
-        if not policy.restarts_after(clean=False):
-            restart.parked.fire(None)
+        if restart.cancelled or not self.registry.current(record):
+            pass
+        elif not self.policy_of(record).restarts_after(clean=False) or not self.accepting():
             self._unload_failed(record, "start")
-            return
-        self._restart(record, policy, failure, ShutdownMode.IMMEDIATE, "failed (start)")
+        else:
+            self._restart(record, self.policy_of(record), failure, ShutdownMode.IMMEDIATE,
+                          "failed (start)")
         restart.parked.fire(None)
+        restart.started.fire(failure)  # last: its caller may unload it
 
     # -- what operators do -------------------------------------------------
 
