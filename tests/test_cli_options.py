@@ -20,24 +20,26 @@ import pytest_twisted
 import test_control
 from _processes import environment
 from _processes import timeout as process_timeout
-from test_control import Server, run_cli, timeout, until
+from test_control import Server, flaky, run_cli, timeout, until
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import twisted_plugmgr
-from twisted_plugmgr import cli
-from twisted_plugmgr.testing import FakePluginManager
+from twisted_plugmgr import PluginError, PluginEvent, cli
+from twisted_plugmgr.testing import FakePluginManager, result_of
 
 # The control services of tests/test_control.py (a fake manager on a UNIX
 # socket; on TCP with the token "s3cret"), as fixtures of this module too.
 server = test_control.server
 tcp_server = test_control.tcp_server
+real_server = test_control.real_server
 
 #: Every global option that takes a value, and a value for it.
 VALUED = [
@@ -414,3 +416,330 @@ async def test_entry_point_global_options_after_the_command(server):
     code, out, err = await plugmgr("status", "--control", f"unix:path={server.path}", "--json")
     assert code == 0, err
     assert [row["name"] for row in json.loads(out)] == ["hello"]
+
+
+# --- load's restart policy options ---------------------------------------------------------
+
+#: Every restart policy option of load, a value for it, and the policy key it gives.
+POLICY_OPTIONS = [
+    (["--restart", "always"], "restart", "always"),
+    (["--restart-delay", "0.5"], "restart_delay", 0.5),
+    (["--restart-delay-max", "8"], "restart_delay_max", 8.0),
+    (["--restart-burst", "3"], "restart_burst", 3),
+    (["--restart-interval", "60"], "restart_interval", 60.0),
+    (["--fail-on-error"], "fail_on_error", True),
+    (["--no-fail-on-error"], "fail_on_error", False),
+]
+
+
+@pytest.mark.parametrize("option, key, value", POLICY_OPTIONS)
+def test_each_policy_option_gives_its_key(option, key, value):
+    assert cli._parse_policy(cli._parse(["load", "x", *option])) == {key: value}
+
+
+def test_no_policy_option_is_no_policy():
+    assert cli._parse_policy(cli._parse(["load", "x", "--data", "1"])) is None
+
+
+def test_fail_on_error_given_twice_takes_the_last():
+    args = cli._parse(["load", "x", "--fail-on-error", "--no-fail-on-error"])
+    assert cli._parse_policy(args) == {"fail_on_error": False}
+
+
+def test_policy_options_mix_with_global_options():
+    args = cli._parse(["--json", "load", "x", "--restart", "no", "--timeout", "3",
+                       "--restart-burst", "0"])
+    assert (args.json, args.timeout, args.name) == (True, 3.0, "x")
+    assert cli._parse_policy(args) == {"restart": "no", "restart_burst": 0}
+
+
+@pytest_twisted.ensureDeferred
+async def test_load_sends_the_policy_options(server):
+    code, out, err = await run_cli(
+        "--control", server.path, "load", "hello", "--data", "[1]", "--restart", "on-failure",
+        "--restart-delay", "0.25", "--restart-delay-max", "4", "--restart-burst", "2",
+        "--restart-interval", "30", "--no-fail-on-error")
+    assert (code, out) == (0, "loaded hello 1.0\n"), err
+    policy = {"restart": "on-failure", "restart_delay": 0.25, "restart_delay_max": 4.0,
+              "restart_burst": 2, "restart_interval": 30.0, "fail_on_error": False}
+    assert server.manager.calls[0] == ("load", "hello", [1], policy)
+    assert server.manager.plugins["hello"].policy == policy
+
+
+@pytest_twisted.ensureDeferred
+async def test_load_without_policy_options_sends_no_policy(server):
+    code, out, err = await run_cli("--control", server.path, "load", "hello")
+    assert (code, out) == (0, "loaded hello 1.0\n"), err
+    assert server.manager.calls[0] == ("load", "hello", None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_load_json_answer_has_restarts_and_last_failure(server):
+    code, out, err = await run_cli("--control", server.path, "load", "hello", "--restart",
+                                   "no", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"name": "hello", "version": "1.0",
+                               "longname": "the hello plugin", "restarts": 0,
+                               "last_failure": None}
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--restart", "sometimes"], "argument --restart: invalid choice: 'sometimes'"),
+    (["--restart-delay", "-1"],
+     "argument --restart-delay: invalid restart_delay -1.0: expected a number of seconds >= 0"),
+    (["--restart-delay", "soon"], "argument --restart-delay: invalid number of seconds: 'soon'"),
+    (["--restart-delay-max", "inf"],
+     "argument --restart-delay-max: invalid number of seconds: 'inf'"),
+    (["--restart-interval", "nan"],
+     "argument --restart-interval: invalid number of seconds: 'nan'"),
+    (["--restart-interval", "0"], "argument --restart-interval: invalid restart_interval 0.0: "
+     "expected a positive number of seconds"),
+    (["--restart-burst", "-1"],
+     "argument --restart-burst: invalid restart_burst -1: expected a whole number >= 0"),
+    (["--restart-burst", "1.5"], "argument --restart-burst: invalid int value: '1.5'"),
+    (["--restart"], "argument --restart: expected one argument"),
+    (["--fail-on-error=yes"], "argument --fail-on-error/--no-fail-on-error: ignored explicit "
+     "argument 'yes'"),
+], ids=["restart", "negative-delay", "delay-not-a-number", "infinite-delay-max",
+        "nan-interval", "zero-interval", "negative-burst", "fractional-burst", "no-value",
+        "fail-on-error-value"])
+@pytest_twisted.ensureDeferred
+async def test_a_bad_policy_option_is_a_usage_error_and_nothing_is_sent(server, option,
+                                                                        message):
+    code, out, err = await run_cli("--control", server.path, "load", "hello", *option)
+    assert (code, out) == (cli.EXIT_USAGE, "")
+    assert first_line(err).startswith(f"plugmgr: {message}"), err
+    assert server.manager.calls == []
+    assert server.manager.plugins == {}
+
+
+@pytest.mark.parametrize("command", [["reload", "hello"], ["reset", "hello"], ["status"]])
+@pytest_twisted.ensureDeferred
+async def test_policy_options_are_loads_only(server, command):
+    code, out, err = await run_cli("--control", server.path, *command, "--restart", "always")
+    assert code == cli.EXIT_USAGE
+    assert first_line(err) == "plugmgr: unrecognized arguments: --restart always"
+    assert server.manager.calls == []
+
+
+class StrictManager(FakePluginManager):
+    """
+    A fake manager that refuses to restart plugins C{always}.
+    """
+
+    def load(self, name, data=None, **policy):
+        if policy.get("restart") == "always":
+            self.calls.append(("load", name, data, policy))
+            return fail(PluginError(name, "restart 'always' is not allowed here"))
+        return super().load(name, data, **policy)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_policy_the_manager_refuses_is_exit_1(tmp_path):
+    tmp_path.chmod(0o700)
+    s = Server(tmp_path, manager=StrictManager(["hello"])).start()
+    try:
+        code, out, err = await run_cli("--control", s.path, "load", "hello", "--restart",
+                                       "always")
+        assert (code, out) == (cli.EXIT_REFUSED, "")
+        assert err == ("plugmgr: load: plugin 'hello': plugin error: restart 'always' is not "
+                       "allowed here\n")
+        assert s.manager.plugins == {}
+    finally:
+        await s.stop()
+
+
+# --- reset ---------------------------------------------------------------------------------
+
+
+@before_and_after("--control", "CONTROL", command=("reset", "hello"))
+@pytest_twisted.ensureDeferred
+async def test_reset(server, argv):
+    plugin = result_of(server.manager.load("hello"))
+    plugin.restarts = 4
+    argv = [server.path if a == "CONTROL" else a for a in argv]
+    code, out, err = await run_cli(*argv)
+    assert (code, out) == (0, "reset hello 1.0\n"), err
+    assert plugin.restarts == 0
+    assert server.manager.calls[-2:] == [("reset", "hello"), ("info", "hello")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_reset_json_answer(server, logged_failures):
+    result_of(server.manager.load("hello"))
+    server.manager.quarantine("hello", ValueError("boom"))
+    code, out, err = await run_cli("--control", server.path, "--json", "reset", "hello")
+    assert code == 0, err
+    assert json.loads(out) == {"name": "hello", "version": "1.0",
+                               "longname": "the hello plugin", "restarts": 0,
+                               "last_failure": "ValueError: boom"}
+    logged_failures.flush(ValueError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reset_unknown_plugin_is_exit_1(server):
+    result_of(server.manager.load("a"))
+    server.manager.plugins["a"].restarts = 2
+    code, out, err = await run_cli("--control", server.path, "reset", "nope")
+    assert (code, out, err) == (cli.EXIT_REFUSED, "",
+                                "plugmgr: reset: plugin 'nope': no such plugin\n")
+    assert list(server.manager.plugins) == ["a"]
+    assert server.manager.plugins["a"].restarts == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_reset_needs_a_name(server):
+    code, out, err = await run_cli("--control", server.path, "reset")
+    assert code == cli.EXIT_USAGE
+    assert first_line(err) == "plugmgr: the following arguments are required: name"
+    assert server.manager.calls == []
+
+
+# --- status: restarts and the last failure -------------------------------------------------
+
+
+def column(line, header, name):
+    """
+    The cell of column C{name} in C{line} (a cell without spaces).
+    """
+    return line[header.index(name):].split(" ", 1)[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_shows_restarts_and_the_last_failure(server, logged_failures):
+    result_of(server.manager.load("a"))
+    result_of(server.manager.load("hello"))
+    server.manager.plugins["hello"].restarts = 3
+    server.manager.quarantine("hello", ValueError("boom"))
+    code, out, err = await run_cli("--control", server.path, "status")
+    assert code == 0, err
+    header, a, hello, failure = out.splitlines()
+    assert header.split() == ["NAME", "VERSION", "STATE", "LOADED", "RELOADS", "RESTARTS",
+                              "DESCRIPTION"]
+    assert [column(line, header, "STATE") for line in (a, hello)] == ["running", "quarantined"]
+    assert [column(line, header, "RESTARTS") for line in (a, hello)] == ["0", "3"]
+    assert [line[header.index("DESCRIPTION"):] for line in (a, hello)] == [
+        "the a plugin", "the hello plugin"]
+    # Under its plugin's line, aligned with the second column.
+    assert failure == " " * header.index("VERSION") + "last failure: ValueError: boom"
+    logged_failures.flush(ValueError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_cuts_a_long_failure_at_80_columns(server):
+    result_of(server.manager.load("hello"))
+    server.manager.plugins["hello"].last_failure = "RuntimeError: " + "that went wrong " * 20
+    code, out, err = await run_cli("--control", server.path, "status")
+    assert code == 0, err
+    header, row, failure = out.splitlines()
+    assert len(failure) == 80
+    assert failure.lstrip().startswith("last failure: RuntimeError: that went wrong")
+    assert failure.endswith("...")
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_keeps_some_of_the_failure_under_a_long_name(tmp_path):
+    tmp_path.chmod(0o700)
+    name = "p" * 70
+    s = Server(tmp_path, manager=FakePluginManager([name])).start()
+    try:
+        result_of(s.manager.load(name))
+        s.manager.plugins[name].last_failure = "ValueError: " + "x" * 100
+        code, out, err = await run_cli("--control", s.path, "status")
+        assert code == 0, err
+        header, row, failure = out.splitlines()
+        assert failure == " " * 72 + "last failure: ValueError: xxxxx..."
+    finally:
+        await s.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_failure_on_several_lines_is_shown_on_one(server):
+    result_of(server.manager.load("hello"))
+    server.manager.plugins["hello"].last_failure = "ValueError: one\ntwo\tthree"
+    code, out, err = await run_cli("--control", server.path, "status")
+    assert code == 0, err
+    header, row, failure = out.splitlines()
+    assert failure.lstrip() == "last failure: ValueError: one two three"
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_of_plugins_that_never_failed_has_a_line_each(server):
+    for name in ("a", "b", "hello"):
+        result_of(server.manager.load(name))
+    server.manager.plugins["b"].restarts = 1
+    code, out, err = await run_cli("--control", server.path, "status")
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert [row.split()[0] for row in rows] == ["a", "b", "hello"]
+    assert [column(row, header, "RESTARTS") for row in rows] == ["0", "1", "0"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_json_has_restarts_and_the_last_failure(server):
+    result_of(server.manager.load("hello"))
+    server.manager.plugins["hello"].restarts = 2
+    server.manager.plugins["hello"].last_failure = "ValueError: boom"
+    code, out, err = await run_cli("--control", server.path, "status", "--json")
+    assert code == 0, err
+    [row] = json.loads(out)
+    assert (row["restarts"], row["last_failure"]) == (2, "ValueError: boom")
+
+
+# --- events: the supervision fields --------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_show_the_supervision_fields(server, logged_failures):
+    printed = io.StringIO()
+    running = Deferred.fromCoroutine(run_cli("--control", server.path, "events", "--count",
+                                             "3", out=printed))
+    await until(lambda: len(server.manager.listeners) == 1)
+    server.manager.broadcast(PluginEvent(kind="plugin_failed", plugin="x", cause="crash",
+                                         failure=Failure(ValueError("boom"))))
+    server.manager.broadcast(PluginEvent(kind="plugin_restarting", plugin="x", attempt=2,
+                                         delay=0.4))
+    server.manager.broadcast(PluginEvent(kind="plugin_quarantined", plugin="x", restarts=5,
+                                         failure=Failure(ValueError("boom"))))
+    code, out, err = await running
+    assert code == 0, err
+    assert [line.split(" ", 1)[1] for line in out.splitlines()] == [
+        "plugin_failed x cause='crash' failure='ValueError: boom'",
+        "plugin_restarting x attempt=2 delay=0.4",
+        "plugin_quarantined x restarts=5 failure='ValueError: boom'",
+    ]
+    logged_failures.flush(ValueError)
+
+
+# --- against the real manager --------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_manager_load_options_status_and_reset(real_server, logged_failures):
+    data, flag = flaky(real_server)
+    code, out, err = await run_cli(
+        "--control", real_server.path, "load", "flaky", "--data", json.dumps(data),
+        "--restart", "on-failure", "--restart-delay", "0", "--restart-burst", "1",
+        "--restart-interval", "60")
+    assert (code, out) == (0, "loaded flaky 1\n"), err
+    table = real_server.manager.plugin_table
+    await until(lambda: table()["flaky"].state.value == "quarantined")
+    code, out, err = await run_cli("--control", real_server.path, "status")
+    assert code == 0, err
+    header, row, failure = out.splitlines()
+    assert column(row, header, "STATE") == "quarantined"
+    assert column(row, header, "RESTARTS") == "1"
+    assert failure.lstrip().startswith("last failure: PluginError: plugin 'flaky': ")
+    assert "boom" in failure
+    flag.unlink()
+    code, out, err = await run_cli("--control", real_server.path, "reset", "flaky")
+    assert (code, out) == (0, "reset flaky 1\n"), err
+    assert (table()["flaky"].state.value, table()["flaky"].restarts) == ("running", 0)
+    logged_failures.flush(PluginError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_manager_reset_of_what_is_not_loaded_is_exit_1(real_server):
+    code, out, err = await run_cli("--control", real_server.path, "reset", "hello")
+    assert (code, out) == (cli.EXIT_REFUSED, "")
+    assert err.startswith("plugmgr: reset: plugin 'hello': no such plugin")

@@ -30,7 +30,9 @@ from twisted_plugmgr import (
     InvalidName,
     ManagerStopped,
     NoSuchPlugin,
+    PluginError,
     PluginEvent,
+    PluginQuarantined,
     PluginState,
     ShutdownMode,
 )
@@ -61,8 +63,10 @@ from twisted_plugmgr._control import (
     ManagerStoppedError,
     NoSuchPluginError,
     PluginFailedError,
+    PluginQuarantinedError,
     Reload,
     ReloadChanged,
+    Reset,
     Shutdown,
     Status,
     Subscribe,
@@ -171,6 +175,14 @@ async def raw_connect(path) -> Raw:
     return await timeout(connectProtocol(UNIXClientEndpoint(reactor, path), Raw()))
 
 
+def last_call(manager, method):
+    """
+    The last call of C{method} a fake C{manager} recorded (a command's
+    answer may read the plugin table after it).
+    """
+    return next(call for call in reversed(manager.calls) if call[0] == method)
+
+
 def box(**kw) -> bytes:
     out = b""
     for key, value in kw.items():
@@ -215,6 +227,110 @@ def test_fake_manager_reloads_what_changed_on_its_disk():
         "a": ("2", 7.0), "b": ("1", 0.0), "c": ("1", 0.0)}
 
 
+def test_fake_manager_records_the_policy_given():
+    manager = FakePluginManager(["a", "b"])
+    result_of(manager.load("a", {"x": 1}, restart="always", restart_delay=None,
+                           restart_burst=2))
+    result_of(manager.load("b"))
+    assert manager.calls == [("load", "a", {"x": 1}, {"restart": "always", "restart_burst": 2}),
+                             ("load", "b", None)]
+    assert manager.plugins["a"].policy == {"restart": "always", "restart_burst": 2}
+    assert manager.plugins["b"].policy == {}
+
+
+@pytest.mark.parametrize("policy, key", [
+    ({"restart": "sometimes"}, "restart"),
+    ({"restart_delay": -1}, "restart_delay"),
+    ({"restart_burst": 1.5}, "restart_burst"),
+    ({"restart_interval": 0}, "restart_interval"),
+    ({"fail_on_error": "yes"}, "fail_on_error"),
+    ({"restarts": 3}, "restarts"),
+])
+def test_fake_manager_refuses_a_bad_policy_naming_the_key(policy, key):
+    manager = FakePluginManager(["hello"])
+    failure = failure_of(manager.load("hello", **policy), PluginError)
+    assert f"{key} " in str(failure.value) or f"{key!r}" in str(failure.value)
+    assert manager.plugins == {}
+
+
+def test_fake_manager_rows_show_restarts_and_last_failure():
+    manager = FakePluginManager(["hello"])
+    result_of(manager.load("hello"))
+    assert (manager.plugin_table()["hello"].restarts,
+            manager.plugin_table()["hello"].last_failure) == (0, None)
+    manager.plugins["hello"].restarts = 2
+    manager.plugins["hello"].last_failure = "ValueError: boom"
+    info = manager.plugin_table()["hello"]
+    assert (info.state, info.restarts, info.last_failure) == (
+        PluginState.RUNNING, 2, "ValueError: boom")
+
+
+def test_fake_manager_quarantines_and_refuses_calls(logged_failures):
+    manager = FakePluginManager(["hello"])
+    events = []
+    manager.register(events.append)
+    result_of(manager.load("hello"))
+    manager.plugins["hello"].restarts = 5
+    manager.quarantine("hello", ValueError("boom\nagain"))
+    [event] = [e for e in events if e.kind == "plugin_quarantined"]
+    assert (event.plugin, event.restarts, event.failure.value.args) == (
+        "hello", 5, ("boom\nagain",))
+    info = manager.plugin_table()["hello"]
+    assert (info.state, info.restarts, info.last_failure) == (
+        PluginState.QUARANTINED, 5, "ValueError: boom again")
+    failure_of(manager.call("hello", "ping"), PluginQuarantined)
+    logged_failures.flush(ValueError)
+
+
+def test_fake_manager_reset_clears_the_restarts_of_a_running_plugin():
+    manager = FakePluginManager(["hello"])
+    plugin = result_of(manager.load("hello"))
+    plugin.restarts, plugin.last_failure = 3, "ValueError: boom"
+    assert result_of(manager.reset("hello")) is plugin
+    assert (plugin.restarts, plugin.state) == (0, PluginState.RUNNING)
+    assert manager.calls[-1] == ("reset", "hello")
+
+
+def test_fake_manager_reset_starts_a_quarantined_plugin_afresh(logged_failures):
+    manager = FakePluginManager(["hello"])
+    events = []
+    old = result_of(manager.load("hello", [1], restart="always"))
+    manager.quarantine("hello", ValueError("boom"))
+    manager.register(events.append)
+    new = result_of(manager.reset("hello"))
+    assert new is not old and manager.plugins["hello"] is new
+    assert (new.data, new.policy, new.state, new.restarts, new.last_failure) == (
+        [1], {"restart": "always"}, PluginState.RUNNING, 0, "ValueError: boom")
+    assert [e.kind for e in events] == ["plugin_started"]
+    assert result_of(manager.call("hello", "ping")) is None
+    logged_failures.flush(ValueError)
+
+
+def test_fake_manager_load_starts_a_quarantined_plugin_afresh(logged_failures):
+    manager = FakePluginManager(["hello"])
+    old = result_of(manager.load("hello", [1], restart="always"))
+    old.restarts = 5
+    manager.quarantine("hello", ValueError("boom"))
+    new = result_of(manager.load("hello", [2], restart_burst=1))
+    assert new is not old and manager.plugins["hello"] is new
+    assert (new.data, new.policy, new.state, new.restarts) == (
+        [2], {"restart_burst": 1}, PluginState.RUNNING, 0)
+    failure_of(manager.load("hello"), AlreadyLoaded)
+    logged_failures.flush(ValueError)
+
+
+def test_fake_manager_reset_refuses_as_the_manager_does(logged_failures):
+    manager = FakePluginManager(["hello"])
+    failure_of(manager.reset("hello"), NoSuchPlugin)
+    failure_of(manager.reset("../x"), InvalidName)
+    result_of(manager.load("hello"))
+    manager.quarantine("hello", ValueError("boom"))
+    manager.broken["hello"] = CompileFailed("hello", failure=Failure(SyntaxError("bad")))
+    failure_of(manager.reset("hello"), CompileFailed)
+    assert manager.plugin_table()["hello"].state is PluginState.QUARANTINED
+    logged_failures.flush(ValueError)
+
+
 # --- commands --------------------------------------------------------------------
 
 #: How the failed reload of C{b} (see L{change_a_break_b}) is reported.
@@ -236,11 +352,12 @@ def change_a_break_b(manager):
 async def test_load_then_status(server):
     client = await server.connect()
     plugin = await client.load("hello", {"greeting": "hi", "n": [1, 2]})
-    assert plugin == {"name": "hello", "version": "1.0", "longname": "the hello plugin"}
+    assert plugin == {"name": "hello", "version": "1.0", "longname": "the hello plugin",
+                      "restarts": 0, "last_failure": None}
     assert server.manager.plugins["hello"].data == {"greeting": "hi", "n": [1, 2]}
     [row] = await client.status()
-    assert (row["name"], row["version"], row["state"], row["loaded_at"], row["reloads"]) == \
-        ("hello", "1.0", "running", 0.0, 0)
+    assert (row["name"], row["version"], row["state"], row["loaded_at"], row["reloads"],
+            row["restarts"], row["last_failure"]) == ("hello", "1.0", "running", 0.0, 0, 0, None)
     await client.close()
 
 
@@ -248,7 +365,7 @@ async def test_load_then_status(server):
 async def test_load_without_data_gives_none(server):
     client = await server.connect()
     await client.load("hello")
-    assert server.manager.calls == [("load", "hello", None)]
+    assert server.manager.calls[0] == ("load", "hello", None)
     await client.close()
 
 
@@ -334,10 +451,11 @@ async def test_reload_keeps_data_unless_given(server):
     await client.load("hello", 1)
     server.manager.sources["hello"] = "2.0"
     assert (await client.reload("hello"))["version"] == "2.0"
-    assert server.manager.calls[-1] == ("reload", "hello", None, ShutdownMode.SMART, False)
+    assert last_call(server.manager, "reload") == (
+        "reload", "hello", None, ShutdownMode.SMART, False)
     assert server.manager.plugins["hello"].data == 1
     await client.reload("hello", data={"x": 1}, mode="immediate")
-    assert server.manager.calls[-1] == (
+    assert last_call(server.manager, "reload") == (
         "reload", "hello", {"x": 1}, ShutdownMode.IMMEDIATE, False)
     assert server.manager.plugins["hello"].data == {"x": 1}
     await client.close()
@@ -349,7 +467,8 @@ async def test_reload_changed(server):
     client = await server.connect()
     results = await client.reload_changed()
     assert results == {
-        "a": {"ok": True, "name": "a", "version": "2.0", "longname": "the a plugin"},
+        "a": {"ok": True, "name": "a", "version": "2.0", "longname": "the a plugin",
+              "restarts": 0, "last_failure": None},
         "b": {"ok": False, "error": BROKEN_B},
     }
     await client.close()
@@ -370,6 +489,175 @@ async def test_shutdown_answers_then_calls_the_hook(tmp_path):
         await s.stop()
 
 
+# --- restart policies and reset ----------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_load_with_a_policy_gives_its_keys_to_the_manager(server):
+    client = await server.connect()
+    policy = {"restart": "always", "restart_delay": 0.5, "restart_delay_max": 8,
+              "restart_burst": 3, "restart_interval": 60, "fail_on_error": True}
+    plugin = await client.load("hello", {"x": 1}, policy=policy)
+    assert plugin["name"] == "hello"
+    assert server.manager.calls[0] == ("load", "hello", {"x": 1}, policy)
+    assert server.manager.plugins["hello"].policy == policy
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_null_policy_key_is_not_given(server):
+    client = await server.connect()
+    await client.load("hello", policy={"restart": None, "restart_burst": 2})
+    assert server.manager.calls[0] == ("load", "hello", None, {"restart_burst": 2})
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_empty_policy_is_a_plain_load(server):
+    client = await server.connect()
+    await client.load("hello", policy={})
+    assert server.manager.calls[0] == ("load", "hello", None)
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_load_box_of_an_older_client_is_answered(server):
+    """
+    A Load box as clients from before policies send it (no policy key).
+    """
+    raw = await raw_connect(server.path)
+    raw.transport.write(box(_command=b"Load", _ask=b"1", name=b"hello"))
+    await until(lambda: b"_answer" in raw.received)
+    assert b"the hello plugin" in raw.received
+    assert server.manager.calls[0] == ("load", "hello", None)
+    raw.transport.loseConnection()
+    await timeout(raw.closed)
+
+
+#: Policies a Load refuses, and the key (or what) the one-line answer names.
+BAD_POLICIES = [
+    ([], "not an array"),
+    ("always", "not a string"),
+    (3, "not a number"),
+    (True, "not a boolean"),
+    ({"restrat": "always"}, "'restrat'"),
+    ({"restart": "sometimes"}, "restart 'sometimes'"),
+    ({"restart": None, "retries": None}, "'retries'"),
+    ({"restart_delay": -1}, "restart_delay -1"),
+    ({"restart_delay": "1"}, "restart_delay '1'"),
+    ({"restart_delay_max": True}, "restart_delay_max True"),
+    ({"restart_burst": 1.5}, "restart_burst 1.5"),
+    ({"restart_burst": -1}, "restart_burst -1"),
+    ({"restart_interval": 0}, "restart_interval 0"),
+    ({"fail_on_error": "yes"}, "fail_on_error 'yes'"),
+    ({"restart": "always", "restart_burst": [5]}, "restart_burst [5]"),
+]
+
+
+@pytest.mark.parametrize("policy, named", BAD_POLICIES)
+@pytest_twisted.ensureDeferred
+async def test_a_bad_policy_is_refused_and_nothing_is_loaded(server, policy, named):
+    client = await server.connect()
+    with pytest.raises(BadRequestError) as info:
+        await client.load("hello", {"x": 1}, policy=policy)
+    message = info.value.message
+    assert message.startswith("invalid policy: ") and named in message, message
+    assert "\n" not in message
+    assert server.manager.calls == []
+    assert server.manager.plugins == {}
+    # The connection goes on.
+    assert (await client.load("hello"))["name"] == "hello"
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_huge_bad_policy_value_gets_a_short_answer(server):
+    client = await server.connect()
+    with pytest.raises(BadRequestError) as info:
+        await client.load("hello", policy={"restart": "x\n" * 100_000})
+    message = info.value.message
+    assert message.startswith("invalid policy: invalid restart 'x\\nx")
+    assert len(message) <= 300 and message.endswith("...") and "\n" not in message
+    assert server.manager.calls == []
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_rows_show_restarts_and_last_failure(server, logged_failures):
+    result_of(server.manager.load("a"))
+    result_of(server.manager.load("b"))
+    server.manager.plugins["b"].restarts = 4
+    server.manager.quarantine("b", ValueError("boom"))
+    client = await server.connect()
+    rows = {row["name"]: row for row in await client.status()}
+    assert {n: (r["state"], r["restarts"], r["last_failure"]) for n, r in rows.items()} == {
+        "a": ("running", 0, None), "b": ("quarantined", 4, "ValueError: boom")}
+    await client.close()
+    logged_failures.flush(ValueError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reset_clears_the_restarts_and_answers_the_description(server):
+    plugin = result_of(server.manager.load("hello"))
+    plugin.restarts, plugin.last_failure = 3, "ValueError: boom"
+    client = await server.connect()
+    assert await client.reset("hello") == {
+        "name": "hello", "version": "1.0", "longname": "the hello plugin", "restarts": 0,
+        "last_failure": "ValueError: boom"}
+    assert server.manager.plugins["hello"] is plugin
+    assert last_call(server.manager, "reset") == ("reset", "hello")
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reset_starts_a_quarantined_plugin_afresh(server, logged_failures):
+    result_of(server.manager.load("hello", 7))
+    server.manager.quarantine("hello", ValueError("boom"))
+    client = await server.connect()
+    plugin = await client.reset("hello")
+    assert (plugin["name"], plugin["restarts"], plugin["last_failure"]) == (
+        "hello", 0, "ValueError: boom")
+    [row] = await client.status()
+    assert row["state"] == "running"
+    assert server.manager.plugins["hello"].data == 7
+    await client.close()
+    logged_failures.flush(ValueError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reset_unknown_is_no_such_plugin_and_changes_nothing(server):
+    result_of(server.manager.load("a"))
+    server.manager.plugins["a"].restarts = 2
+    client = await server.connect()
+    with pytest.raises(NoSuchPluginError) as info:
+        await client.reset("nope")
+    assert str(info.value) == "plugin 'nope': no such plugin"
+    with pytest.raises(InvalidNameError):
+        await client.reset("../x")
+    assert [call for call in server.manager.calls if call[0] == "reset"] == [
+        ("reset", "nope"), ("reset", "../x")]
+    assert list(server.manager.plugins) == ["a"]
+    assert server.manager.plugins["a"].restarts == 2
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_quarantine_reaches_a_subscriber_with_its_fields(server, logged_failures):
+    result_of(server.manager.load("hello"))
+    server.manager.plugins["hello"].restarts = 5
+    watcher = await server.connect()
+    events: List[dict] = []
+    await watcher.subscribe(events.append)
+    server.manager.quarantine("hello", ValueError("boom"))
+    await until(lambda: events)
+    [event] = events
+    assert {k: v for k, v in event.items() if k != "time"} == {
+        "kind": "plugin_quarantined", "plugin": "hello", "restarts": 5,
+        "failure": "ValueError: boom"}
+    await watcher.close()
+    logged_failures.flush(ValueError)
+
+
 # --- the wire ----------------------------------------------------------------------
 
 
@@ -383,18 +671,20 @@ def test_wire_protocol_is_unchanged():
                 for name, argument in arguments]
 
     assert {c.commandName: (names(c.arguments), names(c.response)) for c in (
-        Authenticate, Status, Available, Load, Unload, Reload, ReloadChanged, Shutdown,
+        Authenticate, Status, Available, Load, Unload, Reload, ReloadChanged, Reset, Shutdown,
         Subscribe, Event)} == {
         b"Authenticate": ([("token", "Unicode", False)], []),
         b"Status": ([], [("plugins", "JSON", False)]),
         b"Available": ([], [("names", "JSON", False)]),
-        b"Load": ([("name", "Unicode", False), ("data", "JSON", True)],
-                  [("plugin", "JSON", False)]),
+        # policy is new, and optional: a Load of an older client is the same.
+        b"Load": ([("name", "Unicode", False), ("data", "JSON", True),
+                   ("policy", "JSON", True)], [("plugin", "JSON", False)]),
         b"Unload": ([("name", "Unicode", False), ("mode", "Unicode", True),
                      ("reason", "Unicode", True)], [("quit_message", "JSON", False)]),
         b"Reload": ([("name", "Unicode", False), ("data", "JSON", True),
                      ("mode", "Unicode", True)], [("plugin", "JSON", False)]),
         b"ReloadChanged": ([], [("results", "JSON", False)]),
+        b"Reset": ([("name", "Unicode", False)], [("plugin", "JSON", False)]),
         b"Shutdown": ([("mode", "Unicode", True)], []),
         b"Subscribe": ([], []),
         b"Event": ([("event", "JSON", False)], []),
@@ -407,6 +697,7 @@ def test_wire_protocol_is_unchanged():
         "DependencyFailedError": b"DEPENDENCY_ERROR",
         "ManagerStoppedError": b"MANAGER_STOPPED",
         "InvalidTransitionError": b"INVALID_TRANSITION", "PluginFailedError": b"PLUGIN_ERROR",
+        "PluginQuarantinedError": b"PLUGIN_QUARANTINED",
         "BadRequestError": b"BAD_REQUEST", "InternalError": b"INTERNAL_ERROR",
         "AuthenticationRequired": b"AUTH_REQUIRED", "AuthenticationFailed": b"AUTH_FAILED",
     }
@@ -437,6 +728,7 @@ REPORTED_AS = {
     "ShutdownTimedOut": PluginFailedError,
     "StartTimedOut": PluginFailedError,
     "InvalidTransition": InvalidTransitionError,
+    "PluginQuarantined": PluginQuarantinedError,
 }
 
 
@@ -520,18 +812,20 @@ async def test_a_dropped_connection_is_logged(server):
 async def test_subscribe_streams_events_in_order(server):
     watcher = await server.connect()
     events: List[dict] = []
-    two = Deferred()
+    three = Deferred()
 
     def on_event(event):
         events.append(event)
         if len(events) == 2:
-            two.callback(None)
+            three.callback(None)
 
     await watcher.subscribe(on_event)
     actor = await server.connect()
     await actor.load("hello")
     await actor.unload("hello", reason="r")
-    await timeout(two)
+    await timeout(three)
+    # The answer to Load describes the plugin from its table row, read
+    # without broadcasting plugin_table.
     assert [(e["kind"], e["plugin"]) for e in events] == [
         ("plugin_started", "hello"), ("plugin_unloaded", "hello"),
     ]
@@ -556,7 +850,7 @@ def test_event_to_json_carries_every_field():
         kind="plugin_error", plugin="x", failure=failure, count=2, missing=("author",),
         table={"x": FakeInfo("x", "1", PluginState.RUNNING, 1.0)}, message="m",
         old_version="1", new_version="2", path="/p.py", quit_message=object(),
-        reason="timeout",
+        reason="timeout", cause="crash", attempt=3, delay=0.4, restarts=5,
     )
     result = event_to_json(event, 3.0)
     assert result["failure"] == "ValueError: boom"
@@ -566,6 +860,8 @@ def test_event_to_json_carries_every_field():
     assert result["time"] == 3.0
     assert isinstance(result["quit_message"], str)
     assert result["reason"] == "timeout"
+    assert (result["cause"], result["attempt"], result["delay"], result["restarts"]) == \
+        ("crash", 3, 0.4, 5)
     assert {"count", "message", "old_version", "new_version", "path"} <= set(result)
 
 
@@ -853,7 +1149,8 @@ async def test_real_manager_load_status_unload(real_server):
     client = await real_server.connect()
     assert await client.available() == ["hello"]
     assert await client.load("hello", {"a": 1}) == {
-        "name": "hello", "version": "1", "longname": "the hello"}
+        "name": "hello", "version": "1", "longname": "the hello", "restarts": 0,
+        "last_failure": None}
     [row] = await client.status()
     assert (row["name"], row["version"], row["state"]) == ("hello", "1", "running")
     assert row["source"] == str(real_server.plugins / "hello.py")
@@ -891,8 +1188,109 @@ async def test_real_manager_reload_and_reload_changed(real_server):
     _write_plugin(real_server.plugins, "hello", version="3")
     results = await client.reload_changed()
     assert results == {"hello": {"ok": True, "name": "hello", "version": "3",
-                                 "longname": "the hello"}}
+                                 "longname": "the hello", "restarts": 0,
+                                 "last_failure": None}}
     await client.close()
+
+
+#: A plugin that fails once started while the file C{data["flag"]} exists.
+FLAKY = """
+    def startService(self):
+        super().startService()
+        import os
+        if os.path.exists(self.data["flag"]):
+            self.api.reactor.callLater(0, self.api.fail, "boom")
+"""
+
+#: Restart at once, at most twice in a minute.
+FAST = {"restart": "on-failure", "restart_delay": 0, "restart_burst": 2,
+        "restart_interval": 60}
+
+
+def flaky(real_server):
+    """
+    Write the C{flaky} plugin, broken; return its data and its flag.
+    """
+    _write_plugin(real_server.plugins, "flaky", body=FLAKY)
+    flag = real_server.plugins / "broken"
+    flag.write_text("")
+    return {"flag": str(flag)}, flag
+
+
+async def row_of(client, name):
+    rows = {row["name"]: row for row in await client.status()}
+    return rows.get(name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_manager_quarantines_restarts_and_resets(real_server, logged_failures):
+    from twisted_plugmgr import PluginError as Error
+
+    data, flag = flaky(real_server)
+    client = await real_server.connect()
+    await client.load("flaky", data, policy=FAST)
+    rows: List[dict] = []
+
+    async def quarantined():
+        rows[:] = [await row_of(client, "flaky")]
+        return rows[0]["state"] == "quarantined"
+
+    deadline = reactor.seconds() + TIMEOUT
+    while not await quarantined():
+        assert reactor.seconds() < deadline, rows
+        await deferLater(reactor, 0, lambda: None)
+    [row] = rows
+    assert row["restarts"] == 2 and "boom" in row["last_failure"], row
+    flag.unlink()
+    plugin = await client.reset("flaky")
+    assert (plugin["name"], plugin["restarts"]) == ("flaky", 0)
+    assert "boom" in plugin["last_failure"]
+    assert (await row_of(client, "flaky"))["state"] == "running"
+    await client.close()
+    logged_failures.flush(Error)
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_manager_takes_the_policy_of_the_load(real_server, logged_failures):
+    from twisted_plugmgr import PluginError as Error
+
+    data, flag = flaky(real_server)
+    client = await real_server.connect()
+    events: List[dict] = []
+    await client.subscribe(events.append)
+    await client.load("flaky", data, policy={"restart": "no"})
+    await until(lambda: any(e["kind"] == "plugin_unloaded" for e in events))
+    assert [e.get("cause") for e in events if e["kind"] == "plugin_failed"] == ["fail"]
+    assert not [e for e in events if e["kind"] == "plugin_restarting"]
+    assert await client.status() == []
+    await client.close()
+    logged_failures.flush(Error)
+
+
+@pytest.mark.parametrize("policy, named", BAD_POLICIES[:8])
+@pytest_twisted.ensureDeferred
+async def test_real_manager_bad_policy_is_refused_and_nothing_is_loaded(real_server, policy,
+                                                                        named):
+    client = await real_server.connect()
+    with pytest.raises(BadRequestError) as info:
+        await client.load("hello", policy=policy)
+    assert named in info.value.message
+    assert await client.status() == []
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_manager_reset_of_what_is_not_loaded(real_server, logged_failures):
+    client = await real_server.connect()
+    with pytest.raises(NoSuchPluginError) as info:
+        await client.reset("hello")
+    assert str(info.value).startswith("plugin 'hello': no such plugin")
+    await client.load("hello")
+    assert (await client.reset("hello"))["restarts"] == 0
+    [row] = await client.status()
+    assert (row["state"], row["restarts"], row["last_failure"]) == ("running", 0, None)
+    await client.close()
+    logged_failures.flush()
 
 
 # --- the CLI, in process ---------------------------------------------------------------------
@@ -915,8 +1313,10 @@ async def test_cli_status_table_and_json(server):
     code, out, err = await run_cli("--control", server.path, "status")
     assert code == 0, err
     header, row = out.splitlines()
-    assert header.split() == ["NAME", "VERSION", "STATE", "LOADED", "RELOADS", "DESCRIPTION"]
+    assert header.split() == ["NAME", "VERSION", "STATE", "LOADED", "RELOADS", "RESTARTS",
+                              "DESCRIPTION"]
     assert row.split()[:3] == ["hello", "1.0", "running"]
+    assert row[header.index("RESTARTS"):].split()[0] == "0"
     code, out, err = await run_cli("--control", f"unix:path={server.path}", "--json", "status")
     [row] = json.loads(out)
     assert (row["name"], row["version"], row["state"]) == ("hello", "1.0", "running")

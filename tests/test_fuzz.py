@@ -13,6 +13,7 @@ after).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Any, List
@@ -26,21 +27,27 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from twisted_plugmgr import PluginError, PluginState, ShutdownMode
 from twisted_plugmgr._config import ConfigError, parse_config
 from twisted_plugmgr._control import (
     MAX_BOX_KEYS,
+    BadRequestError,
     ControlClientProtocol,
     ControlFactory,
     ControlService,
+    InvalidNameError,
     Load,
+    NoSuchPluginError,
     Reload,
+    Reset,
     Status,
     Unload,
     connect,
 )
+from twisted_plugmgr._policy import POLICY_KEYS
 from twisted_plugmgr.testing import clock_manager, failure_of, result_of, write_plugin
 
 GOOD = "fuzzgood"
@@ -402,17 +409,20 @@ def raw_connection(factory):
 
 
 COMMAND_NAMES = [b"Authenticate", b"Status", b"Available", b"Load", b"Unload", b"Reload",
-                 b"ReloadChanged", b"Subscribe", b"Event", b"Shutdownx", b"", b"status"]
+                 b"ReloadChanged", b"Reset", b"Subscribe", b"Event", b"Shutdownx", b"",
+                 b"status"]
 BOX_KEYS = st.one_of(
     st.sampled_from([b"_command", b"_ask", b"_answer", b"_error", b"_error_code",
                      b"_error_description", b"name", b"data", b"data.1", b"data.2", b"mode",
-                     b"reason", b"token", b"event", b"plugins"]),
+                     b"reason", b"token", b"event", b"plugins", b"policy", b"policy.1"]),
     st.binary(min_size=1, max_size=12),
 )
 BOX_VALUES = st.one_of(
     st.sampled_from(COMMAND_NAMES + [
         b"1", b"2", b"datap", b"ghost", b"../x", b"smart", b"sometime", b"null", b"{}", b"[1]",
-        b'"x"', b"{\"a\": [1, 2", b"\xff\xfe", b"nan", b"1e999", b"-"]),
+        b'"x"', b"{\"a\": [1, 2", b"\xff\xfe", b"nan", b"1e999", b"-",
+        b'{"restart": "always"}', b'{"restart_burst": -1}', b'{"restart_delay": NaN}',
+        b'{"restart_interval": Infinity}']),
     st.binary(max_size=40),
 )
 
@@ -543,6 +553,69 @@ def test_fuzzed_data_through_the_control_channel(control, logged_failures, data)
     settle(logged_failures)
 
 
+POLICIES = st.one_of(
+    JSON_VALUES,
+    st.dictionaries(st.sampled_from(POLICY_KEYS) | TEXT, JSON_VALUES, max_size=4),
+    st.dictionaries(st.sampled_from(POLICY_KEYS), st.none() | st.booleans() | st.integers()
+                    | st.floats() | st.sampled_from(["no", "on-failure", "always"]),
+                    max_size=6),
+)
+
+
+@budget("fuzz")
+@given(policy=POLICIES)
+def test_fuzzed_policies_through_the_control_channel(control, logged_failures, policy):
+    """
+    A policy is refused with one line, and nothing loaded; or the plugin
+    is loaded under it.
+    """
+    manager, clock, factory = control
+    try:
+        json.dumps(policy, allow_nan=False)
+    except ValueError:
+        # Not JSON (a float that is not finite): the client cannot send it.
+        assume(False)
+    before = snapshot(manager)
+    client, server, pump = iosim.connectedServerAndClient(
+        lambda: factory.buildProtocol(None), ControlClientProtocol)
+    answers: List[Any] = []
+    client.callRemote(Load, name="datap", policy=policy).addBoth(answers.append)
+    pump.flush()
+    [answer] = answers
+    if isinstance(answer, Failure):
+        assert answer.check(BadRequestError), answer
+        message = answer.value.message
+        assert message.startswith("invalid policy: ") and "\n" not in message
+        assert len(message) <= 300
+        assert snapshot(manager) == before
+    else:
+        assert answer["plugin"]["name"] == "datap"
+        result_of(manager.unload("datap"))
+    assert not client.closed.called
+    close(client, pump, factory)
+    settle(logged_failures)
+
+
+def test_reset_through_the_control_channel(control, logged_failures):
+    manager, clock, factory = control
+    client, server, pump = iosim.connectedServerAndClient(
+        lambda: factory.buildProtocol(None), ControlClientProtocol)
+    answers: List[Any] = []
+    for name in (GOOD, "ghost", "../x", "", "x" * 300):
+        client.callRemote(Reset, name=name).addBoth(answers.append)
+    pump.flush()
+    client.callRemote(Status).addBoth(answers.append)
+    pump.flush()
+    try:
+        assert answers[0]["plugin"]["name"] == GOOD
+        assert all(a.check(NoSuchPluginError, InvalidNameError) for a in answers[1:5]), \
+            answers
+        assert [row["name"] for row in answers[5]["plugins"]] == [GOOD]
+    finally:
+        close(client, pump, factory)
+        settle(logged_failures)
+
+
 def test_load_of_a_plugin_with_a_raising_version_is_answered(control, logged_failures):
     manager, clock, factory = control
     write_plugin(manager.paths[0], "liar", meta="name = 'liar'\n", body="""
@@ -557,7 +630,8 @@ def test_load_of_a_plugin_with_a_raising_version_is_answered(control, logged_fai
     pump.flush()
     try:
         # The plugin sets only its name (no longname); its version raises.
-        assert answers[0]["plugin"] == {"name": "liar", "version": None, "longname": None}
+        assert answers[0]["plugin"] == {"name": "liar", "version": None, "longname": None,
+                                        "restarts": 0, "last_failure": None}
         assert not client.closed.called
     finally:
         close(client, pump, factory)

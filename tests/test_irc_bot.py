@@ -7,15 +7,16 @@ test_irc_protocol.)
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+import attr
 import pytest
 from irc_fakes import BOT_MASK, BotHarness, harness_fixture, write_bot_plugin  # noqa: F401
 from twisted.application.service import MultiService
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from twisted_plugmgr import InitFailed, IPlugin, PluginEvent, PluginManager
+from twisted_plugmgr import InitFailed, IPlugin, PluginError, PluginEvent, PluginManager
 from twisted_plugmgr.irc import (
     ADMIN_PACKAGE,
     BotPlugin,
@@ -595,6 +596,98 @@ def test_plugins_table(harness):
     harness.say("!plugins")
     assert harness.said() == [
         "PRIVMSG #chan :2 plugins: dice 1.0 (running), irc_admin 1.0 (running)"]
+
+
+class TroubledManager(PluginManager):
+    """
+    A manager whose plugin table shows the restarts and last failures of
+    C{troubles} (name -> (restarts, last failure)).
+    """
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.troubles: Dict[str, Tuple[int, Optional[str]]] = {}
+
+    def plugin_table(self) -> Dict[str, Any]:
+        table = super().plugin_table()
+        return {name: attr.evolve(info, restarts=self.troubles[name][0],
+                                  last_failure=self.troubles[name][1])
+                if name in self.troubles else info for name, info in table.items()}
+
+
+@pytest.fixture
+def troubled(tmp_path):
+    h = BotHarness(tmp_path, manager_class=TroubledManager)
+    yield h
+    h.stop()
+    assert not h.clock.getDelayedCalls(), h.clock.getDelayedCalls()
+
+
+@pytest.mark.parametrize("trouble, line", [
+    ((2, "ValueError: boom"), "dice: 2 restarts, last failure: ValueError: boom"),
+    ((1, None), "dice: 1 restart"),
+    ((0, "ValueError: boom"), "dice: 0 restarts, last failure: ValueError: boom"),
+], ids=["both", "restarts", "failure"])
+def test_plugins_shows_restarts_and_the_last_failure(troubled, trouble, line):
+    troubled.start()
+    troubled.load("dice", DICE)
+    troubled.manager.troubles["dice"] = trouble
+    troubled.say("!plugins")
+    assert troubled.said() == [
+        "PRIVMSG #chan :2 plugins: dice 1.0 (running), irc_admin 1.0 (running)",
+        f"PRIVMSG #chan :{line}"]
+
+
+def test_plugins_shows_one_line_per_troubled_plugin_in_name_order(troubled):
+    troubled.start()
+    troubled.load("dice", DICE)
+    troubled.load("boom", BOOM)
+    troubled.manager.troubles.update({"dice": (1, None), "boom": (3, "ZeroDivisionError: x")})
+    troubled.say("!plugins")
+    assert troubled.said()[1:] == [
+        "PRIVMSG #chan :boom: 3 restarts, last failure: ZeroDivisionError: x",
+        "PRIVMSG #chan :dice: 1 restart"]
+
+
+def test_a_long_failure_is_cut_to_one_irc_line(troubled):
+    troubled.start()
+    troubled.load("dice", DICE)
+    failure = "RuntimeError: " + "ça a échoué\n" * 300
+    troubled.manager.troubles["dice"] = (4, failure)
+    troubled.say("!plugins")
+    said = troubled.said()
+    assert len(said) == 2
+    line = said[1]
+    assert line.startswith("PRIVMSG #chan :dice: 4 restarts, last failure: RuntimeError: "
+                           "ça a échoué ça a")
+    assert line.endswith("...")
+    assert len(line.encode("utf-8")) <= 320
+
+
+CRASHY = """
+@command("crash")
+def crash(self, ctx):
+    self.api.fail("crashed")
+"""
+
+
+def test_plugins_shows_what_the_supervisor_did(harness, logged_failures):
+    harness.start()
+    write_bot_plugin(harness.dir, "crashy", CRASHY)
+    result_of(harness.manager.load("crashy", restart_delay=1, restart_burst=1))
+    harness.say("!crash")
+    harness.clock.advance(1)
+    harness.say("!plugins")
+    failure = "PluginError: plugin 'crashy': plugin error: crashed"
+    assert harness.said() == [
+        "PRIVMSG #chan :2 plugins: crashy 1.0 (running), irc_admin 1.0 (running)",
+        f"PRIVMSG #chan :crashy: 1 restart, last failure: {failure}"]
+    harness.say("!crash")
+    harness.say("!plugins")
+    assert harness.said() == [
+        "PRIVMSG #chan :2 plugins: crashy 1.0 (quarantined), irc_admin 1.0 (running)",
+        f"PRIVMSG #chan :crashy: 1 restart, last failure: {failure}"]
+    logged_failures.flush(PluginError)
 
 
 # -- flood control and connections ------------------------------------------

@@ -106,11 +106,27 @@ class IPluginManager(Interface):
     The plugin manager: loads, unloads, reloads and addresses plugins.
     """
 
-    def load(name, data=None):
+    def load(name, data=None, **policy):
         """
-        Load and start plugin C{name}, constructed with C{data}.
+        Load and start plugin C{name}, constructed with C{data}, with the
+        restart policy keys C{policy}.
 
         @return: a Deferred firing with the started plugin.
+        """
+
+    def reset(name):
+        """
+        Forget plugin C{name}'s restarts; start it afresh if quarantined.
+
+        @return: a Deferred firing with the instance.
+        """
+
+    def info(name):
+        """
+        Return the plugin table's row of plugin C{name} (without broadcasting
+        C{plugin_table}).
+
+        @raise NoSuchPlugin: if it is not loaded.
         """
 
     def unload(name, mode="smart", reason="", cascade=True):

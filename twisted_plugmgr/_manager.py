@@ -146,22 +146,17 @@ class PluginManager(MultiService):
             registry, self._life, self._index, self._delivery, reporter, reactor,
             RestartPolicy().evolve(**policy), self.deadlines, settle=self._settle,
             unload=self._stopper.unload_named,
-            dependents_restart=self._reloader.restart_dependents)
+            dependents_restart=self._reloader.restart_dependents,
+            accepting=lambda: self._phase.accepting)
 
     @property
     def start_deadline(self) -> float:
-        """
-        Seconds a plugin's C{startService} (and C{get_state}, C{set_state})
-        may take.
-        """
+        """Seconds a plugin's C{startService}, C{get_state}, C{set_state} may take."""
         return self._life.start_deadline
 
     @property
     def slow_call(self) -> float:
-        """
-        A handler call longer than this many seconds broadcasts
-        C{plugin_warning}.
-        """
+        """A handler call longer than this many seconds broadcasts C{plugin_warning}."""
         return self._delivery.slow_call
 
     @property
@@ -194,16 +189,11 @@ class PluginManager(MultiService):
     # -- listeners, and what plugin APIs report ---------------------------
 
     def register(self, listener: Listener) -> None:
-        """
-        Add C{listener}, a callable taking a L{PluginEvent}. Registering
-        twice is one registration.
-        """
+        """Add C{listener}, a callable taking a L{PluginEvent} (twice is once)."""
         self._listeners.register(listener)
 
     def unregister(self, listener: Listener) -> None:
-        """
-        Remove C{listener}.
-        """
+        """Remove C{listener}."""
         self._listeners.unregister(listener)
 
     def instance_of(self, name: str) -> Any:
@@ -279,10 +269,19 @@ class PluginManager(MultiService):
         Name -> L{PluginInfo} of every plugin loaded (or loading); also
         broadcast as C{plugin_table}.
         """
-        table = {record.name: record.info(self._index.events_of(record.name))
-                 for record in self._registry}
+        table = {record.name: self.info(record.name) for record in self._registry}
         self._reporter.broadcast("plugin_table", table=table)
         return table
+
+    def info(self, name: str) -> PluginInfo:
+        """
+        The row of plugin C{name} (loading included), not broadcast.
+        @raise NoSuchPlugin: if there is none.
+        """
+        record = self._registry.get(name)
+        if record is None:
+            raise NoSuchPlugin(name, "not loaded")
+        return record.info(self._index.events_of(name))
 
     def available(self) -> List[str]:
         """

@@ -8,10 +8,14 @@ C{plugmgr}: operate a running plugin manager through its control channel.
     GLOBAL OPTIONS: [--control ENDPOINT | --config FILE]
                     [--token TOKEN | --token-file FILE]
                     [--json] [--timeout SECONDS] [--version]
-    COMMAND: status | available | load NAME [--data JSON]
+    COMMAND: status | available
+             | load NAME [--data JSON] [--restart MODE] [--restart-delay S]
+                         [--restart-delay-max S] [--restart-burst N]
+                         [--restart-interval S]
+                         [--fail-on-error | --no-fail-on-error]
              | unload NAME [--mode MODE] [--reason TEXT]
              | reload NAME [--data JSON] [--mode MODE] | reload-changed
-             | events [--count N] | shutdown [--mode MODE]
+             | reset NAME | events [--count N] | shutdown [--mode MODE]
 
 The global options may come before the command, after it, or both; an
 option given twice takes its last value. C{--version} prints
@@ -22,13 +26,16 @@ config file given with C{--config} (default: C{plugmgr.sock} next to it);
 C{$PLUGMGR_CONTROL}; C{plugmgr.sock} in the current directory.
 
 Exit status: 0 done; 1 the manager refused or failed the command (no such
-plugin, ...); 2 bad usage; 3 cannot connect, or the connection was lost.
+plugin, ...); 2 bad usage (a restart policy option with a bad value
+included: it is checked before connecting); 3 cannot connect, or the
+connection was lost.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -44,6 +51,7 @@ from twisted.protocols import amp
 
 from ._config import ConfigError, default_control, parse_config
 from ._control import ControlClient, ControlError, client_endpoint_for, connect
+from ._policy import RESTART_MODES, RestartPolicy
 
 __all__ = ["main", "run", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "EXIT_UNAVAILABLE"]
 
@@ -58,6 +66,26 @@ EXIT_UNAVAILABLE = 3
 
 #: Seconds to wait for the connection.
 CONNECT_TIMEOUT = 10.0
+
+#: The width a plugin's line of last failure in the status table is cut to,
+#: unless its indent leaves less than L{_MIN_FAILURE_WIDTH} for it.
+_STATUS_WIDTH = 80
+
+#: The fewest characters of a last failure the status table shows.
+_MIN_FAILURE_WIDTH = 20
+
+#: What a line of last failure in the status table starts with.
+_FAILURE_LABEL = "last failure: "
+
+#: The restart policy options of C{load}: option -> policy key.
+_POLICY_OPTIONS = {
+    "--restart": "restart",
+    "--restart-delay": "restart_delay",
+    "--restart-delay-max": "restart_delay_max",
+    "--restart-burst": "restart_burst",
+    "--restart-interval": "restart_interval",
+    "--fail-on-error": "fail_on_error",
+}
 
 
 class _UsageError(Exception):
@@ -141,6 +169,43 @@ def _add_global_options(parser: argparse.ArgumentParser, after_command: bool) ->
         help="give up on the command after this long (default: wait)")
 
 
+def _seconds(text: str) -> float:
+    """
+    An option's number of seconds: a finite number (JSON has no other).
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"invalid number of seconds: {text!r}")
+    return value
+
+
+def _add_policy_options(parser: argparse.ArgumentParser) -> None:
+    """
+    The restart policy options of C{load}; one not given is L{None}, and
+    the manager's policy applies.
+    """
+    group = parser.add_argument_group(
+        "restart policy", "What the manager does when the plugin fails or ends; a key "
+        "not given is left to the manager.")
+    group.add_argument("--restart", choices=RESTART_MODES,
+                       help="restart it never, after a failure, or after any exit")
+    group.add_argument("--restart-delay", type=_seconds, metavar="S",
+                       help="seconds before a restart, doubled by each recent restart")
+    group.add_argument("--restart-delay-max", type=_seconds, metavar="S",
+                       help="the longest delay before a restart")
+    group.add_argument("--restart-burst", type=int, metavar="N",
+                       help="restarts allowed within the interval; one more failure "
+                       "quarantines it")
+    group.add_argument("--restart-interval", type=_seconds, metavar="S",
+                       help="the window, in seconds, the restarts are counted in")
+    group.add_argument("--fail-on-error", action=argparse.BooleanOptionalAction,
+                       help="whether an unhandled error in its timers and looping "
+                       "calls is a failure (let it crash)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="plugmgr",
@@ -164,6 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("load", "load a plugin")
     p.add_argument("name")
     p.add_argument("--data", metavar="JSON", help="data for the plugin, as JSON")
+    _add_policy_options(p)
     p = command("unload", "unload a plugin")
     p.add_argument("name")
     p.add_argument("--mode", choices=("immediate", "smart", "lazy"))
@@ -173,6 +239,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="JSON", help="new data for the plugin, as JSON")
     p.add_argument("--mode", choices=("immediate", "smart", "lazy"))
     command("reload-changed", "reload the plugins whose source changed")
+    p = command("reset", "clear a plugin's restart count; start it afresh if quarantined")
+    p.add_argument("name")
     p = command("events", "print events as they happen")
     p.add_argument("--count", type=int, metavar="N", help="stop after N events")
     p = command("shutdown", "shut the manager down (its process exits)")
@@ -267,31 +335,86 @@ def _parse_data(text: Optional[str]) -> Any:
         raise _UsageError(f"--data is not valid JSON: {e}") from None
 
 
+def _parse_policy(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """
+    The restart policy keys given as options of C{load}, checked; L{None}
+    when none is given (the request is then what older clients send).
+
+    @raise _UsageError: naming the option, for a bad value.
+    """
+    policy: Dict[str, Any] = {}
+    for option, key in _POLICY_OPTIONS.items():
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        try:
+            RestartPolicy().evolve(**{key: value})
+        except ValueError as e:
+            raise _UsageError(f"argument {option}: {e}") from None
+        policy[key] = value
+    return policy or None
+
+
 def _when(seconds: Any) -> str:
     if not isinstance(seconds, (int, float)):
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
-def _table(rows: List[List[str]], headers: List[str]) -> str:
+def _table_lines(rows: List[List[str]], headers: List[str]) -> List[str]:
+    """
+    The lines of a table, its columns aligned: the header, then a line a row.
+    """
     widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
     lines = []
     for row in [headers] + rows:
         cells = zip(row, widths, strict=True)
         lines.append("  ".join(str(cell).ljust(w) for cell, w in cells).rstrip())
-    return "\n".join(lines)
+    return lines
+
+
+def _table(rows: List[List[str]], headers: List[str]) -> str:
+    return "\n".join(_table_lines(rows, headers))
+
+
+def _count(value: Any) -> str:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else "-"
+
+
+def _truncated(text: str, width: int) -> str:
+    """
+    C{text} on one line, cut to C{width} characters with an ellipsis.
+    """
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:max(width - 3, 0)] + "..."
 
 
 def _format_status(plugins: List[Dict[str, Any]]) -> str:
+    """
+    The plugin table, a line a plugin; under the line of a plugin that has
+    a last failure, that failure, indented to the second column and cut to
+    end within L{_STATUS_WIDTH} columns (keeping at least
+    L{_MIN_FAILURE_WIDTH} characters of it).
+    """
     if not plugins:
         return "no plugins loaded"
-    headers = ["NAME", "VERSION", "STATE", "LOADED", "RELOADS", "DESCRIPTION"]
+    headers = ["NAME", "VERSION", "STATE", "LOADED", "RELOADS", "RESTARTS", "DESCRIPTION"]
     rows = [
-        [p.get("name", "?"), p.get("version") or "-", p.get("state", "?"),
-         _when(p.get("loaded_at")), str(p.get("reloads", 0)), p.get("longname") or ""]
+        [str(p.get("name", "?")), str(p.get("version") or "-"), str(p.get("state", "?")),
+         _when(p.get("loaded_at")), str(p.get("reloads", 0)), _count(p.get("restarts")),
+         str(p.get("longname") or "")]
         for p in plugins
     ]
-    return _table(rows, headers)
+    header, *lines = _table_lines(rows, headers)
+    indent = " " * (max(len(row[0]) for row in [headers] + rows) + 2)
+    room = max(_STATUS_WIDTH - len(indent) - len(_FAILURE_LABEL), _MIN_FAILURE_WIDTH)
+    out = [header]
+    for line, p in zip(lines, plugins, strict=True):
+        out.append(line)
+        failure = p.get("last_failure")
+        if failure:
+            out.append(indent + _FAILURE_LABEL + _truncated(str(failure), room))
+    return "\n".join(out)
 
 
 def _format_event(event: Dict[str, Any]) -> str:
@@ -300,7 +423,7 @@ def _format_event(event: Dict[str, Any]) -> str:
     if event.get("plugin") is not None:
         parts.append(str(event["plugin"]))
     for key in ("count", "quit_message", "old_version", "new_version", "message", "path",
-                "failure"):
+                "cause", "attempt", "delay", "restarts", "failure"):
         if key in event:
             parts.append(f"{key}={event[key]!r}" if isinstance(event[key], str)
                          else f"{key}={event[key]}")
@@ -329,7 +452,7 @@ async def _command(
         names = await client.available()
         emit(names, "\n".join(names) if names else "no plugins available")
     elif name == "load":
-        plugin = await client.load(args.name, _parse_data(args.data))
+        plugin = await client.load(args.name, _parse_data(args.data), _parse_policy(args))
         emit(plugin, f"loaded {plugin['name']} {plugin.get('version') or ''}".rstrip())
     elif name == "unload":
         quit_message = await client.unload(args.name, args.mode, args.reason)
@@ -348,6 +471,9 @@ async def _command(
         emit(results, "\n".join(lines) if lines else "nothing changed")
         if any(not r.get("ok") for r in results.values()):
             return EXIT_REFUSED
+    elif name == "reset":
+        plugin = await client.reset(args.name)
+        emit(plugin, f"reset {plugin['name']} {plugin.get('version') or ''}".rstrip())
     elif name == "shutdown":
         await client.shutdown(args.mode)
         emit({"shutdown": True}, "manager shut down")
@@ -395,6 +521,7 @@ async def run(
         args = _parse(argv)
         control, token = _resolve(args, environ)
         _parse_data(getattr(args, "data", None))
+        _parse_policy(args)
     except _UsageError as e:
         return fail(EXIT_USAGE, str(e))
     except _VersionRequested:

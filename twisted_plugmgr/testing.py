@@ -18,12 +18,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._errors import AlreadyLoaded, ManagerStopped, NoSuchPlugin
+from ._errors import AlreadyLoaded, ManagerStopped, NoSuchPlugin, PluginError, PluginQuarantined
 from ._events import Listener, Listeners, PluginEvent
 from ._interfaces import IPluginAPI, IPluginManager
 from ._lifecycle import PluginState, ShutdownMode
 from ._manager import PluginInfo, PluginManager
 from ._plugin import LiveReference
+from ._policy import RestartPolicy
 from ._reactor import PluginReactor
 from ._source import check_name
 
@@ -85,6 +86,7 @@ class FakePluginAPI:
     @ivar calls: (plugin, event, args, kw) given to L{call}.
     @ivar emits: (event, args, kw) given to L{emit}.
     @ivar stops: the reasons given to L{stop}.
+    @ivar failures: what was given to L{fail}, as Failures.
     @ivar clock: the L{Clock} behind C{reactor}.
     """
 
@@ -101,6 +103,7 @@ class FakePluginAPI:
         self.calls: List[Tuple[str, str, tuple, dict]] = []
         self.emits: List[Tuple[str, tuple, dict]] = []
         self.stops: List[str] = []
+        self.failures: List[Failure] = []
         self.answers: Dict[str, Any] = {}
 
     def warning(self, message: str) -> None:
@@ -149,6 +152,13 @@ class FakePluginAPI:
         """
         return self.reactor.looping_call(f, *args, **kw)
 
+    def fail(self, reason: Any = None) -> None:
+        """
+        Record that the plugin declared itself broken, as a Failure.
+        """
+        self.failures.append(reason if isinstance(reason, Failure) else Failure(
+            reason if isinstance(reason, BaseException) else RuntimeError(str(reason))))
+
     def stop(self, reason: str = "", mode: Any = "smart") -> Deferred:
         """
         Record that the plugin ended itself; answer C{reason} as its quit
@@ -179,16 +189,27 @@ class FakePlugin:
     @ivar longname: its one-line description.
     @ivar loaded_at: the clock's time when it was loaded.
     @ivar reloads: how many times it was reloaded.
+    @ivar policy: the restart policy keys it was loaded with (those given,
+        not L{None}).
+    @ivar state: the L{PluginState} its row shows: C{RUNNING}, unless a test
+        changes it (L{FakePluginManager.quarantine} does).
+    @ivar restarts: the restarts its row shows (a test may set it).
+    @ivar last_failure: the last failure its row shows, one line, or
+        L{None} (a test may set it).
     """
 
     def __init__(self, name: str, data: Any, version: str, loaded_at: float = 0.0,
-                 reloads: int = 0) -> None:
+                 reloads: int = 0, policy: Optional[Mapping[str, Any]] = None) -> None:
         self.name = name
         self.data = data
         self.version = version
         self.longname = f"the {name} plugin"
         self.loaded_at = loaded_at
         self.reloads = reloads
+        self.policy: Dict[str, Any] = dict(policy or {})
+        self.state = PluginState.RUNNING
+        self.restarts = 0
+        self.last_failure: Optional[str] = None
 
 
 @implementer(IPluginManager)
@@ -205,11 +226,18 @@ class FakePluginManager:
     that plugin. Names are checked as the real manager checks them: an
     invalid name fails with L{InvalidName}, an unknown or unloaded one with
     L{NoSuchPlugin}, a second load with L{AlreadyLoaded}, anything after
-    C{shutdown} with L{ManagerStopped}.
+    C{shutdown} with L{ManagerStopped}, a restart policy key that is not one
+    or has a bad value with a L{PluginError} naming the key, and a call to
+    a quarantined plugin with L{PluginQuarantined}.
+
+    Nothing fails or restarts by itself: a test sets a plugin's C{restarts}
+    and C{last_failure}, or L{quarantine}s it; L{reset} clears the count and
+    starts a quarantined plugin afresh.
 
     It broadcasts C{plugin_started}, C{plugin_unloaded},
-    C{plugin_reloaded}, C{plugin_table} and C{plugin_manager_shutdown}; a
-    test may L{broadcast} any other event itself.
+    C{plugin_reloaded}, C{plugin_quarantined}, C{plugin_table} and
+    C{plugin_manager_shutdown}; a test may L{broadcast} any other event
+    itself.
 
     @ivar sources: name -> the version of its source.
     @ivar broken: name -> the exception loading or reloading that plugin
@@ -217,7 +245,8 @@ class FakePluginManager:
         anything else to simulate a bug).
     @ivar plugins: name -> the loaded L{FakePlugin}.
     @ivar calls: every call, in order, as C{(method name, arguments...)};
-        modes are recorded as L{ShutdownMode}s.
+        modes are recorded as L{ShutdownMode}s, and a C{load} given policy
+        keys as C{("load", name, data, {key: value})}.
     @ivar answers: event -> what C{call} answers (and C{emit} answers in a
         list); L{None} (an empty list) for other events.
     @ivar listeners: the registered listeners (their C{len} is how many).
@@ -254,29 +283,84 @@ class FakePluginManager:
             raise NoSuchPlugin(name)
         return self.plugins[name]
 
-    def _build(self, name: str, data: Any, reloads: int = 0) -> FakePlugin:
+    def _build(self, name: str, data: Any, reloads: int = 0,
+               policy: Optional[Mapping[str, Any]] = None) -> FakePlugin:
         if name in self.broken:
             raise self.broken[name]
         if name not in self.sources:
             raise NoSuchPlugin(name)
-        return FakePlugin(name, data, self.sources[name], self.clock.seconds(), reloads)
+        return FakePlugin(name, data, self.sources[name], self.clock.seconds(), reloads,
+                          policy)
 
-    def load(self, name: Any, data: Any = None) -> Deferred[FakePlugin]:
+    def load(self, name: Any, data: Any = None, **policy: Any) -> Deferred[FakePlugin]:
         """
-        Load C{name} from C{sources}; broadcast C{plugin_started}.
+        Load C{name} from C{sources} under the restart C{policy} keys given
+        (L{None}: not given); broadcast C{plugin_started}. A quarantined
+        plugin is started afresh with C{data} and C{policy} (as L{reset}
+        does, its restarts forgotten).
         """
-        self.calls.append(("load", name, data))
+        given = {key: value for key, value in policy.items() if value is not None}
+        self.calls.append(("load", name, data, given) if given else ("load", name, data))
         try:
             check_name(name)
+            try:
+                RestartPolicy().evolve(**policy)
+            except ValueError as e:
+                raise PluginError(name, str(e)) from None
             if self.stopped:
                 raise ManagerStopped(name)
             if name in self.plugins:
+                if self.plugins[name].state is PluginState.QUARANTINED:
+                    return succeed(self._revive(name, data, given))
                 raise AlreadyLoaded(name)
-            plugin = self.plugins[name] = self._build(name, data)
+            plugin = self.plugins[name] = self._build(name, data, policy=given)
         except Exception:
             return fail()
         self.broadcast(PluginEvent(kind="plugin_started", plugin=name))
         return succeed(plugin)
+
+    def _revive(self, name: str, data: Any, policy: Mapping[str, Any]) -> FakePlugin:
+        """
+        Start quarantined C{name} afresh: a new L{FakePlugin} with C{data}
+        and C{policy}, its restarts forgotten, its load time and last
+        failure kept; broadcast C{plugin_started}.
+        """
+        old = self.plugins[name]
+        fresh = self._build(name, data, old.reloads, policy)
+        fresh.loaded_at, fresh.last_failure = old.loaded_at, old.last_failure
+        self.plugins[name] = fresh
+        self.broadcast(PluginEvent(kind="plugin_started", plugin=name))
+        return fresh
+
+    def reset(self, name: Any) -> Deferred[FakePlugin]:
+        """
+        Forget C{name}'s restarts (its last failure stays); a quarantined
+        plugin is started afresh, as C{load} would, with its data and
+        policy. Fires with the plugin.
+        """
+        self.calls.append(("reset", name))
+        try:
+            plugin = self._loaded(name)
+            if plugin.state is PluginState.QUARANTINED:
+                return succeed(self._revive(name, plugin.data, plugin.policy))
+        except Exception:
+            return fail()
+        plugin.restarts = 0
+        return succeed(plugin)
+
+    def quarantine(self, name: str, failure: BaseException) -> None:
+        """
+        Put C{name} in quarantine after C{failure}, as the manager does once
+        it has failed more often than its policy allows: its state becomes
+        C{QUARANTINED}, its C{last_failure} C{"Type: message"}, and
+        C{plugin_quarantined} is broadcast. Calls to it then fail with
+        L{PluginQuarantined} until it is L{reset}.
+        """
+        plugin = self._loaded(name)
+        plugin.state = PluginState.QUARANTINED
+        plugin.last_failure = " ".join(f"{type(failure).__name__}: {failure}".split())
+        self.broadcast(PluginEvent(kind="plugin_quarantined", plugin=name,
+                                   failure=Failure(failure), restarts=plugin.restarts))
 
     def unload(self, name: Any, mode: Union[ShutdownMode, str] = ShutdownMode.SMART,
                reason: str = "", cascade: bool = True) -> Deferred[str]:
@@ -304,8 +388,9 @@ class FakePluginManager:
                dependents: bool = False) -> Deferred[FakePlugin]:
         """
         Replace C{name} with a new L{FakePlugin} of the version in
-        C{sources}, with C{data} (the old data when L{None}); broadcast
-        C{plugin_reloaded}. A failed reload leaves the old one loaded.
+        C{sources}, with C{data} (the old data when L{None}), the old one's
+        policy, restarts and last failure; broadcast C{plugin_reloaded}. A
+        failed reload leaves the old one loaded.
         """
         self.calls.append(("reload", name, data, _mode(mode), dependents))
         try:
@@ -316,7 +401,9 @@ class FakePluginManager:
 
     def _reload(self, name: str, data: Any = None) -> FakePlugin:
         old = self._loaded(name)
-        new = self._build(name, old.data if data is None else data, old.reloads + 1)
+        new = self._build(name, old.data if data is None else data, old.reloads + 1,
+                          old.policy)
+        new.restarts, new.last_failure = old.restarts, old.last_failure
         self.plugins[name] = new
         self.broadcast(PluginEvent(kind="plugin_reloaded", plugin=name,
                                    old_version=old.version, new_version=new.version))
@@ -356,18 +443,30 @@ class FakePluginManager:
 
     def plugin_table(self) -> Dict[str, PluginInfo]:
         """
-        Name -> L{PluginInfo} (every plugin running); broadcast
+        Name -> L{PluginInfo} of every plugin (in the C{state}, with the
+        C{restarts} and C{last_failure} of its L{FakePlugin}); broadcast
         C{plugin_table}.
         """
         self.calls.append(("plugin_table",))
-        table = {
-            name: PluginInfo(name=name, longname=p.longname, license=None, version=p.version,
-                             author=None, module=None, state=PluginState.RUNNING,
-                             loaded_at=p.loaded_at, reloads=p.reloads)
-            for name, p in sorted(self.plugins.items())
-        }
+        table = {name: self._row(name) for name in sorted(self.plugins)}
         self.broadcast(PluginEvent(kind="plugin_table", table=table))
         return table
+
+    def _row(self, name: str) -> PluginInfo:
+        p = self.plugins[name]
+        return PluginInfo(name=name, longname=p.longname, license=None, version=p.version,
+                          author=None, module=None, state=p.state, loaded_at=p.loaded_at,
+                          reloads=p.reloads, restarts=p.restarts, last_failure=p.last_failure)
+
+    def info(self, name: Any) -> PluginInfo:
+        """
+        The L{PluginInfo} of plugin C{name}, not broadcast.
+
+        @raise NoSuchPlugin: if it is not loaded.
+        """
+        self.calls.append(("info", name))
+        self._loaded(name)
+        return self._row(name)
 
     def available(self) -> List[str]:
         """
@@ -402,7 +501,8 @@ class FakePluginManager:
         """
         self.calls.append(("call", plugin, event, args, kw))
         try:
-            self._loaded(plugin)
+            if self._loaded(plugin).state is PluginState.QUARANTINED:
+                raise PluginQuarantined(plugin)
         except Exception:
             return fail()
         return succeed(self.answers.get(event))

@@ -7,7 +7,7 @@ default) is private to its user (see L{._listen}); any other endpoint (TCP,
 ...) needs a shared token: the first command of every connection must be
 L{Authenticate}, and the token is compared with L{hmac.compare_digest}.
 Connections are logged at debug level only; what they do (load, unload,
-reload, shutdown, a dropped connection) at info.
+reload, reset, shutdown, a dropped connection) at info.
 
 The modules, each with one job:
   - L{._wire}: the argument type, the JSON form of values and events, the
@@ -58,8 +58,10 @@ from ._wire import (
     ManagerStoppedError,
     NoSuchPluginError,
     PluginFailedError,
+    PluginQuarantinedError,
     Reload,
     ReloadChanged,
+    Reset,
     Shutdown,
     Status,
     Subscribe,
@@ -82,6 +84,7 @@ __all__ = [
     "DependencyFailedError",
     "ManagerStoppedError",
     "InvalidTransitionError",
+    "PluginQuarantinedError",
     "PluginFailedError",
     "BadRequestError",
     "InternalError",
@@ -98,6 +101,7 @@ __all__ = [
     "Unload",
     "Reload",
     "ReloadChanged",
+    "Reset",
     "Shutdown",
     "Subscribe",
     "Event",

@@ -21,6 +21,7 @@ from ._wire import (
     QuietAMP,
     Reload,
     ReloadChanged,
+    Reset,
     Shutdown,
     Status,
     Subscribe,
@@ -103,10 +104,14 @@ class ControlClient:
         """The names of the plugins that could be loaded."""
         return self._protocol.callRemote(Available).addCallback(lambda r: r["names"])
 
-    def load(self, name: str, data: Any = None) -> Deferred[Dict[str, Any]]:
-        """Load a plugin; fires with {name, version, longname}."""
-        return self._protocol.callRemote(Load, name=name, data=data).addCallback(
-            lambda r: r["plugin"])
+    def load(self, name: str, data: Any = None,
+             policy: Optional[Dict[str, Any]] = None) -> Deferred[Dict[str, Any]]:
+        """
+        Load a plugin, under the restart policy keys of C{policy} if given;
+        fires with {name, version, longname, restarts, last_failure}.
+        """
+        return self._protocol.callRemote(Load, name=name, data=data, policy=policy) \
+            .addCallback(lambda r: r["plugin"])
 
     def unload(self, name: str, mode: Optional[str] = None,
                reason: Optional[str] = None) -> Deferred[Any]:
@@ -116,9 +121,16 @@ class ControlClient:
 
     def reload(self, name: str, data: Any = None,
                mode: Optional[str] = None) -> Deferred[Dict[str, Any]]:
-        """Reload a plugin; fires with {name, version, longname}."""
+        """Reload a plugin; fires with its description, as L{load}."""
         return self._protocol.callRemote(Reload, name=name, data=data, mode=mode) \
             .addCallback(lambda r: r["plugin"])
+
+    def reset(self, name: str) -> Deferred[Dict[str, Any]]:
+        """
+        Clear a plugin's restart count (a quarantined one is started
+        afresh); fires with its description, as L{load}.
+        """
+        return self._protocol.callRemote(Reset, name=name).addCallback(lambda r: r["plugin"])
 
     def reload_changed(self) -> Deferred[Dict[str, Dict[str, Any]]]:
         """Reload what changed; fires with name -> {ok, ...}."""

@@ -8,6 +8,10 @@ C{_ask}, an argument that does not parse, a key or value too long, a box too
 big) drops that connection only, with one line in the log; the service and
 the other connections go on. A connection that must authenticate (a token
 is set) may send nothing but L{Authenticate} first.
+
+Input that parses but makes no sense (an unknown mode, a policy that is not
+an object of valid restart policy keys) is answered with L{BadRequestError},
+one line naming what is wrong, before the manager is asked anything.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from .._errors import NoSuchPlugin
 from .._events import PluginEvent
 from .._interfaces import IPluginManager
 from .._lifecycle import ShutdownMode
+from .._policy import RestartPolicy
 from ._wire import (
     Authenticate,
     AuthenticationFailed,
@@ -39,6 +45,7 @@ from ._wire import (
     QuietAMP,
     Reload,
     ReloadChanged,
+    Reset,
     Shutdown,
     Status,
     Subscribe,
@@ -77,20 +84,70 @@ CLOSE_TIMEOUT = 2.0
 #: The longest error description sent to a client.
 _MAX_DESCRIPTION = 4000
 
+#: The longest answer to a bad policy (it names the key first; a huge
+#: value is cut).
+_MAX_POLICY_ERROR = 300
+
 
 class _Malformed(Exception):
     """Input that breaks the protocol; the connection is dropped."""
 
 
-def _describe_plugin(name: str, plugin: Any) -> Dict[str, Any]:
-    def shown(attribute: str) -> Any:
+def _describe_plugin(name: str, plugin: Any, row: Any = None) -> Dict[str, Any]:
+    """
+    The JSON description of C{plugin}, loaded as C{name}: its C{version}
+    and C{longname} (from the instance), C{restarts} and C{last_failure}
+    (from C{row}, its row of the plugin table; L{None} without one).
+    """
+    def shown(source: Any, attribute: str) -> Any:
         # Plugin code: a property may raise, a value may not convert.
         try:
-            return to_json(getattr(plugin, attribute, None))
+            return to_json(getattr(source, attribute, None))
         except BaseException:
             return None
 
-    return {"name": name, "version": shown("version"), "longname": shown("longname")}
+    return {"name": name, "version": shown(plugin, "version"),
+            "longname": shown(plugin, "longname"), "restarts": shown(row, "restarts"),
+            "last_failure": shown(row, "last_failure")}
+
+
+def _json_kind(value: Any) -> str:
+    """
+    What C{value}, decoded from JSON, was: C{"an array"}, C{"a string"}...
+    """
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "null" if value is None else "an object"
+
+
+def _policy(policy: Any) -> Dict[str, Any]:
+    """
+    The restart policy keys of a C{policy} argument (absent: none), checked
+    as the manager checks them; a key whose value is null is not given.
+
+    @raise BadRequestError: when C{policy} is not an object, names a key
+        that is not a policy key, or gives a key a bad value: one line,
+        naming the key.
+    """
+    if policy is None:
+        return {}
+    if not isinstance(policy, dict):
+        raise BadRequestError(f"invalid policy: expected an object of restart policy keys, "
+                              f"not {_json_kind(policy)}")
+    try:
+        RestartPolicy().evolve(**policy)
+    except ValueError as e:
+        text = " ".join(f"invalid policy: {e}".split())
+        if len(text) > _MAX_POLICY_ERROR:
+            text = text[:_MAX_POLICY_ERROR - 3] + "..."
+        raise BadRequestError(text) from None
+    return {key: value for key, value in policy.items() if value is not None}
 
 
 def _mode(mode: Optional[str]) -> Optional[ShutdownMode]:
@@ -303,6 +360,26 @@ class ControlProtocol(QuietAMP):
         d.addErrback(self._map_error, command, plugin)
         return d
 
+    def _info(self, name: str) -> Any:
+        """
+        The table row of C{name}, to describe a plugin with once a command
+        is done (L{None} if the manager cannot give it: the command was
+        done). Read without broadcasting C{plugin_table}.
+        """
+        try:
+            return self.factory.manager.info(name)
+        except NoSuchPlugin:
+            return None
+        except Exception:
+            self._log.failure("control: cannot read the row of {plugin!r}", plugin=name)
+            return None
+
+    def _described(self, plugin: Any, name: str) -> Dict[str, Any]:
+        """
+        The answer of a command done to C{name}: C{plugin}, described.
+        """
+        return {"plugin": _describe_plugin(name, plugin, self._info(name))}
+
     # responders
 
     @Authenticate.responder
@@ -339,13 +416,21 @@ class ControlProtocol(QuietAMP):
         )
 
     @Load.responder
-    def load(self, name: str, data: Any = None) -> Deferred[Dict[str, Any]]:
+    def load(self, name: str, data: Any = None,
+             policy: Any = None) -> Deferred[Dict[str, Any]]:
         """
-        Load a plugin.
+        Load a plugin, under the restart policy keys of C{policy} if given
+        (checked first: a bad one is refused, and nothing is loaded).
         """
-        self._log.info("control: load {plugin!r} from {peer}", plugin=name, peer=self._peer())
-        d = self._call("load", name, self.factory.manager.load, name, data)
-        return d.addCallback(lambda plugin: {"plugin": _describe_plugin(name, plugin)})
+        try:
+            keys = _policy(policy)
+        except ControlError:
+            return fail()
+        self._log.info("control: load {plugin!r} from {peer}{policy}", plugin=name,
+                       peer=self._peer(),
+                       policy=f" (policy {keys})" if keys else "")
+        d = self._call("load", name, self.factory.manager.load, name, data, **keys)
+        return d.addCallback(self._described, name)
 
     @Unload.responder
     def unload(self, name: str, mode: Optional[str] = None,
@@ -379,7 +464,16 @@ class ControlProtocol(QuietAMP):
             kw["data"] = data
         self._log.info("control: reload {plugin!r} from {peer}", plugin=name, peer=self._peer())
         d = self._call("reload", name, self.factory.manager.reload, name, **kw)
-        return d.addCallback(lambda plugin: {"plugin": _describe_plugin(name, plugin)})
+        return d.addCallback(self._described, name)
+
+    @Reset.responder
+    def reset(self, name: str) -> Deferred[Dict[str, Any]]:
+        """
+        Clear a plugin's restart count; start a quarantined one afresh.
+        """
+        self._log.info("control: reset {plugin!r} from {peer}", plugin=name, peer=self._peer())
+        d = self._call("reset", name, self.factory.manager.reset, name)
+        return d.addCallback(self._described, name)
 
     @ReloadChanged.responder
     def reload_changed(self) -> Deferred[Dict[str, Any]]:
@@ -392,7 +486,7 @@ class ControlProtocol(QuietAMP):
                 if isinstance(result, Failure):
                     out[name] = {"ok": False, "error": to_json(result)}
                 else:
-                    out[name] = {"ok": True, **_describe_plugin(name, result)}
+                    out[name] = {"ok": True, **_describe_plugin(name, result, self._info(name))}
             return {"results": out}
         return self._call("reload_changed", None,
                           self.factory.manager.reload_changed).addCallback(outcomes)

@@ -10,13 +10,19 @@ Every JSON value may be split over the keys C{name}, C{name.1}, C{name.2},
     Authenticate(token)                      -> ()
     Status()                                 -> plugins: JSON list of rows
     Available()                              -> names: JSON list
-    Load(name, data: JSON?)                  -> plugin: JSON
+    Load(name, data: JSON?, policy: JSON?)   -> plugin: JSON
     Unload(name, mode?, reason?)             -> quit_message: JSON
     Reload(name, data: JSON?, mode?)         -> plugin: JSON
     ReloadChanged()                          -> results: JSON {name: outcome}
+    Reset(name)                              -> plugin: JSON
     Shutdown(mode?)                          -> ()
     Subscribe()                              -> ()   then server -> client:
     Event(event: JSON)                       -> ()
+
+A plugin is described as C{{name, version, longname, restarts,
+last_failure}}; a row of C{Status} is the whole L{PluginInfo}. A C{policy}
+is an object of restart policy keys (L{twisted_plugmgr._policy.POLICY_KEYS};
+null: not given), checked by the server before anything is done.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from .._errors import (
     ManagerStopped,
     NoSuchPlugin,
     PluginError,
+    PluginQuarantined,
 )
 from .._events import PluginEvent
 
@@ -60,6 +67,7 @@ __all__ = [
     "DependencyFailedError",
     "ManagerStoppedError",
     "InvalidTransitionError",
+    "PluginQuarantinedError",
     "PluginFailedError",
     "BadRequestError",
     "InternalError",
@@ -75,6 +83,7 @@ __all__ = [
     "Unload",
     "Reload",
     "ReloadChanged",
+    "Reset",
     "Shutdown",
     "Subscribe",
     "Event",
@@ -87,7 +96,7 @@ _CHUNK = 65000
 #: The optional fields of a L{PluginEvent} that L{event_to_json} carries
 #: when they are set.
 _EVENT_FIELDS = ("quit_message", "count", "message", "old_version", "new_version", "path",
-                 "reason")
+                 "reason", "cause", "attempt", "delay", "restarts")
 
 
 # --- JSON values ---------------------------------------------------------------
@@ -269,6 +278,12 @@ class InvalidTransitionError(ControlError):
     code = b"INVALID_TRANSITION"
 
 
+class PluginQuarantinedError(ControlError):
+    """The plugin failed too often and is quarantined until it is reset."""
+
+    code = b"PLUGIN_QUARANTINED"
+
+
 class PluginFailedError(ControlError):
     """Any other plugin error."""
 
@@ -337,6 +352,7 @@ WIRE_ERRORS: Tuple[WireError, ...] = (
     WireError(DependencyFailedError, DependencyError),
     WireError(ManagerStoppedError, ManagerStopped),
     WireError(InvalidTransitionError, InvalidTransition),
+    WireError(PluginQuarantinedError, PluginQuarantined),
     WireError(PluginFailedError, PluginError),
     WireError(BadRequestError),
     WireError(InternalError),
@@ -395,9 +411,16 @@ class Available(_Command):
 
 
 class Load(_Command):
-    """Load and start a plugin, constructed with C{data}."""
+    """
+    Load and start a plugin, constructed with C{data}, under the restart
+    policy keys of C{policy} (an object; absent: none given).
+    """
 
-    arguments = [(b"name", amp.Unicode()), (b"data", JSON(optional=True))]
+    arguments = [
+        (b"name", amp.Unicode()),
+        (b"data", JSON(optional=True)),
+        (b"policy", JSON(optional=True)),
+    ]
     response = [(b"plugin", JSON())]
 
 
@@ -428,6 +451,15 @@ class ReloadChanged(_Command):
 
     arguments = []
     response = [(b"results", JSON())]
+
+
+class Reset(_Command):
+    """
+    Clear a plugin's restart count; a quarantined plugin is started afresh.
+    """
+
+    arguments = [(b"name", amp.Unicode())]
+    response = [(b"plugin", JSON())]
 
 
 class Shutdown(_Command):

@@ -1,7 +1,9 @@
 """
 The IRC bot's admin commands, as a plugin.
 
- - C{!plugins}: the loaded plugins, their versions and states;
+ - C{!plugins}: the loaded plugins, their versions and states; then, for
+   each plugin that was restarted or has failed, a line with its restarts
+   and its last failure;
  - C{!load NAME}, C{!unload NAME [immediate|smart|lazy]}, C{!reload NAME}:
    owners only. The sender's full C{nick!user@host} is checked against the
    owner patterns on every command; anyone else gets a refusal and nothing
@@ -11,16 +13,20 @@ The IRC bot's admin commands, as a plugin.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from twisted_plugmgr import PluginError, ShutdownMode
 from twisted_plugmgr._events import safe_str
-from twisted_plugmgr.irc import BotPlugin, Context, command
+from twisted_plugmgr.irc import BotPlugin, Context, command, split_utf8
 
 _MAX_ERROR = 200
+
+#: The most bytes (UTF-8) of a plugin's line of restarts and failure in
+#: C{!plugins}: one IRC line, whatever the channel and the bot's hostmask.
+_MAX_TROUBLE_BYTES = 300
 
 
 def _short(failure: Failure) -> str:
@@ -69,7 +75,7 @@ class Admin(BotPlugin):
         rows = [
             f"{name} {info.version} ({info.state.value})" for name, info in sorted(table.items())
         ]
-        return f"{len(rows)} plugins: " + ", ".join(rows)
+        return "\n".join([f"{len(rows)} plugins: " + ", ".join(rows), *_troubles(table)])
 
     def _by_name(self, ctx: Context, verb: str, operate: Callable[[str], Deferred]) -> Any:
         """
@@ -134,6 +140,24 @@ class Admin(BotPlugin):
             text += f" (also {', '.join(prefix + a for a in spec.aliases)})"
         text += f": {spec.help or 'no help'} [plugin {entry.plugin}]"
         return text
+
+
+def _troubles(table: Mapping[str, Any]) -> List[str]:
+    """
+    One line for each plugin of C{table} that was restarted or has a last
+    failure: C{"NAME: N restarts, last failure: ..."}, cut to one IRC line.
+    """
+    lines = []
+    for name, info in sorted(table.items()):
+        restarts, failure = info.restarts, info.last_failure
+        if not restarts and not failure:
+            continue
+        line = f"{name}: {restarts} restart{'' if restarts == 1 else 's'}"
+        if failure:
+            line += f", last failure: {' '.join(str(failure).split())}"
+        pieces = split_utf8(line, _MAX_TROUBLE_BYTES - 3)
+        lines.append(pieces[0] + "..." if len(pieces) > 1 else line)
+    return lines
 
 
 def _version(plugin: Any) -> str:
