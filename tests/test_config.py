@@ -8,6 +8,7 @@ import json
 import math
 import os
 
+import attr
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from twisted_plugmgr._config import (
     FloodConfig,
     IRCConfig,
     ManagerConfig,
+    PluginConfig,
     default_control,
     endpoint_kind,
     join_endpoint,
@@ -26,6 +28,7 @@ from twisted_plugmgr._config import (
     split_endpoint,
 )
 from twisted_plugmgr._lifecycle import DEFAULT_DEADLINES, ShutdownMode
+from twisted_plugmgr._policy import POLICY_KEYS, RestartPolicy
 
 FILE = "/etc/plugmgr/plugmgr.toml"
 
@@ -186,7 +189,8 @@ class TestErrors:
     def test_unknown_plugin_key(self):
         e = error("[plugins.hello]\nenable = true\n")
         assert str(e) == (f"{FILE}: plugins.hello.enable: unknown key "
-                          "(expected one of: enabled, data)")
+                          "(expected one of: enabled, data, restart, restart_delay, "
+                          "restart_delay_max, restart_burst, restart_interval, fail_on_error)")
 
     def test_wrong_type_bool(self):
         e = error('[plugins.hello]\nenabled = "yes"\n')
@@ -293,6 +297,147 @@ class TestErrors:
         assert e.filename == FILE
 
 
+#: The two kinds of section that take the restart policy keys: the TOML
+#: before the key, and the key path messages name.
+SECTIONS = [("[manager]\n", "manager"), ("[plugins.hello]\n", "plugins.hello")]
+
+
+def section_of(config, where):
+    return config.manager if where == "manager" else config.plugins["hello"]
+
+
+class TestRestartPolicyKeys:
+    """
+    The restart policy keys of C{[manager]} and C{[plugins.NAME]}: optional,
+    checked by L{RestartPolicy}'s rules, each error naming the file and the
+    key.
+    """
+
+    def test_both_models_have_every_policy_key(self):
+        for model in (ManagerConfig, PluginConfig):
+            assert set(POLICY_KEYS) <= {f.name for f in attr.fields(model)}
+
+    @pytest.mark.parametrize("header, where", SECTIONS)
+    def test_absent_keys_are_not_given(self, header, where):
+        section = section_of(parse(header), where)
+        assert all(getattr(section, key) is None for key in POLICY_KEYS)
+        assert section.policy() == {}
+
+    @pytest.mark.parametrize("header, where", SECTIONS)
+    def test_every_key_given(self, header, where):
+        section = section_of(parse(header + """
+            restart = "always"
+            restart_delay = 0.5
+            restart_delay_max = 60
+            restart_burst = 3
+            restart_interval = 20
+            fail_on_error = true
+        """.replace("    ", "")), where)
+        expected = {
+            "restart": "always", "restart_delay": 0.5, "restart_delay_max": 60.0,
+            "restart_burst": 3, "restart_interval": 20.0, "fail_on_error": True,
+        }
+        assert section.policy() == expected
+        assert tuple(section.policy()) == POLICY_KEYS
+        assert {key: getattr(section, key) for key in POLICY_KEYS} == expected
+        assert RestartPolicy().evolve(**section.policy()).as_dict() == expected
+
+    @pytest.mark.parametrize("header, where", SECTIONS)
+    @pytest.mark.parametrize("key, toml, value", [
+        ("restart", '"no"', "no"),
+        ("restart", '"on-failure"', "on-failure"),
+        ("restart", '"always"', "always"),
+        ("restart_delay", "0", 0.0),
+        ("restart_delay", "2", 2.0),
+        ("restart_delay_max", "0.25", 0.25),
+        ("restart_burst", "0", 0),
+        ("restart_burst", "10", 10),
+        ("restart_interval", "0.5", 0.5),
+        ("fail_on_error", "false", False),
+        ("fail_on_error", "true", True),
+    ])
+    def test_one_key_alone(self, header, where, key, toml, value):
+        section = section_of(parse(f"{header}{key} = {toml}\n"), where)
+        assert section.policy() == {key: value}
+        assert type(getattr(section, key)) is type(value)
+        assert all(getattr(section, other) is None for other in POLICY_KEYS if other != key)
+
+    def test_seconds_become_floats_and_burst_stays_an_integer(self):
+        m = parse("[manager]\nrestart_delay = 1\nrestart_burst = 2\n").manager
+        assert type(m.restart_delay) is float and type(m.restart_burst) is int
+
+    def test_manager_and_plugin_keys_are_separate(self):
+        config = parse('[manager]\nrestart = "no"\n[plugins.hello]\nrestart_burst = 1\n'
+                       "[plugins.other]\n")
+        assert config.manager.policy() == {"restart": "no"}
+        assert config.plugins["hello"].policy() == {"restart_burst": 1}
+        assert config.plugins["other"].policy() == {}
+
+    @pytest.mark.parametrize("header, where", SECTIONS)
+    @pytest.mark.parametrize("key, toml, expected", [
+        ("restart", '"sometimes"',
+         "expected one of 'no', 'on-failure', 'always', got a string 'sometimes'"),
+        ("restart", '"NO"', "expected one of 'no', 'on-failure', 'always', got a string 'NO'"),
+        ("restart", "false",
+         "expected one of 'no', 'on-failure', 'always', got a boolean False"),
+        ("restart", "1", "expected one of 'no', 'on-failure', 'always', got an integer 1"),
+        ("restart_delay", "-1", "expected a number of seconds >= 0, got an integer -1"),
+        ("restart_delay", '"1"', "expected a number of seconds, got a string '1'"),
+        ("restart_delay", "true", "expected a number of seconds, got a boolean True"),
+        ("restart_delay", "nan", "expected a number of seconds, got a float nan"),
+        ("restart_delay", "[1]", "expected a number of seconds, got an array [1]"),
+        ("restart_delay_max", "-0.5", "expected a number of seconds >= 0, got a float -0.5"),
+        ("restart_delay_max", "{ s = 1 }",
+         "expected a number of seconds, got a table {'s': 1}"),
+        ("restart_burst", "-1", "expected a whole number >= 0, got an integer -1"),
+        ("restart_burst", "1.5", "expected a whole number >= 0, got a float 1.5"),
+        ("restart_burst", "true", "expected a whole number >= 0, got a boolean True"),
+        ("restart_burst", '"5"', "expected a whole number >= 0, got a string '5'"),
+        ("restart_interval", "0", "expected a positive number of seconds, got an integer 0"),
+        ("restart_interval", "-2.5",
+         "expected a positive number of seconds, got a float -2.5"),
+        ("restart_interval", '"10"', "expected a number of seconds, got a string '10'"),
+        ("fail_on_error", '"yes"', "expected true or false, got a string 'yes'"),
+        ("fail_on_error", "1", "expected true or false, got an integer 1"),
+        ("fail_on_error", "1979-05-27",
+         "expected true or false, got date datetime.date(1979, 5, 27)"),
+    ])
+    def test_bad_value(self, header, where, key, toml, expected):
+        e = error(f"{header}{key} = {toml}\n")
+        assert (e.filename, e.key) == (FILE, f"{where}.{key}")
+        assert str(e) == f"{FILE}: {where}.{key}: {expected}"
+        assert "\n" not in str(e)
+
+    @pytest.mark.parametrize("header, where", SECTIONS)
+    def test_the_first_bad_key_is_named(self, header, where):
+        e = error(f'{header}restart_burst = -1\nrestart = "x"\n')
+        assert e.key == f"{where}.restart"
+
+    def test_a_bad_key_in_a_later_plugin_names_that_plugin(self):
+        e = error('[plugins.good]\nrestart = "no"\n[plugins.bad]\nrestart = "nope"\n')
+        assert e.key == "plugins.bad.restart"
+
+    def test_an_unknown_manager_key_lists_the_policy_keys(self):
+        e = error("[manager]\nrestart_delays = 1\n")
+        assert e.key == "manager.restart_delays"
+        assert str(e).endswith("allow_shared_dir, restart, restart_delay, restart_delay_max, "
+                               "restart_burst, restart_interval, fail_on_error)")
+
+    def test_the_example_config_sets_policies(self):
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "examples", "plugmgr.toml")
+        with open(path, "rb") as f:
+            config = parse_config(f.read(), path)
+        assert config.manager.policy() == {"restart": "on-failure", "restart_burst": 5,
+                                           "restart_interval": 60.0}
+        assert config.plugins["reporter"].policy() == {"restart_delay": 1.0}
+        assert config.plugins["greeter"].policy() == {}
+
+    def test_a_policy_key_nested_elsewhere_is_unknown(self):
+        e = error("[manager]\ndeadlines = { restart = 1 }\n")
+        assert e.key == "manager.deadlines.restart"
+
+
 class TestEndpoints:
     def test_split_and_join(self):
         desc = r"unix:path=/tmp/a\:b:mode=600"
@@ -348,12 +493,13 @@ _KEYS = st.sampled_from(
      "deadlines", "immediate", "smart", "lazy", "start_deadline", "control_token",
      "control_token_file", "allow_shared_dir", "enabled", "data", "hello", "server", "nick",
      "channels", "owners", "prefix", "flood", "rate", "burst", "data_dir", "password",
-     "username", "realname", "a.b", "", "class"]
+     "username", "realname", "a.b", "", "class", *POLICY_KEYS]
 ) | st.text(max_size=8)
 
 _SCALARS = (
     st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
-    | st.sampled_from(["smart", "lazy", "unix:path=x", "tcp:1", "#chan", "a!b@c", "pkg.mod"])
+    | st.sampled_from(["smart", "lazy", "unix:path=x", "tcp:1", "#chan", "a!b@c", "pkg.mod",
+                       "no", "on-failure", "always"])
 )
 
 _VALUES = st.recursive(

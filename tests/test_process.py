@@ -88,7 +88,8 @@ async def test_status_table(shared):
     code, out, err = await shared.cli("status")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["NAME", "VERSION", "STATE", "LOADED", "RELOADS", "DESCRIPTION"]
+    assert lines[0].split() == ["NAME", "VERSION", "STATE", "LOADED", "RELOADS", "RESTARTS",
+                                "DESCRIPTION"]
     assert [line.split()[0] for line in lines[1:]] == ["alpha", "beta"]
     assert "running" in lines[1]
 
@@ -349,3 +350,42 @@ async def test_edited_plugin_is_reloaded(tmp_path, daemons):
 
 
 
+
+
+#: A plugin that says it is broken when the process gets SIGUSR1.
+FAIL_ON_USR1 = """
+def startService(self):
+    import signal
+
+    Plugin.startService(self)
+
+    def broken(signum, frame):
+        self.api.reactor.callFromThread(self.api.fail, "SIGUSR1: upstream gone")
+
+    signal.signal(signal.SIGUSR1, broken)
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_sighup_with_a_policy_only_change_reloads_nothing(tmp_path, daemons):
+    home = make_home(tmp_path, BASE)
+    write_plugin(home / "plugins", "alpha", body=FAIL_ON_USR1)
+    daemon = Daemon(home, "--config", "plugmgr.toml")
+    daemons.append(daemon)
+    await daemon.ready()
+    write_config(tmp_path, BASE.replace("data = { n = 1 }\n",
+                                        'data = { n = 1 }\nrestart = "no"\n'))
+    daemon.signal("HUP")
+    await daemon.proto.wait_for("reconfig done")
+    assert "reconfig: restart policy of alpha: restart='no' (not reloaded); " \
+        "in effect: restart='no', " in daemon.proto.text
+    assert "plugin_reloaded" not in daemon.proto.text
+    code, out, err = await daemon.cli("--json", "status")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert sorted(rows) == ["alpha", "beta"] and rows["alpha"]["reloads"] == 0
+    # In effect: the failure unloads alpha instead of restarting it.
+    daemon.signal("USR1")
+    await daemon.proto.wait_for("plugin_unloaded alpha reason=failed")
+    assert "plugin_restarting" not in daemon.proto.text
+    code, out, err = await daemon.cli("--json", "status")
+    assert [r["name"] for r in json.loads(out)] == ["beta"]

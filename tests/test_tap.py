@@ -23,10 +23,12 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
-from twisted_plugmgr import CompileFailed, _tap
+from twisted_plugmgr import CompileFailed, NoSuchPlugin, PluginError, PluginManager, _tap
 from twisted_plugmgr._control import connect
 from twisted_plugmgr._lifecycle import ShutdownMode
+from twisted_plugmgr._policy import POLICY_KEYS, RestartPolicy
 from twisted_plugmgr._tap import Options, PlugmgrService, StartupError, makeService
+from twisted_plugmgr.testing import EventRecorder
 
 #: A shutdown that tells the test it began, with the mode and a Deferred the
 #: test fires to let it finish: the test sets C{on_shutdown} (a Deferred) on
@@ -38,6 +40,14 @@ def shutdown(self, mode, reason):
     finish = Deferred()
     type(self).on_shutdown.callback((mode.value, finish))
     return finish.addCallback(lambda _: "slowly done")
+"""
+
+#: A handler that says the plugin is broken (its restart policy decides).
+BROKE = """
+@handler()
+def broke(self):
+    self.api.fail("upstream gone")
+    return "said so"
 """
 
 
@@ -92,7 +102,7 @@ class Running:
     A started service, stopped at teardown.
     """
 
-    def __init__(self, config_file, *argv, handle_signals=False):
+    def __init__(self, config_file, *argv, handle_signals=False, manager_factory=None):
         #: One True per time the service asked to stop the process.
         self.stops: List[Any] = []
         #: Fires when the service first asks to stop the process.
@@ -101,6 +111,7 @@ class Running:
         self.options = options(*args, *argv)
         self.service = PlugmgrService(self.options["settings"], reactor,
                                       handle_signals=handle_signals,
+                                      manager_factory=manager_factory,
                                       stop=self.request_stop)
         self.manager = self.service.manager
 
@@ -127,6 +138,73 @@ class Running:
 
 async def nothing():
     return None
+
+
+class RecordingManager(PluginManager):
+    """
+    A real manager that also records how the service drives it: its restart
+    policy arguments, and each load, reload, set_policy and
+    set_restart_policy call.
+    """
+
+    def __init__(self, *a, **kw):
+        self.created_with = {key: kw[key] for key in POLICY_KEYS if key in kw}
+        self.calls: List[tuple] = []
+        super().__init__(*a, **kw)
+
+    def load(self, name, data=None, **policy):
+        self.calls.append(("load", name, policy))
+        return super().load(name, data, **policy)
+
+    def reload(self, name, *a, **kw):
+        self.calls.append(("reload", name))
+        return super().reload(name, *a, **kw)
+
+    def set_policy(self, name, **policy):
+        self.calls.append(("set_policy", name, policy))
+        return super().set_policy(name, **policy)
+
+    def set_restart_policy(self, **policy):
+        self.calls.append(("set_restart_policy", policy))
+        return super().set_restart_policy(**policy)
+
+
+def next_event(manager, kind) -> Deferred:
+    """
+    Fire with the next event of C{kind} (a bounded wait).
+    """
+    d: Deferred = Deferred()
+
+    def listener(event):
+        if event.kind == kind and not d.called:
+            manager.unregister(listener)
+            d.callback(event)
+
+    manager.register(listener)
+    return timeout(d)
+
+
+def section(name, *lines, data=None):
+    """
+    A C{[plugins.NAME]} section (or C{[manager]} with C{paths}) of C{lines}.
+    """
+    head = '[manager]\npaths = ["plugins"]\n' if name == "manager" else f"[plugins.{name}]\n"
+    if data is not None:
+        head += f"data = {data}\n"
+    return head + "".join(line + "\n" for line in lines) + "\n"
+
+
+def policy_config(manager=(), alpha=(), beta=(), alpha_data="{ n = 1 }", extra=""):
+    """
+    BASE, with restart policy lines in [manager], [plugins.alpha] and
+    [plugins.beta].
+    """
+    return (section("manager", *manager) + section("alpha", *alpha, data=alpha_data)
+            + section("beta", *beta) + "[plugins.gamma]\nenabled = false\n" + extra)
+
+
+#: What a reconfig's summary line says when only restart policies changed.
+NOTHING_RELOADED = "reconfig: unload [], reload [], load [], restart policy "
 
 
 @pytest.fixture
@@ -474,6 +552,276 @@ async def test_sigterm_stops_the_reactor(home, running, log):
     await timeout(r.stop_requested)
     assert r.stops == [True]
     assert log.has("received SIGTERM, shutting down (smart)")
+
+
+# --- restart policies --------------------------------------------------------------------
+
+
+def test_policy_keys_reach_the_settings(home):
+    config = write_config(home, policy_config(manager=['restart = "no"', "restart_burst = 2"],
+                                              alpha=["fail_on_error = true"]))
+    settings = options("--config", config)["settings"]
+    assert settings.config.manager.policy() == {"restart": "no", "restart_burst": 2}
+    assert settings.config.plugins["alpha"].policy() == {"fail_on_error": True}
+    assert settings.config.plugins["beta"].policy() == {}
+
+
+@pytest.mark.parametrize("where, line, message", [
+    ("manager", "restart_burst = -1",
+     "manager.restart_burst: expected a whole number >= 0, got an integer -1"),
+    ("alpha", 'restart = "never"',
+     "plugins.alpha.restart: expected one of 'no', 'on-failure', 'always', "
+     "got a string 'never'"),
+])
+def test_a_bad_policy_key_is_a_usage_error(home, where, line, message):
+    config = write_config(home, policy_config(**{where: [line]}))
+    with pytest.raises(usage.UsageError) as info:
+        options("--config", config)
+    assert str(info.value) == f"{config}: {message}"
+
+
+def test_the_manager_gets_the_files_default_policy(home):
+    config = write_config(home, policy_config(
+        manager=['restart = "always"', "restart_delay = 0.5", "restart_delay_max = 4",
+                 "restart_burst = 2", "restart_interval = 60", "fail_on_error = true"]))
+    service = PlugmgrService(options("--config", config)["settings"], reactor,
+                             handle_signals=False, manager_factory=RecordingManager)
+    assert service.manager.created_with == {
+        "restart": "always", "restart_delay": 0.5, "restart_delay_max": 4.0,
+        "restart_burst": 2, "restart_interval": 60.0, "fail_on_error": True,
+    }
+    assert service.manager.restart_policy == RestartPolicy(
+        restart="always", restart_delay=0.5, restart_delay_max=4, restart_burst=2,
+        restart_interval=60, fail_on_error=True)
+
+
+def test_without_policy_keys_the_manager_keeps_its_defaults(home):
+    service = PlugmgrService(options("--config", write_config(home, BASE))["settings"],
+                             reactor, handle_signals=False, manager_factory=RecordingManager)
+    assert service.manager.created_with == {}
+    assert service.manager.restart_policy == RestartPolicy()
+
+
+@pytest_twisted.ensureDeferred
+async def test_start_loads_each_plugin_with_its_policy(home, running):
+    write_plugin(home / "plugins", "beta", body="restart_burst = 7\n")
+    r = running(write_config(home, policy_config(
+        manager=["restart_delay = 2"], alpha=['restart = "no"', "fail_on_error = true"])),
+        manager_factory=RecordingManager)
+    await r.start()
+    assert r.manager.calls == [
+        ("load", "alpha", {"restart": "no", "fail_on_error": True}),
+        ("load", "beta", {}),
+    ]
+    assert r.manager.policy_of("alpha") == RestartPolicy(
+        restart="no", fail_on_error=True, restart_delay=2)
+    # beta: its class's attribute over the manager's default.
+    assert r.manager.policy_of("beta") == RestartPolicy(restart_burst=7, restart_delay=2)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sighup_applies_a_policy_only_change_without_reloading(home, running, log,
+                                                                      logged_failures):
+    write_plugin(home / "plugins", "alpha", body=BROKE)
+    r = running(write_config(home, policy_config()), handle_signals=True,
+                manager_factory=RecordingManager)
+    await r.start()
+    alpha, beta = r.instance("alpha"), r.instance("beta")
+    assert r.manager.policy_of("alpha").restart == "on-failure"
+    events = EventRecorder()
+    r.manager.register(events)
+    del r.manager.calls[:]
+    write_config(home, policy_config(alpha=['restart = "no"', "restart_burst = 1"]))
+    os.kill(os.getpid(), signal.SIGHUP)
+    await log.wait_for("reconfig done")
+    assert r.manager.calls == [("set_policy", "alpha", {"restart": "no", "restart_burst": 1})]
+    assert r.instance("alpha") is alpha and r.instance("beta") is beta
+    assert r.table()["alpha"].reloads == 0
+    # No plugin_reloaded; nothing stopped, started or restarted.
+    assert [e.kind for e in events.events if e.kind != "plugin_table"] == []
+    assert r.manager.policy_of("alpha") == RestartPolicy(restart="no", restart_burst=1)
+    assert r.manager.policy_of("beta") == RestartPolicy()
+    assert log.has(NOTHING_RELOADED + "['alpha']")
+    assert log.has("reconfig: restart policy of alpha: restart='no', restart_burst=1 "
+                   "(not reloaded); in effect: restart='no', restart_delay=0.1, "
+                   "restart_delay_max=30.0, restart_burst=1, restart_interval=10.0, "
+                   "fail_on_error=False")
+    assert not log.has("restart to apply")
+    # In effect: a failure now unloads alpha instead of restarting it.
+    unloaded = next_event(r.manager, "plugin_unloaded")
+    assert await timeout(r.manager.call("alpha", "broke")) == "said so"
+    assert (await unloaded).reason == "failed"
+    assert "alpha" not in r.table() and events.of("plugin_restarting") == []
+    logged_failures.flush(PluginError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconfig_a_policy_key_removed_goes_back_to_the_class_or_the_manager(
+        home, running, log):
+    write_plugin(home / "plugins", "alpha", body="restart_burst = 7\n")
+    r = running(write_config(home, policy_config(
+        manager=["restart_delay = 2"],
+        alpha=['restart = "always"', "restart_burst = 1", "restart_delay = 0"])),
+        manager_factory=RecordingManager)
+    await r.start()
+    alpha = r.instance("alpha")
+    assert r.manager.policy_of("alpha") == RestartPolicy(restart="always", restart_burst=1,
+                                                         restart_delay=0)
+    del r.manager.calls[:]
+    write_config(home, policy_config(manager=["restart_delay = 2"]))
+    await timeout(r.service.reconfig())
+    assert r.manager.calls == [("set_policy", "alpha", {})]
+    assert r.instance("alpha") is alpha and r.table()["alpha"].reloads == 0
+    # restart_burst: the class's; restart_delay: the manager's; restart: the default.
+    assert r.manager.policy_of("alpha") == RestartPolicy(restart_burst=7, restart_delay=2)
+    assert log.has("reconfig: restart policy of alpha: none given (not reloaded); "
+                   "in effect: restart='on-failure', restart_delay=2.0, ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconfig_a_data_and_policy_change_sets_the_policy_then_reloads(
+        home, running, log):
+    r = running(write_config(home, policy_config()), manager_factory=RecordingManager)
+    await r.start()
+    del r.manager.calls[:]
+    write_config(home, policy_config(alpha=['restart = "always"'], alpha_data="{ n = 2 }"))
+    await timeout(r.service.reconfig())
+    assert r.manager.calls == [("set_policy", "alpha", {"restart": "always"}),
+                               ("reload", "alpha")]
+    assert r.instance("alpha").data == {"n": 2} and r.table()["alpha"].reloads == 1
+    assert r.manager.policy_of("alpha") == RestartPolicy(restart="always")
+    assert log.has("reconfig: unload [], reload ['alpha'], load [], restart policy ['alpha']")
+    assert log.has("reconfig: restart policy of alpha: restart='always' (before its reload)")
+    assert log.has("reconfig done")
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconfig_a_data_only_change_sets_no_policy(home, running):
+    r = running(write_config(home, policy_config(alpha=['restart = "no"'])),
+                manager_factory=RecordingManager)
+    await r.start()
+    del r.manager.calls[:]
+    write_config(home, policy_config(alpha=['restart = "no"'], alpha_data="{ n = 2 }"))
+    await timeout(r.service.reconfig())
+    assert r.manager.calls == [("reload", "alpha")]
+    assert r.manager.policy_of("alpha") == RestartPolicy(restart="no")
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconfig_loads_a_new_plugin_with_its_policy_and_unloads_without_one(
+        home, running):
+    r = running(write_config(home, policy_config()), manager_factory=RecordingManager)
+    await r.start()
+    del r.manager.calls[:]
+    write_config(home, policy_config(beta=['restart = "no"'], extra="""
+        [plugins.delta]
+        restart = "always"
+        restart_delay = 0
+    """.replace("        ", "")).replace("[plugins.beta]\n", "[plugins.beta]\nenabled = false\n"))
+    await timeout(r.service.reconfig())
+    # beta is unloaded (its new policy is not set), delta loaded under its own.
+    assert r.manager.calls == [("load", "delta", {"restart": "always", "restart_delay": 0.0})]
+    assert sorted(r.table()) == ["alpha", "delta"]
+    assert r.manager.policy_of("delta") == RestartPolicy(restart="always", restart_delay=0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconfig_changes_the_managers_default_policy(home, running, log):
+    r = running(write_config(home, policy_config(
+        manager=["restart_burst = 2", "restart_delay = 0.5"], alpha=['restart = "always"'])),
+        manager_factory=RecordingManager)
+    await r.start()
+    alpha, beta = r.instance("alpha"), r.instance("beta")
+    del r.manager.calls[:]
+    write_config(home, policy_config(
+        manager=['restart = "no"', "restart_delay = 0.5", "watch = true"],
+        alpha=['restart = "always"']))
+    await timeout(r.service.reconfig())
+    # Only the changes: restart_burst, no longer given, goes back to the default.
+    assert r.manager.calls == [("set_restart_policy", {"restart": "no", "restart_burst": 5})]
+    assert r.manager.restart_policy == RestartPolicy(restart="no", restart_delay=0.5)
+    # At once for a plugin that does not say otherwise; alpha's own key stays.
+    assert r.manager.policy_of("beta") == RestartPolicy(restart="no", restart_delay=0.5)
+    assert r.manager.policy_of("alpha") == RestartPolicy(restart="always", restart_delay=0.5)
+    assert r.instance("alpha") is alpha and r.instance("beta") is beta
+    assert log.has("reconfig: manager restart policy: restart='no', restart_burst=5; "
+                   "in effect: restart='no', restart_delay=0.5, restart_delay_max=30.0, "
+                   "restart_burst=5, restart_interval=10.0, fail_on_error=False")
+    # watch still needs a restart; the policy does not.
+    assert log.has("reconfig: watch changed; restart to apply")
+    assert not any("restart_" in line and "restart to apply" in line for line in log.lines)
+    # The same file again: nothing to set.
+    del r.manager.calls[:]
+    await timeout(r.service.reconfig())
+    assert r.manager.calls == []
+
+
+@pytest.mark.parametrize("where, line, message", [
+    ("manager", "restart_interval = 0",
+     "manager.restart_interval: expected a positive number of seconds, got an integer 0"),
+    ("alpha", 'fail_on_error = "yes"',
+     "plugins.alpha.fail_on_error: expected true or false, got a string 'yes'"),
+])
+@pytest_twisted.ensureDeferred
+async def test_reconfig_with_a_bad_policy_key_changes_nothing(home, running, log, where, line,
+                                                              message):
+    r = running(write_config(home, policy_config(manager=['restart = "always"'],
+                                                 alpha=["restart_burst = 3"])),
+                manager_factory=RecordingManager)
+    await r.start()
+    alpha = r.instance("alpha")
+    del r.manager.calls[:]
+    config = write_config(home, policy_config(**{where: [line]}, extra="[plugins.delta]\n"))
+    await timeout(r.service.reconfig())
+    assert log.has(f"reconfig aborted, nothing changed: {config}: {message}")
+    assert r.manager.calls == []
+    assert sorted(r.table()) == ["alpha", "beta"] and r.instance("alpha") is alpha
+    assert r.manager.restart_policy == RestartPolicy(restart="always")
+    assert r.manager.policy_of("alpha") == RestartPolicy(restart="always", restart_burst=3)
+
+
+@pytest.mark.parametrize("error", [NoSuchPlugin("alpha", "it is gone"),
+                                   ValueError("invalid restart 'x'")])
+@pytest_twisted.ensureDeferred
+async def test_reconfig_a_policy_that_cannot_be_set_is_reported(home, running, log,
+                                                                monkeypatch, error):
+    r = running(write_config(home, policy_config(alpha=["restart_burst = 3"])))
+    await r.start()
+    alpha = r.instance("alpha")
+
+    def refuse(name, **policy):
+        raise error
+
+    monkeypatch.setattr(r.manager, "set_policy", refuse)
+    write_config(home, policy_config(alpha=['restart = "no"'], extra="[plugins.delta]\n"))
+    await timeout(r.service.reconfig())
+    assert log.has(f"reconfig: restart policy of alpha not applied: {error}")
+    assert log.has("reconfig done; failed: policy alpha")
+    assert r.instance("alpha") is alpha and r.table()["alpha"].reloads == 0
+    assert r.manager.policy_of("alpha") == RestartPolicy(restart_burst=3)
+    # The rest of the reconfig is done.
+    assert sorted(r.table()) == ["alpha", "beta", "delta"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconfig_a_manager_policy_that_cannot_be_set_is_tried_again(home, running, log,
+                                                                         monkeypatch):
+    r = running(write_config(home, policy_config()))
+    await r.start()
+
+    def refuse(**policy):
+        raise ValueError("invalid restart 'x': expected one of 'no', 'on-failure', 'always'")
+
+    monkeypatch.setattr(r.manager, "set_restart_policy", refuse)
+    write_config(home, policy_config(manager=['restart = "no"']))
+    await timeout(r.service.reconfig())
+    assert log.has("reconfig: manager restart policy not applied: invalid restart 'x': ")
+    assert log.has("reconfig done; failed: manager restart policy")
+    assert r.manager.restart_policy == RestartPolicy()
+    monkeypatch.undo()
+    await timeout(r.service.reconfig())
+    assert r.manager.restart_policy == RestartPolicy(restart="no")
+    assert log.has("reconfig: manager restart policy: restart='no'; in effect: ")
 
 
 # --- the IRC bot -------------------------------------------------------------------------

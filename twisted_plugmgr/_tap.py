@@ -10,6 +10,10 @@ Options given on the command line override the config file: C{--package}
 and C{--path} replace the file's lists when given; C{--load} adds to (and
 enables) the file's plugins; C{--watch}, C{--control} and
 C{--shutdown-mode} replace the file's values.
+
+The restart policy keys of C{[manager]} are the manager's default policy,
+those of a C{[plugins.NAME]} section that plugin's; a reconfig applies a
+change to them without a restart, and without reloading the plugin.
 """
 
 from __future__ import annotations
@@ -17,8 +21,7 @@ from __future__ import annotations
 import copy
 import os
 import signal
-import types
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import attr
 from twisted.application.service import IService, MultiService
@@ -29,184 +32,25 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ._config import (
-    Config,
     ConfigError,
+    ManagerConfig,
     PluginConfig,
-    default_control,
-    endpoint_kind,
-    parse_config,
 )
 from ._control import (
     ControlChannelError,
     ControlFactory,
     ControlService,
-    unix_socket_path,
 )
 from ._deferreds import run_blocking
+from ._errors import NoSuchPlugin
 from ._lifecycle import ShutdownMode
+from ._policy import POLICY_KEYS, RestartPolicy
+from ._settings import Overrides, Settings, StartupError, apply_overrides, read_config
 from ._source import check_name
 
 __all__ = ["Options", "makeService", "Settings", "PlugmgrService", "StartupError",
            "read_config", "apply_overrides", "Overrides"]
 
-_MISSING = object()
-
-
-class StartupError(SystemExit, Exception):
-    """
-    The service cannot start (its control socket is in use, ...); nothing
-    was started.
-
-    Both a L{SystemExit} and an L{Exception}: C{twist} prints the message
-    and exits 1 without a traceback, and C{twistd} (which reports the
-    C{Exception}s of a daemon's start to the parent) does the same.
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"plugmgr: {message}")
-        self.message = message
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True, kw_only=True)
-class Overrides:
-    """
-    What the command line says; applied over the file at start and at every
-    reconfig.
-
-    @ivar packages: replaces the file's packages when not L{None}.
-    @ivar paths: replaces the file's paths (absolute) when not L{None}.
-    @ivar load: plugins loaded (and enabled) in addition to the file's.
-    @ivar watch: turns watching on when true.
-    @ivar control: replaces the file's control endpoint when not L{None}.
-    @ivar shutdown_mode: replaces the file's mode when not L{None}.
-    """
-
-    packages: Optional[Tuple[str, ...]] = None
-    paths: Optional[Tuple[str, ...]] = None
-    load: Tuple[str, ...] = ()
-    watch: bool = False
-    control: Optional[str] = None
-    shutdown_mode: Optional[ShutdownMode] = None
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True, kw_only=True)
-class Settings:
-    """
-    Everything the service needs, validated: the effective config (file plus
-    command line), where it came from, and the control token.
-
-    @ivar config: the effective L{Config}.
-    @ivar config_file: the file to re-read on SIGHUP, or L{None}.
-    @ivar overrides: the command line's L{Overrides}.
-    @ivar control: the control channel's server endpoint string.
-    @ivar token: the control token, or L{None}.
-    """
-
-    config: Config
-    config_file: Optional[str]
-    overrides: Overrides
-    control: str
-    token: Optional[str] = None
-
-
-def apply_overrides(config: Config, overrides: Overrides) -> Config:
-    """
-    The config C{config} with the command line's C{overrides} applied.
-    """
-    manager = config.manager
-    changes: Dict[str, Any] = {}
-    if overrides.packages is not None:
-        changes["packages"] = overrides.packages
-    if overrides.paths is not None:
-        changes["paths"] = overrides.paths
-    if overrides.watch:
-        changes["watch"] = True
-    if overrides.control is not None:
-        changes["control"] = overrides.control
-    if overrides.shutdown_mode is not None:
-        changes["shutdown_mode"] = overrides.shutdown_mode
-    plugins = dict(config.plugins)
-    for name in overrides.load:
-        existing = plugins.get(name)
-        plugins[name] = attr.evolve(existing, enabled=True) if existing is not None \
-            else PluginConfig(name=name)
-    return attr.evolve(config, manager=attr.evolve(manager, **changes),
-                       plugins=types.MappingProxyType(plugins))
-
-
-def read_config(filename: Optional[str], overrides: Overrides) -> Settings:
-    """
-    Read and validate C{filename} (if any), apply C{overrides}, and check
-    what can only be checked here: that the paths exist, the control
-    endpoint parses and has a token where one is needed, the token file is
-    readable.
-
-    Blocking (it reads files): call it before the reactor runs, or in a
-    thread.
-
-    @raise ConfigError: naming the file, the key and what was expected.
-    """
-    if filename is not None:
-        try:
-            with open(filename, "rb") as f:
-                text = f.read()
-        except OSError as e:
-            raise ConfigError(filename, None, f"cannot read the file ({e.strerror})") from None
-        config = parse_config(text, filename)
-    else:
-        config = parse_config("", "<command line>", base_dir=os.getcwd())
-    config = apply_overrides(config, overrides)
-    source = filename or "<command line>"
-    manager = config.manager
-    for i, path in enumerate(manager.paths):
-        if not os.path.isdir(path):
-            raise ConfigError(source, f"manager.paths[{i}]", "expected an existing directory",
-                              repr(path))
-    control = manager.control or default_control(config.base_dir)
-    _check_endpoint(source, control)
-    token = manager.control_token
-    if manager.control_token_file is not None:
-        token = _read_token(source, manager.control_token_file)
-    if endpoint_kind(control) != "unix" and not token:
-        raise ConfigError(
-            source, "manager.control",
-            "a control endpoint that is not a UNIX socket needs manager.control_token or "
-            "manager.control_token_file", repr(control),
-        )
-    return Settings(config=config, config_file=filename, overrides=overrides,
-                    control=control, token=token)
-
-
-def _check_endpoint(source: str, description: str) -> None:
-    from twisted.internet.endpoints import serverFromString
-
-    kind = endpoint_kind(description)
-    if kind == "unix":
-        if not unix_socket_path(description):
-            raise ConfigError(source, "manager.control", "expected a socket path",
-                              repr(description))
-        return
-    try:
-        serverFromString(None, description)
-    except Exception as e:
-        raise ConfigError(
-            source, "manager.control",
-            f"expected a Twisted server endpoint string ({type(e).__name__}: {e})",
-            repr(description),
-        ) from None
-
-
-def _read_token(source: str, path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(source, "manager.control_token_file",
-                          f"a readable text file ({e})", repr(path)) from None
-    if not token:
-        raise ConfigError(source, "manager.control_token_file", "a file holding the token",
-                          "an empty file")
-    return token
 
 
 class Options(usage.Options):
@@ -364,6 +208,9 @@ class PlugmgrService(MultiService):
         kw: Dict[str, Any] = {"stop_mode": manager_config.shutdown_mode}
         if manager_config.start_deadline is not None:
             kw["start_deadline"] = manager_config.start_deadline
+        # The restart policy keys the file gives; the others keep the
+        # manager's defaults.
+        kw.update(manager_config.policy())
         deadlines: Dict[Union[ShutdownMode, str], float] = dict(
             manager_config.deadlines.items()
         )
@@ -483,7 +330,7 @@ class PlugmgrService(MultiService):
         outcome: Dict[str, Any] = {}
 
         def load(_: Any, plugin: PluginConfig) -> Deferred:
-            d = self.manager.load(plugin.name, _plugin_data(plugin))
+            d = self.manager.load(plugin.name, _plugin_data(plugin), **plugin.policy())
             d.addCallbacks(lambda _: outcome.__setitem__(plugin.name, True),
                            lambda f: outcome.__setitem__(plugin.name, f))
             return d
@@ -582,9 +429,13 @@ class PlugmgrService(MultiService):
         """
         Re-read the config file and make the plugins match it: load the
         enabled plugins that are not loaded, unload those removed or
-        disabled, reload with the new data those whose data changed; leave
-        the others alone. An invalid file changes nothing. A reconfig asked
-        for while one runs runs once after it.
+        disabled, reload with the new data those whose data changed; give
+        those whose restart policy keys changed their new keys
+        (C{set_policy}, without reloading them, before the reload of those
+        whose data changed too), and the manager its new default restart
+        policy (C{set_restart_policy}); leave the others alone. An invalid
+        file changes nothing. A reconfig asked for while one runs runs once
+        after it.
 
         @return: a Deferred firing when this reconfig (or the one it was
             folded into) is done.
@@ -641,32 +492,54 @@ class PlugmgrService(MultiService):
                   if (name in old.plugins and old.plugins[name].enabled
                       and (name not in new.plugins or not new.plugins[name].enabled))
                   or (name in new.plugins and not new.plugins[name].enabled)]
-        reload = [name for name in new.enabled()
-                  if name in loaded and name not in unload
-                  and name in old.plugins and old.plugins[name].data != new.plugins[name].data]
+        kept = [name for name in new.enabled()
+                if name in loaded and name not in unload and name in old.plugins]
+        reload = [name for name in kept if old.plugins[name].data != new.plugins[name].data]
+        # A plugin whose restart policy keys changed gets them with
+        # set_policy(); unless its data changed too, it is not reloaded.
+        policy = [name for name in kept
+                  if old.plugins[name].policy() != new.plugins[name].policy()]
         load = [name for name in new.enabled() if name not in loaded]
-        # Keep the new manager-level settings that need no restart, and the
-        # new plugin settings.
-        self.settings = attr.evolve(self.settings, config=attr.evolve(
-            self.settings.config, plugins=new.plugins))
-        self._applied = new
-        self.log.info("reconfig: unload {unload}, reload {reload}, load {load}",
-                      unload=unload, reload=reload, load=load)
         failed: List[str] = []
+        manager_policy = _policy_changes(self.settings.config.manager, new.manager)
+        applied = self.settings.config.manager
+        if manager_policy:
+            if self._set_manager_policy(manager_policy):
+                applied = attr.evolve(applied, **{k: getattr(new.manager, k)
+                                                  for k in POLICY_KEYS})
+            else:
+                failed.append("manager restart policy")
+        # Keep the new manager-level settings that need no restart (the
+        # restart policy, once applied), and the new plugin settings.
+        self.settings = attr.evolve(self.settings, config=attr.evolve(
+            self.settings.config, manager=applied, plugins=new.plugins))
+        self._applied = new
+        self.log.info("reconfig: unload {unload}, reload {reload}, load {load}, "
+                      "restart policy {policy}",
+                      unload=unload, reload=reload, load=load, policy=policy)
 
-        def step(_: Any, action: str, name: str) -> Deferred:
+        def step(_: Any, action: str, name: str) -> Optional[Deferred]:
+            if action == "policy":
+                if not self._set_policy(name, new.plugins[name].policy(),
+                                        reloaded=name in reload):
+                    failed.append(f"policy {name}")
+                return None
             if action == "unload":
                 d = self.manager.unload(name, reason="removed from the config")
             elif action == "reload":
                 d = self.manager.reload(name, data=_plugin_data(new.plugins[name]))
             else:
-                d = self.manager.load(name, _plugin_data(new.plugins[name]))
+                d = self.manager.load(name, _plugin_data(new.plugins[name]),
+                                      **new.plugins[name].policy())
             # The manager broadcasts (and logs) each failure as an event.
             d.addErrback(lambda f: failed.append(f"{action} {name}"))
             return d
 
+        # The new policy of a plugin that is reloaded is set before its
+        # reload, so that its new instance starts under it.
         d: Deferred = succeed(None)
-        for action, names in (("unload", unload), ("reload", reload), ("load", load)):
+        for action, names in (("unload", unload), ("policy", policy), ("reload", reload),
+                              ("load", load)):
             for name in names:
                 d.addCallback(step, action, name)
 
@@ -677,10 +550,53 @@ class PlugmgrService(MultiService):
                 self.log.info("reconfig done")
         return d.addCallback(report)
 
+    def _set_manager_policy(self, changes: Dict[str, Any]) -> bool:
+        """
+        Set the manager's default restart policy keys C{changes}; log what
+        was applied, or why not.
+
+        @return: whether it was applied.
+        """
+        try:
+            self.manager.set_restart_policy(**changes)
+        except ValueError as e:
+            self.log.error("reconfig: manager restart policy not applied: {error}",
+                           error=str(e))
+            return False
+        self.log.info("reconfig: manager restart policy: {changes}; in effect: {policy}",
+                      changes=_format_policy(changes),
+                      policy=_format_policy(self.manager.restart_policy.as_dict()))
+        return True
+
+    def _set_policy(self, name: str, given: Dict[str, Any], reloaded: bool) -> bool:
+        """
+        Give plugin C{name} the restart policy keys C{given} (those of its
+        section: a key it no longer gives goes back to its class's or the
+        manager's default); log what was applied, or why not.
+
+        @return: whether it was applied.
+        """
+        try:
+            effective = self.manager.set_policy(name, **given)
+        except (NoSuchPlugin, ValueError) as e:
+            self.log.error("reconfig: restart policy of {name} not applied: {error}",
+                           name=name, error=str(e))
+            return False
+        except Exception:
+            self.log.failure("reconfig: restart policy of {name} not applied", name=name)
+            return False
+        self.log.info("reconfig: restart policy of {name}: {given}{how}; in effect: {policy}",
+                      name=name, given=_format_policy(given),
+                      how=" (before its reload)" if reloaded else " (not reloaded)",
+                      policy=_format_policy(effective.as_dict()))
+        return True
+
     def _warn_restart_needed(self, current: Settings, new: Settings) -> None:
         old_m, new_m = current.config.manager, new.config.manager
+        # The restart policy keys are applied without a restart.
         changed = [f.name for f in attr.fields(type(old_m))
-                   if getattr(old_m, f.name) != getattr(new_m, f.name)]
+                   if f.name not in POLICY_KEYS
+                   and getattr(old_m, f.name) != getattr(new_m, f.name)]
         if current.config.irc != new.config.irc:
             changed.append("[irc]")
         if current.token != new.token:
@@ -688,3 +604,23 @@ class PlugmgrService(MultiService):
         if changed:
             self.log.warn("reconfig: {changed} changed; restart to apply",
                           changed=", ".join(changed))
+
+
+def _policy_changes(old: ManagerConfig, new: ManagerConfig) -> Dict[str, Any]:
+    """
+    The manager's restart policy keys to set when the C{[manager]} section
+    goes from C{old} to C{new}: those whose value changed, a key the file no
+    longer gives going back to L{RestartPolicy}'s built-in default.
+    """
+    before = RestartPolicy().evolve(**old.policy()).as_dict()
+    after = RestartPolicy().evolve(**new.policy()).as_dict()
+    return {key: after[key] for key in POLICY_KEYS if before[key] != after[key]}
+
+
+def _format_policy(keys: Mapping[str, Any]) -> str:
+    """
+    Restart policy keys for a log line: C{restart='no', restart_burst=2}.
+    """
+    if not keys:
+        return "none given"
+    return ", ".join(f"{key}={keys[key]!r}" for key in POLICY_KEYS if key in keys)

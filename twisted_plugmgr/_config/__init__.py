@@ -23,10 +23,17 @@ The file::
     start_deadline = 30
     control_token_file = "token"          # required for non-UNIX endpoints
     allow_shared_dir = false
+    restart = "on-failure"                # the default restart policy: "no",
+    restart_delay = 0.1                   # "on-failure" or "always", backoff,
+    restart_delay_max = 30                # how many restarts (restart_burst)
+    restart_burst = 5                     # within restart_interval seconds
+    restart_interval = 10
+    fail_on_error = false
 
     [plugins.hello]
     enabled = true
     data = { greeting = "hi" }
+    restart = "always"                    # any restart policy key, for this plugin
 
     [irc]
     server = "tcp:irc.example.org:6667"
@@ -40,6 +47,8 @@ One module per section or concern, all of them pure:
   - C{_endpoints}: Twisted endpoint strings as text (split, join, kind,
     UNIX socket paths, the default control endpoint, the client check);
   - C{_values}: the checks of single values (a table, a string, ...);
+  - C{_restart}: the restart policy keys both C{[manager]} and
+    C{[plugins.NAME]} take, checked by L{twisted_plugmgr._policy}'s rules;
   - C{_manager}, C{_plugins}, C{_irc}: one section each, its model and its
     validation;
   - C{_file}: the whole file, L{Config} and L{parse_config}.

@@ -13,13 +13,14 @@ import attr
 from .._lifecycle import DEFAULT_DEADLINES, ShutdownMode, coerce_deadlines
 from ._endpoints import resolve_unix_endpoint
 from ._error import describe
+from ._restart import POLICY_KEYS, PolicyKeys, check_policy
 from ._values import Checker
 
 __all__ = ["ManagerConfig", "check_manager", "MANAGER_KEYS"]
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True, kw_only=True)
-class ManagerConfig:
+class ManagerConfig(PolicyKeys):
     """
     The C{[manager]} section.
 
@@ -39,6 +40,11 @@ class ManagerConfig:
         secret, or L{None}.
     @ivar allow_shared_dir: allow the control socket in a directory that
         other users can write to.
+    @ivar restart: the manager's default restart policy keys (as
+        L{RestartPolicy}'s; C{restart}, C{restart_delay}, C{restart_delay_max},
+        C{restart_burst}, C{restart_interval}, C{fail_on_error}), each
+        L{None} when the file does not give it (L{RestartPolicy}'s default
+        applies); L{policy} gives those that are given.
     """
 
     packages: Tuple[str, ...] = ()
@@ -53,13 +59,19 @@ class ManagerConfig:
     control_token: Optional[str] = None
     control_token_file: Optional[str] = None
     allow_shared_dir: bool = False
+    restart: Optional[str] = None
+    restart_delay: Optional[float] = None
+    restart_delay_max: Optional[float] = None
+    restart_burst: Optional[int] = None
+    restart_interval: Optional[float] = None
+    fail_on_error: Optional[bool] = None
 
 
 #: The keys of the C{[manager]} section, in the order error messages list them.
 MANAGER_KEYS = (
     "packages", "paths", "watch", "control", "shutdown_mode", "deadlines",
     "start_deadline", "control_token", "control_token_file", "allow_shared_dir",
-)
+) + POLICY_KEYS
 
 
 def check_manager(check: Checker, value: Any) -> ManagerConfig:
@@ -106,6 +118,7 @@ def check_manager(check: Checker, value: Any) -> ManagerConfig:
         kw["allow_shared_dir"] = check.boolean(
             section["allow_shared_dir"], "manager.allow_shared_dir"
         )
+    kw.update(check_policy(check, section, "manager"))
     return ManagerConfig(**kw)
 
 

@@ -5,20 +5,21 @@ The C{[plugins.NAME]} sections: L{PluginConfig} and their validation.
 from __future__ import annotations
 
 import types
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import attr
 
 from .._errors import InvalidName
 from .._source import check_name
 from ._error import key_path
+from ._restart import POLICY_KEYS, PolicyKeys, check_policy
 from ._values import Checker
 
 __all__ = ["PluginConfig", "check_plugins"]
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True, kw_only=True)
-class PluginConfig:
+class PluginConfig(PolicyKeys):
     """
     One C{[plugins.NAME]} section.
 
@@ -26,15 +27,26 @@ class PluginConfig:
     @ivar enabled: whether the plugin is loaded at start (default true).
     @ivar data: what the plugin is constructed with (any TOML value;
         L{None} when the section has no C{data}).
+    @ivar restart: this plugin's restart policy keys (C{restart},
+        C{restart_delay}, C{restart_delay_max}, C{restart_burst},
+        C{restart_interval}, C{fail_on_error}), each L{None} when the
+        section does not give it (the plugin class's attribute, then the
+        manager's default, apply); L{policy} gives those that are given.
     """
 
     name: str
     enabled: bool = True
     data: Any = None
+    restart: Optional[str] = None
+    restart_delay: Optional[float] = None
+    restart_delay_max: Optional[float] = None
+    restart_burst: Optional[int] = None
+    restart_interval: Optional[float] = None
+    fail_on_error: Optional[bool] = None
 
 
 #: The keys of one C{[plugins.NAME]} section.
-PLUGIN_KEYS = ("enabled", "data")
+PLUGIN_KEYS = ("enabled", "data") + POLICY_KEYS
 
 
 def check_plugins(check: Checker, value: Any) -> Mapping[str, PluginConfig]:
@@ -57,5 +69,7 @@ def check_plugins(check: Checker, value: Any) -> Mapping[str, PluginConfig]:
         body = check.table(body, key)
         check.keys(body, PLUGIN_KEYS, "plugins", name)
         enabled = check.boolean(body.get("enabled", True), f"{key}.enabled")
-        result[name] = PluginConfig(name=name, enabled=enabled, data=body.get("data"))
+        policy = check_policy(check, body, "plugins", name)
+        result[name] = PluginConfig(name=name, enabled=enabled, data=body.get("data"),
+                                    **policy)
     return types.MappingProxyType(result)
