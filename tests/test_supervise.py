@@ -80,7 +80,7 @@ def expected_failures(logged_failures):
     event): they are expected; any other is not.
     """
     yield
-    logged_failures.flush(PluginError, ValueError, RuntimeError)
+    logged_failures.flush(PluginError, ValueError, RuntimeError, KeyError)
 
 
 def worker(plugdir, policy: str = "") -> None:
@@ -608,3 +608,4 @@ def test_reloading_a_quarantined_plugin_honours_its_new_requirements(env):
               if e.kind in ("plugin_started", "plugin_reloaded")]
     assert kinds_ == [("plugin_started", "db"), ("plugin_started", "worker"),
                       ("plugin_reloaded", "worker")]
+
