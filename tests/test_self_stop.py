@@ -195,3 +195,18 @@ def test_plugin_unloaded_says_why(env, logged_failures):
         ("cache", "load_failed"),
         ("solo", "shutdown"),
     ]
+
+
+def test_a_reloaded_version_that_ends_itself_in_its_start_is_unloaded(env):
+    manager, clock, events, plugdir = env
+    write_plugin(plugdir, "ender", ENDER)
+    result_of(manager.load("ender"))
+    write_plugin(plugdir, "ender", ENDER + """
+def startService(self):
+    Plugin.startService(self)
+    self.stopped = self.api.stop("not today")
+""", version="2.0")
+    new = result_of(manager.reload("ender"))
+    assert result_of(new.stopped) == "bye: not today"
+    assert [e.reason for e in events.of("plugin_unloaded")] == ["stopped_itself"]
+    assert_gone(manager, "ender")

@@ -120,10 +120,20 @@ class Host:
         L{IPluginHost.stop_plugin}.
         """
         record = self._current(name, api)
-        if record is None or not record.lifecycle.addressable or record.lifecycle.reloading:
+        if record is None or not record.lifecycle.addressable:
             return fail(NoSuchPlugin(name, "this instance of it is not the one serving"))
         try:
             mode = ShutdownMode.coerce(mode)
         except ValueError as e:
             return fail(e)
-        return self._end(record, reason or f"{name} stopped itself", mode)
+        reason = reason or f"{name} stopped itself"
+        if record.lifecycle.reloading:
+            # The new version of a reload under way ends itself once the
+            # reload is over (if it is the one serving then).
+            def settled(_: Any) -> Deferred[Any]:
+                if self._current(name, api) is record and record.lifecycle.serving:
+                    return self._end(record, reason, mode)
+                return fail(NoSuchPlugin(name, "this instance of it is not the one serving"))
+
+            return record.when_settled().addCallback(settled)
+        return self._end(record, reason, mode)
