@@ -30,6 +30,7 @@ __all__ = [
     "StartTimedOut",
     "InvalidTransition",
     "PluginQuarantined",
+    "ReloadFailed",
 ]
 
 
@@ -265,3 +266,14 @@ class PluginQuarantined(PluginError):
 
     def describe(self) -> str:
         return "plugin quarantined"
+
+
+class ReloadFailed(PluginError):
+    """
+    A reload of several plugins in one transaction failed: C{plugin} names
+    the plugin that failed, and nothing of the transaction remains (every
+    plugin runs the version it ran before).
+    """
+
+    def describe(self) -> str:
+        return "the transaction failed"

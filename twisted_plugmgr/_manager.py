@@ -236,10 +236,8 @@ class PluginManager(MultiService):
     def set_policy(self, name: str, **policy: Any) -> RestartPolicy:
         """
         Replace what C{load} (or the config) gave of plugin C{name}'s
-        restart policy; keys not given come from its class or the manager
-        again. Nothing is reloaded.
-
-        @return: its restart policy now.
+        restart policy (keys not given: its class's or the manager's); no
+        reload. @return: its restart policy now.
         @raise NoSuchPlugin: if it is not loaded; C{ValueError} naming a
             bad key or value (nothing changes then).
         """
@@ -318,16 +316,14 @@ class PluginManager(MultiService):
     def load(self, name: str, data: Any = None, **policy: Any) -> Deferred[Any]:
         """
         Load plugin C{name}, constructed as C{cls(api, data)}, after the
-        plugins it C{requires}, and start it (now, or with the manager).
-
-        A plugin that is stopping is loaded anew once it has stopped; a
-        quarantined one is started afresh (its restarts forgotten).
-        C{policy} gives keys of its L{RestartPolicy} (L{None}: not given).
+        plugins it C{requires}, and start it (now, or with the manager). A
+        plugin that is stopping is loaded anew once it has stopped; a
+        quarantined one is started afresh. C{policy}: keys of its
+        L{RestartPolicy} (L{None}: not given).
 
         @return: a Deferred firing with the started plugin, after
-            C{plugin_started}; or failing with a L{PluginError} (also
-            broadcast, with a C{reason}), after which nothing of the plugin
-            remains.
+            C{plugin_started}; or failing with a L{PluginError} (broadcast,
+            with a C{reason}), nothing of the plugin left.
         """
         try:
             return self._loader.load_with_policy(name, data, policy)
@@ -360,18 +356,14 @@ class PluginManager(MultiService):
     ) -> Deferred[Any]:
         """
         Shut plugin C{name} down in C{mode} (with the mode's deadline), remove
-        it as a child and drop its modules from C{sys.modules}. The plugins
-        that require it are unloaded first, unless C{cascade} is false, in
-        which case the unload fails with L{DependencyError}.
-
-        A plugin that is starting or reloading is unloaded once that
-        finishes; unloading a plugin that is stopping joins that stop.
+        it as a child and drop its modules. Those that require it go first,
+        unless C{cascade} is false (then L{DependencyError}). One starting or
+        reloading goes once that is over; one stopping: that stop.
 
         @return: a Deferred firing with the quit message, after
             C{plugin_unloaded}; failing with L{NoSuchPlugin} (broadcast as
-            C{plugin_unload_failed}) for an unknown name, or with
-            L{ShutdownFailed} when the plugin's shutdown raised or timed out
-            (it was removed anyway).
+            C{plugin_unload_failed}), or L{ShutdownFailed} when its shutdown
+            raised or timed out (it was removed anyway).
         """
         return self._stopper.unload_named(name, mode, reason, cascade, "unloaded")
 
@@ -445,16 +437,12 @@ class PluginManager(MultiService):
     ) -> Deferred[Any]:
         """
         Replace plugin C{name} with a fresh import of its source,
-        transactionally: the old instance keeps serving until the new one
-        has imported, passed its checks and been constructed; then the old
-        one is shut down in C{mode}, its C{get_state()} handed to the new
-        one's C{set_state()}, and the new one started. If the new one fails
-        to start, a fresh instance of the old class takes its place with the
-        state. Posts and calls made meanwhile are held and delivered to
-        whichever instance ends up running; an emit reaches exactly one.
-
-        One reload at a time per plugin: a reload asked for during another
-        waits for it, and several waiting collapse into one.
+        transactionally: the old instance serves until the new one is
+        imported, checked and constructed; then the old one stops in C{mode},
+        its C{get_state()} goes to the new one's C{set_state()}, and the new
+        one starts -- or, if it fails to, a fresh instance of the old class,
+        with the state. Messages meanwhile are held for whichever runs. One
+        reload at a time per plugin; several waiting collapse into one.
 
         @param data: the new instance's data (the current data by default).
         @param dependents: also reload, after it, the plugins that require
@@ -471,6 +459,18 @@ class PluginManager(MultiService):
             failure = Failure()
             self.log.failure("reload({name!r}) failed unexpectedly", failure=failure, name=name)
             return fail(failure)
+
+    def reload_many(self, names: Iterable[str], data: Optional[Mapping[str, Any]] = None,
+                    mode: Union[ShutdownMode, str] = ShutdownMode.SMART) -> Deferred[Any]:
+        """
+        Reload the running plugins C{names} in one transaction (C{data}:
+        name -> new data): all new versions are built first, then swapped in
+        dependency order; any failure puts every one back as it was.
+
+        @return: a Deferred with {name: new version}, after one
+            C{plugin_reloaded} each; or failing with L{ReloadFailed}.
+        """
+        return self._reloader.reload_many(names, data, mode)
 
     def _after_reload(self, record: Record) -> None:
         self._delivery.schedule(record)

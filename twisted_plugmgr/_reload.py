@@ -14,14 +14,21 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import attr
-from twisted.internet.defer import Deferred, fail, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from . import _source
 from ._deferreds import call_with_deadline, fan_out, run_blocking
 from ._dispatch import HandlerIndex
-from ._errors import InitFailed, ManagerStopped, NoSuchPlugin, PluginError, StartTimedOut
+from ._errors import (
+    InitFailed,
+    ManagerStopped,
+    NoSuchPlugin,
+    PluginError,
+    ReloadFailed,
+    StartTimedOut,
+)
 from ._events import Reporter
 from ._instance import NO_STATE, Version, VersionLife, attribute
 from ._lifecycle import ManagerLifecycle, ShutdownMode
@@ -134,6 +141,44 @@ class Reloader:
                 error = PluginError(name, str(error))
             return self.failed(name, error)
         return self.request(record, data, mode, dependents, reload)
+
+    def reload_many(self, names: Any, data: Optional[Mapping[str, Any]],
+                    mode: Any) -> Deferred[Dict[str, Optional[str]]]:
+        """
+        L{PluginManager.reload_many}: every plugin named must run (and none
+        be named twice); then one L{Transaction}.
+        """
+        from ._transaction import Transaction
+
+        try:
+            mode = ShutdownMode.coerce(mode)
+            if isinstance(names, str):
+                raise TypeError("names is a sequence of plugin names, not one string")
+            names = list(names)
+            if not names:
+                return succeed({})
+            if not self.phase.accepting:
+                raise ManagerStopped(names[0])
+            data = dict(data or {})
+            records = []
+            for name in names:
+                _source.check_name(name)
+                record = self.registry.named(name)
+                if not record.lifecycle.serving or record in self._queued:
+                    raise PluginError(name, f"it is {record.state.value}: a transaction "
+                                            "reloads only running plugins")
+                if record in records:
+                    raise PluginError(name, "named twice")
+                records.append(record)
+            unknown = set(data) - set(names)
+            if unknown:
+                raise PluginError(sorted(unknown)[0], "data given for a plugin not in the set")
+        except (PluginError, ValueError, TypeError) as error:
+            plugin = getattr(error, "plugin", None)
+            if not isinstance(error, PluginError):
+                error = PluginError(plugin, str(error))
+            return fail(ReloadFailed(error.plugin, str(error), failure=Failure(error)))
+        return Transaction(self, records, data, mode).run()
 
     def request(self, record: Record, data: Any, mode: ShutdownMode, dependents: bool,
                 reload: Callable[..., Deferred[Any]]) -> Deferred[Any]:
@@ -328,10 +373,26 @@ class Reloader:
             def keep(value: Any, name: str) -> None:
                 outcome[name] = value
 
+            # Several running plugins changed together (a git pull, a
+            # checkout): one transaction; the others one by one.
+            together = [n for n in changed if n in records and records[n].lifecycle.serving
+                        and records[n] not in self._queued]
+            if len(together) > 1:
+                def committed(result: Any) -> None:
+                    for name in together:
+                        if isinstance(result, Failure):
+                            outcome[name] = result
+                        else:
+                            record = self.registry.get(name)
+                            outcome[name] = record.instance if record is not None else None
+
+                reloads.append(self.reload_many(together, None, ShutdownMode.SMART)
+                               .addBoth(committed))
+            else:
+                together = []
             for name in changed:
-                if name not in records:
-                    continue
-                reloads.append(reload(name).addBoth(keep, name))
+                if name in records and name not in together:
+                    reloads.append(reload(name).addBoth(keep, name))
             return gatherResults(reloads).addCallback(lambda _: outcome)
 
         return run_blocking(self._reactor, _source.hash_files, paths).addCallback(compare)
