@@ -143,6 +143,15 @@ class IPluginManager(Interface):
         @return: a Deferred firing with the new instance.
         """
 
+    def reload_many(names, data=None, mode="smart"):
+        """
+        Reload the running plugins C{names} in one transaction (C{data}: name
+        -> new data), applied completely or not at all.
+
+        @return: a Deferred firing with {name: new version}; failing with
+            C{ReloadFailed}, everything as it was.
+        """
+
     def reload_changed():
         """
         Reload every plugin whose source changed since it was loaded.
