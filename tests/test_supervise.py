@@ -609,3 +609,34 @@ def test_reloading_a_quarantined_plugin_honours_its_new_requirements(env):
     assert kinds_ == [("plugin_started", "db"), ("plugin_started", "worker"),
                       ("plugin_reloaded", "worker")]
 
+
+
+DEFER_LATER = """
+@handler()
+def later(self, handled):
+    from twisted.internet.task import deferLater
+
+    def boom():
+        raise KeyError("deferred boom")
+
+    d = deferLater(self.api.reactor, 1, boom)
+    if handled:
+        d.addErrback(lambda f: self.caught.append(f))
+
+def __init__(self, api, data=None):
+    super().__init__(api, data)
+    self.caught = []
+"""
+
+
+@pytest.mark.parametrize("fail_on_error", [False, True])
+def test_with_fail_on_error_a_deferlater_that_raises_is_a_failure(env, fail_on_error):
+    manager, clock, events, plugdir = env
+    write_plugin(plugdir, "later", DEFER_LATER)
+    plugin = result_of(manager.load("later", fail_on_error=fail_on_error, restart="no"))
+    result_of(manager.call("later", "later", True))
+    clock.advance(1)
+    assert len(plugin.caught) == 1  # its own errback still gets it
+    assert [e.cause for e in events.of("plugin_failed")] == (["error"] if fail_on_error else [])
+    assert events.of("plugin_error") == []  # handled by the plugin: no plugin_error
+    assert ("later" in manager.plugin_table()) is (not fail_on_error)

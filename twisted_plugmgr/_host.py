@@ -82,11 +82,14 @@ class Host:
         """
         self._reporter.warning(name, message)
 
-    def timer_error(self, name: str, api: Any, failure: Failure) -> None:
+    def timer_error(self, name: str, api: Any, failure: Failure, report: bool = True) -> None:
         """
-        L{IPluginHost.timer_error}.
+        L{IPluginHost.timer_error}; without C{report}, it is a failure only
+        (with C{fail_on_error}), not a C{plugin_error} (a C{deferLater}'s
+        failure is its holder's to report).
         """
-        self._reporter.error(name, failure)
+        if report:
+            self._reporter.error(name, failure)
         record = self._current(name, api)
         if record is not None and self._fails_on_error(record):
             self._failed(record, failure, "error")

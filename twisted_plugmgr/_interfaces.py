@@ -238,11 +238,12 @@ class IPluginHost(Interface):
         Broadcast C{plugin_warning} about plugin C{name} with C{message}.
         """
 
-    def timer_error(name, api, failure):
+    def timer_error(name, api, failure, report=True):
         """
         A timer, looping call or delayed call that the plugin whose API is
-        C{api} started raised C{failure}: broadcast C{plugin_error}, and with
-        C{fail_on_error} in its restart policy, fail it.
+        C{api} started raised C{failure}: broadcast C{plugin_error} (unless
+        C{report} is false), and with C{fail_on_error} in its restart
+        policy, fail it.
         """
 
     def fail_plugin(name, api, failure, cause):

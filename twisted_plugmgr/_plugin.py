@@ -146,7 +146,8 @@ class PluginAPI:
         self._host: IPluginHost = host if host is not None else manager
         self.log = Logger(namespace=f"twisted_plugmgr.plugins.{name}")
         self.reactor = PluginReactor(
-            reactor, name, on_error=lambda failure: self._host.timer_error(name, self, failure)
+            reactor, name, on_error=lambda failure: self._host.timer_error(name, self, failure),
+            on_crash=lambda failure: self._host.timer_error(name, self, failure, report=False),
         )
 
     def warning(self, message: str) -> None:

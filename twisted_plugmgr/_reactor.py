@@ -111,10 +111,12 @@ class PluginReactor:
     """
 
     def __init__(self, reactor: IReactorTime, owner: str,
-                 on_error: Optional[Callable[[Failure], object]] = None) -> None:
+                 on_error: Optional[Callable[[Failure], object]] = None,
+                 on_crash: Optional[Callable[[Failure], object]] = None) -> None:
         self._reactor = reactor
         self._owner = owner
         self._on_error = on_error
+        self._on_crash = on_crash
         self._delayed: Set[IDelayedCall] = set()
         self._loops: List[LoopingCall] = []
         self._ports: List[Any] = []
@@ -139,8 +141,21 @@ class PluginReactor:
     def callLater(self, delay: float, f: Callable[..., Any], *args: Any, **kw: Any) -> IDelayedCall:
         """
         Schedule C{f(*args, **kw)} in C{delay} seconds, as the plugin's.
+        A C{deferLater} through this reactor schedules its Deferred's
+        C{callback}: what its callable raises is also given to C{on_crash}
+        (the Deferred's holder still gets the failure).
         """
         self._check_open()
+        fired = getattr(f, "__self__", None)
+        if (self._on_crash is not None and isinstance(fired, Deferred)
+                and getattr(f, "__func__", None) is Deferred.callback):
+            on_crash = self._on_crash
+
+            def crashed(failure: Failure) -> Failure:
+                on_crash(failure)
+                return failure
+
+            fired.addErrback(crashed)
         holder: List[IDelayedCall] = []
 
         def fire() -> Any:
