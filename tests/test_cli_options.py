@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import twisted_plugmgr
-from twisted_plugmgr import PluginError, PluginEvent, cli
+from twisted_plugmgr import CompileFailed, PluginError, PluginEvent, ShutdownMode, cli
 from twisted_plugmgr.testing import FakePluginManager, result_of
 
 # The control services of tests/test_control.py (a fake manager on a UNIX
@@ -743,3 +743,165 @@ async def test_real_manager_reset_of_what_is_not_loaded_is_exit_1(real_server):
     code, out, err = await run_cli("--control", real_server.path, "reset", "hello")
     assert (code, out) == (cli.EXIT_REFUSED, "")
     assert err.startswith("plugmgr: reset: plugin 'hello': no such plugin")
+
+
+# --- reload of several plugins, in one transaction -----------------------------------------
+
+
+def loaded_with_new_sources(manager):
+    """
+    Load C{a}, C{b} and C{hello} into a fake C{manager} (data C{"A"}, ...),
+    and put version 2.0 of each on its disk.
+    """
+    for name in ("a", "b", "hello"):
+        result_of(manager.load(name, name.upper()))
+        manager.sources[name] = "2.0"
+
+
+def what_runs(manager):
+    return {name: (plugin, plugin.version, plugin.data)
+            for name, plugin in manager.plugins.items()}
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_of_one_name_is_the_reload_it_always_was(server):
+    loaded_with_new_sources(server.manager)
+    code, out, err = await run_cli("--control", server.path, "reload", "a", "--data",
+                                   '{"b": 1}')
+    assert (code, out) == (0, "reloaded a 2.0\n"), err
+    # With one name, --data is that plugin's data, whatever its shape.
+    assert server.manager.plugins["a"].data == {"b": 1}
+    assert [call[0] for call in server.manager.calls if call[0].startswith("reload")] == [
+        "reload"]
+
+
+@before_and_after("--control", "CONTROL", command=("reload", "hello", "a", "--mode", "lazy"))
+@pytest_twisted.ensureDeferred
+async def test_reload_of_several_names_is_one_transaction(server, argv):
+    loaded_with_new_sources(server.manager)
+    argv = [server.path if a == "CONTROL" else a for a in argv]
+    code, out, err = await run_cli(*argv)
+    assert (code, out) == (0, "reloaded hello 2.0\nreloaded a 2.0\n"), err
+    assert [call for call in server.manager.calls if call[0].startswith("reload")] == [
+        ("reload_many", ["hello", "a"], None, ShutdownMode.LAZY)]
+    assert {n: p.version for n, p in server.manager.plugins.items()} == {
+        "a": "2.0", "b": "1.0", "hello": "2.0"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_of_several_names_takes_an_object_of_data(server):
+    loaded_with_new_sources(server.manager)
+    code, out, err = await run_cli("--control", server.path, "reload", "a", "b", "--data",
+                                   '{"b": [1, 2]}')
+    assert (code, out) == (0, "reloaded a 2.0\nreloaded b 2.0\n"), err
+    assert server.manager.calls[-1] == ("reload_many", ["a", "b"], {"b": [1, 2]},
+                                        ShutdownMode.SMART)
+    assert (server.manager.plugins["a"].data, server.manager.plugins["b"].data) == ("A", [1, 2])
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_of_several_names_json_is_the_answer(server):
+    loaded_with_new_sources(server.manager)
+    code, out, err = await run_cli("--control", server.path, "--json", "reload", "b", "a")
+    assert code == 0, err
+    assert json.loads(out) == {"b": "2.0", "a": "2.0"}
+    assert list(json.loads(out)) == ["b", "a"]
+
+
+@pytest.mark.parametrize("data, kind", [
+    ("[1]", "an array"), ('"x"', "a string"), ("3", "a number"), ("true", "a boolean")])
+@pytest_twisted.ensureDeferred
+async def test_reload_of_several_names_with_data_not_an_object_is_a_usage_error(server, data,
+                                                                                 kind):
+    loaded_with_new_sources(server.manager)
+    before, calls = what_runs(server.manager), list(server.manager.calls)
+    code, out, err = await run_cli("--control", server.path, "reload", "a", "b", "--data", data)
+    assert (code, out) == (cli.EXIT_USAGE, "")
+    assert err == ("plugmgr: --data: with several plugins, give a JSON object of name -> data, "
+                   f"not {kind}\n")
+    assert server.manager.calls == calls  # nothing was sent
+    assert what_runs(server.manager) == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_of_several_names_with_bad_json_is_a_usage_error(server):
+    code, out, err = await run_cli("--control", server.path, "reload", "a", "b", "--data", "{")
+    assert (code, out) == (cli.EXIT_USAGE, "")
+    assert err.startswith("plugmgr: --data is not valid JSON")
+    assert server.manager.calls == []
+
+
+@pytest.mark.parametrize("argv, plugin, says", [
+    (["a", "b"], "b", "module failed to import"),
+    (["a", "nope"], "nope", "no such plugin: not loaded"),
+    (["a", "a"], "a", "named twice"),
+    (["a", "hello", "--data", '{"b": 1}'], "b", "data given for a plugin not in the set"),
+], ids=["broken", "not-loaded", "twice", "data-for-another"])
+@pytest_twisted.ensureDeferred
+async def test_reload_of_several_names_that_fails_names_the_plugin_and_changes_nothing(
+        server, argv, plugin, says):
+    loaded_with_new_sources(server.manager)
+    server.manager.broken["b"] = CompileFailed("b", failure=Failure(SyntaxError("bad")))
+    before = what_runs(server.manager)
+    code, out, err = await run_cli("--control", server.path, "reload", *argv)
+    assert (code, out) == (cli.EXIT_REFUSED, "")
+    assert err.startswith(f"plugmgr: reload: plugin {plugin!r}: the transaction failed: ")
+    assert says in err and err.endswith(" (nothing was changed)\n") and err.count("\n") == 1
+    assert what_runs(server.manager) == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_of_several_names_needs_a_name(server):
+    code, out, err = await run_cli("--control", server.path, "reload", "--data", "{}")
+    assert code == cli.EXIT_USAGE
+    assert first_line(err) == "plugmgr: the following arguments are required: name"
+    assert server.manager.calls == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_of_several_names_from_a_manager_that_does_not_know_it(tmp_path):
+    """
+    A manager older than ReloadMany answers it as an unknown command.
+    """
+    tmp_path.chmod(0o700)
+    s = Server(tmp_path)
+    build = s.factory.buildProtocol
+
+    def older(addr):
+        proto = build(addr)
+        locate = proto.locateResponder
+        proto.locateResponder = lambda name: None if name == b"ReloadMany" else locate(name)
+        return proto
+
+    s.factory.buildProtocol = older
+    s.start()
+    try:
+        loaded_with_new_sources(s.manager)
+        before = what_runs(s.manager)
+        code, out, err = await run_cli("--control", s.path, "reload", "a", "b")
+        assert (code, out) == (cli.EXIT_REFUSED, "")
+        assert err.startswith("plugmgr: reload: the manager does not know this command (it "
+                              "runs an older twisted-plugmgr)")
+        assert err.count("\n") == 1
+        assert what_runs(s.manager) == before
+        # One name is the Reload it knows.
+        code, out, err = await run_cli("--control", s.path, "reload", "a")
+        assert (code, out) == (0, "reloaded a 2.0\n"), err
+    finally:
+        await s.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_manager_reload_of_several_that_fails_changes_nothing(real_server,
+                                                                          logged_failures):
+    from test_control import running_versions, three_running
+
+    client = await three_running(real_server)
+    code, out, err = await run_cli("--control", real_server.path, "reload", "a", "b", "c")
+    assert (code, out) == (cli.EXIT_REFUSED, "")
+    assert err.startswith("plugmgr: reload: plugin 'b': the transaction failed: ")
+    assert "no start" in err and err.endswith(" (nothing was changed)\n")
+    assert await running_versions(client) == {
+        "a": ("1", "running", 0), "b": ("1", "running", 0), "c": ("1", "running", 0)}
+    await client.close()
+    logged_failures.flush(PluginError, RuntimeError)

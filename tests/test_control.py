@@ -34,6 +34,7 @@ from twisted_plugmgr import (
     PluginEvent,
     PluginQuarantined,
     PluginState,
+    ReloadFailed,
     ShutdownMode,
 )
 from twisted_plugmgr import _errors as errors_module
@@ -66,6 +67,8 @@ from twisted_plugmgr._control import (
     PluginQuarantinedError,
     Reload,
     ReloadChanged,
+    ReloadFailedError,
+    ReloadMany,
     Reset,
     Shutdown,
     Status,
@@ -331,6 +334,123 @@ def test_fake_manager_reset_refuses_as_the_manager_does(logged_failures):
     logged_failures.flush(ValueError)
 
 
+def three_loaded(manager=None):
+    """
+    A fake manager with C{a}, C{b} and C{hello} loaded (data C{"A"},
+    C{"B"}, C{"HELLO"}), and version 2.0 of each on its disk.
+    """
+    manager = manager or FakePluginManager(SOURCES)
+    for name in SOURCES:
+        result_of(manager.load(name, name.upper()))
+        manager.sources[name] = "2.0"
+    return manager
+
+
+def what_runs(manager):
+    """
+    The fake plugins loaded, as (the instance, its version, its data).
+    """
+    return {name: (plugin, plugin.version, plugin.data)
+            for name, plugin in manager.plugins.items()}
+
+
+def test_fake_manager_reload_many_reloads_all_then_says_so():
+    manager = three_loaded()
+    seen = []
+    manager.register(lambda e: seen.append(
+        (e.kind, e.plugin, e.old_version, e.new_version, sorted(
+            n for n, p in manager.plugins.items() if p.version == "2.0"))))
+    result = result_of(manager.reload_many(["hello", "a"], {"a": [1]}))
+    assert result == {"hello": "2.0", "a": "2.0"} and list(result) == ["hello", "a"]
+    # Broadcast once both were swapped, not one after the other.
+    assert seen == [("plugin_reloaded", "hello", "1.0", "2.0", ["a", "hello"]),
+                    ("plugin_reloaded", "a", "1.0", "2.0", ["a", "hello"])]
+    assert {n: (p.version, p.data, p.reloads) for n, p in manager.plugins.items()} == {
+        "a": ("2.0", [1], 1), "b": ("1.0", "B", 0), "hello": ("2.0", "HELLO", 1)}
+    assert manager.calls[-1] == ("reload_many", ["hello", "a"], {"a": [1]},
+                                 ShutdownMode.SMART)
+
+
+def test_fake_manager_reload_many_keeps_restarts_policy_and_last_failure():
+    manager = FakePluginManager(["a"])
+    result_of(manager.load("a", restart="always"))
+    manager.plugins["a"].restarts, manager.plugins["a"].last_failure = 2, "ValueError: x"
+    result_of(manager.reload_many(("a",), mode="lazy"))
+    plugin = manager.plugins["a"]
+    assert (plugin.policy, plugin.restarts, plugin.last_failure, plugin.reloads) == (
+        {"restart": "always"}, 2, "ValueError: x", 1)
+    assert manager.calls[-1] == ("reload_many", ["a"], None, ShutdownMode.LAZY)
+
+
+def test_fake_manager_reload_many_data_of_none_is_none():
+    """
+    As the manager: a name C{data} maps to None gets None, not its old data.
+    """
+    manager = three_loaded()
+    result_of(manager.reload_many(["a", "b"], {"a": None}))
+    assert (manager.plugins["a"].data, manager.plugins["b"].data) == (None, "B")
+
+
+def test_fake_manager_reload_many_of_nothing_is_nothing():
+    manager = three_loaded()
+    before = what_runs(manager)
+    assert result_of(manager.reload_many([])) == {}
+    assert what_runs(manager) == before
+
+
+def broken(name):
+    return CompileFailed(name, failure=Failure(SyntaxError("bad")))
+
+
+#: What a reload_many of the plugins of L{three_loaded} is refused for: the
+#: plugin the failure names, and what the message says.
+FAKE_REFUSALS = [
+    (["a", "nope"], None, {}, "nope", "no such plugin: not loaded"),
+    (["a", "b"], None, {"b": broken("b")}, "b", "module failed to import"),
+    (["a", "b"], None, {"b": ZeroDivisionError("oops")}, "b", "ZeroDivisionError: oops"),
+    (["a", "a"], None, {}, "a", "named twice"),
+    (["a", "../x"], None, {}, "../x", "invalid plugin name"),
+    (["a"], {"b": 1}, {}, "b", "data given for a plugin not in the set"),
+    ("a", None, {}, None, "not one string"),
+]
+
+
+@pytest.mark.parametrize("names, data, broken_sources, plugin, says", FAKE_REFUSALS)
+def test_fake_manager_reload_many_is_all_or_nothing(names, data, broken_sources, plugin,
+                                                    says):
+    manager = three_loaded()
+    manager.broken.update(broken_sources)
+    before = what_runs(manager)
+    events = []
+    manager.register(events.append)
+    error = failure_of(manager.reload_many(names, data), ReloadFailed).value
+    assert error.plugin == plugin and says in str(error), str(error)
+    assert what_runs(manager) == before
+    assert events == []
+
+
+def test_fake_manager_reload_many_refuses_a_quarantined_plugin(logged_failures):
+    manager = three_loaded()
+    manager.quarantine("b", ValueError("boom"))
+    before = what_runs(manager)
+    error = failure_of(manager.reload_many(["a", "b"]), ReloadFailed).value
+    assert error.plugin == "b" and "it is quarantined" in str(error)
+    assert what_runs(manager) == before
+    logged_failures.flush(ValueError)
+
+
+def test_fake_manager_reload_many_refuses_a_bad_mode_and_after_shutdown():
+    manager = three_loaded()
+    before = what_runs(manager)
+    error = failure_of(manager.reload_many(["a"], mode="fast"), ReloadFailed).value
+    assert error.plugin is None and "invalid shutdown mode 'fast'" in str(error)
+    failure_of(manager.reload_many(None), ReloadFailed)
+    assert what_runs(manager) == before
+    result_of(manager.shutdown())
+    error = failure_of(manager.reload_many(["a"]), ReloadFailed).value
+    assert error.plugin == "a" and error.failure.check(ManagerStopped)
+
+
 # --- commands --------------------------------------------------------------------
 
 #: How the failed reload of C{b} (see L{change_a_break_b}) is reported.
@@ -472,6 +592,113 @@ async def test_reload_changed(server):
         "b": {"ok": False, "error": BROKEN_B},
     }
     await client.close()
+
+
+# --- several plugins in one transaction ----------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_many_answers_the_new_versions(server):
+    three_loaded(server.manager)
+    client = await server.connect()
+    versions = await client.reload_many(["hello", "a"], {"a": {"x": 1}}, mode="immediate")
+    assert versions == {"hello": "2.0", "a": "2.0"} and list(versions) == ["hello", "a"]
+    assert last_call(server.manager, "reload_many") == (
+        "reload_many", ["hello", "a"], {"a": {"x": 1}}, ShutdownMode.IMMEDIATE)
+    assert {n: (p.version, p.data) for n, p in server.manager.plugins.items()} == {
+        "a": ("2.0", {"x": 1}), "b": ("1.0", "B"), "hello": ("2.0", "HELLO")}
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_many_without_data_or_mode_leaves_them_to_the_manager(server):
+    three_loaded(server.manager)
+    client = await server.connect()
+    assert await client.reload_many(["b"]) == {"b": "2.0"}
+    assert last_call(server.manager, "reload_many") == (
+        "reload_many", ["b"], None, ShutdownMode.SMART)
+    assert server.manager.plugins["b"].data == "B"
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_many_of_no_names_answers_nothing(server):
+    three_loaded(server.manager)
+    before = what_runs(server.manager)
+    client = await server.connect()
+    assert await client.reload_many([]) == {}
+    assert what_runs(server.manager) == before
+    await client.close()
+
+
+@pytest.mark.parametrize("names, data, broken_sources, plugin, says", [
+    refusal for refusal in FAKE_REFUSALS if not isinstance(refusal[0], str)])
+@pytest_twisted.ensureDeferred
+async def test_reload_many_that_fails_is_reload_failed_and_changes_nothing(
+        server, names, data, broken_sources, plugin, says):
+    three_loaded(server.manager)
+    server.manager.broken.update(broken_sources)
+    before = what_runs(server.manager)
+    client = await server.connect()
+    with pytest.raises(ReloadFailedError) as info:
+        await client.reload_many(names, data)
+    message = info.value.message
+    assert message.startswith(f"plugin {plugin!r}: the transaction failed: ") and says in message
+    assert what_runs(server.manager) == before
+    # The connection goes on.
+    assert await client.available() == ["a", "b", "hello"]
+    await client.close()
+
+
+#: ReloadMany arguments the server refuses, and what its one-line answer says.
+BAD_RELOAD_MANY = [
+    ({"names": "a"}, "invalid names: expected an array of plugin names, not a string"),
+    ({"names": {"a": 1}}, "invalid names: expected an array of plugin names, not an object"),
+    ({"names": None}, "invalid names: expected an array of plugin names, not null"),
+    ({"names": 3}, "invalid names: expected an array of plugin names, not a number"),
+    ({"names": ["a", 1]}, "invalid names: names[1] is a number, not a plugin name (a string)"),
+    ({"names": [None]}, "invalid names: names[0] is null, not a plugin name (a string)"),
+    ({"names": ["a", ["b"]]},
+     "invalid names: names[1] is an array, not a plugin name (a string)"),
+    ({"names": ["a"], "data": ["x"]},
+     "invalid data: expected an object of plugin name -> data, not an array"),
+    ({"names": ["a"], "data": "x"},
+     "invalid data: expected an object of plugin name -> data, not a string"),
+    ({"names": ["a"], "data": True},
+     "invalid data: expected an object of plugin name -> data, not a boolean"),
+    ({"names": ["a"], "mode": "fast"}, "invalid shutdown mode 'fast'"),
+]
+
+
+@pytest.mark.parametrize("arguments, says", BAD_RELOAD_MANY)
+@pytest_twisted.ensureDeferred
+async def test_reload_many_bad_request_is_one_line_and_changes_nothing(server, arguments,
+                                                                       says):
+    three_loaded(server.manager)
+    before, calls = what_runs(server.manager), list(server.manager.calls)
+    client = await server.connect()
+    with pytest.raises(BadRequestError) as info:
+        await client.reload_many(**arguments)
+    assert info.value.message.startswith(says) and "\n" not in info.value.message
+    assert server.manager.calls == calls  # the manager was asked nothing
+    assert what_runs(server.manager) == before
+    assert await client.available() == ["a", "b", "hello"]
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_many_box_with_only_names_is_answered(server):
+    """
+    A ReloadMany box with names only (no data, no mode keys).
+    """
+    three_loaded(server.manager)
+    raw = await raw_connect(server.path)
+    raw.transport.write(box(_command=b"ReloadMany", _ask=b"1", names=b'["a"]'))
+    await until(lambda: b"_answer" in raw.received)
+    assert b'{"a": "2.0"}' in raw.received
+    assert server.manager.calls[-1] == ("reload_many", ["a"], None, ShutdownMode.SMART)
+    raw.transport.loseConnection()
+    await timeout(raw.closed)
 
 
 @pytest_twisted.ensureDeferred
@@ -671,8 +898,8 @@ def test_wire_protocol_is_unchanged():
                 for name, argument in arguments]
 
     assert {c.commandName: (names(c.arguments), names(c.response)) for c in (
-        Authenticate, Status, Available, Load, Unload, Reload, ReloadChanged, Reset, Shutdown,
-        Subscribe, Event)} == {
+        Authenticate, Status, Available, Load, Unload, Reload, ReloadMany, ReloadChanged, Reset,
+        Shutdown, Subscribe, Event)} == {
         b"Authenticate": ([("token", "Unicode", False)], []),
         b"Status": ([], [("plugins", "JSON", False)]),
         b"Available": ([], [("names", "JSON", False)]),
@@ -683,6 +910,9 @@ def test_wire_protocol_is_unchanged():
                      ("reason", "Unicode", True)], [("quit_message", "JSON", False)]),
         b"Reload": ([("name", "Unicode", False), ("data", "JSON", True),
                      ("mode", "Unicode", True)], [("plugin", "JSON", False)]),
+        # New: a command of its own, so Reload of an older client is the same.
+        b"ReloadMany": ([("names", "JSON", False), ("data", "JSON", True),
+                         ("mode", "Unicode", True)], [("versions", "JSON", False)]),
         b"ReloadChanged": ([], [("results", "JSON", False)]),
         b"Reset": ([("name", "Unicode", False)], [("plugin", "JSON", False)]),
         b"Shutdown": ([("mode", "Unicode", True)], []),
@@ -698,6 +928,9 @@ def test_wire_protocol_is_unchanged():
         "ManagerStoppedError": b"MANAGER_STOPPED",
         "InvalidTransitionError": b"INVALID_TRANSITION", "PluginFailedError": b"PLUGIN_ERROR",
         "PluginQuarantinedError": b"PLUGIN_QUARANTINED",
+        # New: only ReloadMany answers it (ReloadChanged gives its failures as
+        # outcomes), so older clients never see it.
+        "ReloadFailedError": b"RELOAD_FAILED",
         "BadRequestError": b"BAD_REQUEST", "InternalError": b"INTERNAL_ERROR",
         "AuthenticationRequired": b"AUTH_REQUIRED", "AuthenticationFailed": b"AUTH_FAILED",
     }
@@ -729,6 +962,7 @@ REPORTED_AS = {
     "StartTimedOut": PluginFailedError,
     "InvalidTransition": InvalidTransitionError,
     "PluginQuarantined": PluginQuarantinedError,
+    "ReloadFailed": ReloadFailedError,
 }
 
 
@@ -1191,6 +1425,70 @@ async def test_real_manager_reload_and_reload_changed(real_server):
                                  "longname": "the hello", "restarts": 0,
                                  "last_failure": None}}
     await client.close()
+
+
+#: A plugin version whose start fails.
+NO_START = """
+    def startService(self):
+        raise RuntimeError("no start")
+"""
+
+
+async def three_running(real_server):
+    """
+    Load C{a}, C{b} and C{c} (version 1) over the channel; then write
+    version 2 of each, C{b}'s failing to start.
+    """
+    client = await real_server.connect()
+    for name in "abc":
+        _write_plugin(real_server.plugins, name)
+        await client.load(name, {"n": name})
+    for name in "abc":
+        _write_plugin(real_server.plugins, name, version="2",
+                      body=NO_START if name == "b" else "")
+    return client
+
+
+async def running_versions(client):
+    """
+    What runs, as the channel shows it: name -> (version, state, reloads).
+    """
+    return {row["name"]: (row["version"], row["state"], row["reloads"])
+            for row in await client.status()}
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_manager_reload_many_that_fails_leaves_every_old_version(
+        real_server, logged_failures):
+    from twisted_plugmgr import PluginError as Error
+
+    client = await three_running(real_server)
+    instances = {name: real_server.manager.getServiceNamed(name) for name in "abc"}
+    events: List[dict] = []
+    await client.subscribe(events.append)
+    with pytest.raises(ReloadFailedError) as info:
+        await client.reload_many(["a", "b", "c"], {"c": {"n": "new"}})
+    message = info.value.message
+    assert message.startswith("plugin 'b': the transaction failed: ") and "no start" in message
+    assert await running_versions(client) == {
+        "a": ("1", "running", 0), "b": ("1", "running", 0), "c": ("1", "running", 0)}
+    # a was swapped, then put back: a fresh instance of its old version;
+    # c was never touched.
+    assert real_server.manager.getServiceNamed("a") is not instances["a"]
+    assert real_server.manager.getServiceNamed("c") is instances["c"]
+    assert {name: real_server.manager.getServiceNamed(name).data for name in "abc"} == {
+        "a": {"n": "a"}, "b": {"n": "b"}, "c": {"n": "c"}}
+    await until(lambda: len([e for e in events if e["kind"] == "plugin_reload_failed"]) == 3)
+    assert not [e for e in events if e["kind"] == "plugin_reloaded"]
+    # Fixed, the same transaction goes through.
+    _write_plugin(real_server.plugins, "b", version="2")
+    assert await client.reload_many(["a", "b", "c"], {"c": {"n": "new"}}) == {
+        "a": "2", "b": "2", "c": "2"}
+    assert await running_versions(client) == {
+        "a": ("2", "running", 1), "b": ("2", "running", 1), "c": ("2", "running", 1)}
+    assert real_server.manager.getServiceNamed("c").data == {"n": "new"}
+    await client.close()
+    logged_failures.flush(Error, RuntimeError)
 
 
 #: A plugin that fails once started while the file C{data["flag"]} exists.

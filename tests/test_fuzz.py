@@ -42,6 +42,8 @@ from twisted_plugmgr._control import (
     Load,
     NoSuchPluginError,
     Reload,
+    ReloadFailedError,
+    ReloadMany,
     Reset,
     Status,
     Unload,
@@ -409,12 +411,13 @@ def raw_connection(factory):
 
 
 COMMAND_NAMES = [b"Authenticate", b"Status", b"Available", b"Load", b"Unload", b"Reload",
-                 b"ReloadChanged", b"Reset", b"Subscribe", b"Event", b"Shutdownx", b"",
-                 b"status"]
+                 b"ReloadMany", b"ReloadChanged", b"Reset", b"Subscribe", b"Event",
+                 b"Shutdownx", b"", b"status"]
 BOX_KEYS = st.one_of(
     st.sampled_from([b"_command", b"_ask", b"_answer", b"_error", b"_error_code",
                      b"_error_description", b"name", b"data", b"data.1", b"data.2", b"mode",
-                     b"reason", b"token", b"event", b"plugins", b"policy", b"policy.1"]),
+                     b"reason", b"token", b"event", b"plugins", b"policy", b"policy.1",
+                     b"names", b"names.1"]),
     st.binary(min_size=1, max_size=12),
 )
 BOX_VALUES = st.one_of(
@@ -422,7 +425,8 @@ BOX_VALUES = st.one_of(
         b"1", b"2", b"datap", b"ghost", b"../x", b"smart", b"sometime", b"null", b"{}", b"[1]",
         b'"x"', b"{\"a\": [1, 2", b"\xff\xfe", b"nan", b"1e999", b"-",
         b'{"restart": "always"}', b'{"restart_burst": -1}', b'{"restart_delay": NaN}',
-        b'{"restart_interval": Infinity}']),
+        b'{"restart_interval": Infinity}', b'["datap"]', b'["datap", "datap"]',
+        b'["ghost", 1]', b'[]', b'{"datap": 1}']),
     st.binary(max_size=40),
 )
 
@@ -592,6 +596,49 @@ def test_fuzzed_policies_through_the_control_channel(control, logged_failures, p
         assert answer["plugin"]["name"] == "datap"
         result_of(manager.unload("datap"))
     assert not client.closed.called
+    close(client, pump, factory)
+    settle(logged_failures)
+
+
+#: Names for ReloadMany: arrays of names (never the plugin that runs), or not.
+RELOAD_NAMES = st.one_of(
+    st.lists(st.sampled_from(TRICKY_NAMES) | TEXT | st.just("datap"), max_size=4),
+    st.lists(JSON_VALUES, max_size=3),
+    JSON_VALUES,
+)
+
+
+@budget("fuzz")
+@given(names=RELOAD_NAMES, data=JSON_VALUES, mode=st.none() | st.sampled_from(
+    ["smart", "lazy", "fast", ""]) | TEXT)
+def test_fuzzed_reload_many_through_the_control_channel(control, logged_failures, names, data,
+                                                       mode):
+    """
+    Whatever the names, data and mode: a one-line BAD_REQUEST, or
+    RELOAD_FAILED naming a plugin, or (no names) nothing to do; the
+    connection goes on and what runs is the same.
+    """
+    manager, clock, factory = control
+    assume(not (isinstance(names, list) and GOOD in names))
+    before = snapshot(manager)
+    client, server, pump = iosim.connectedServerAndClient(
+        lambda: factory.buildProtocol(None), ControlClientProtocol)
+    answers: List[Any] = []
+    client.callRemote(ReloadMany, names=names, data=data, mode=mode).addBoth(answers.append)
+    pump.flush()
+    clock.advance(0)
+    pump.flush()
+    [answer] = answers
+    if isinstance(answer, Failure):
+        assert answer.check(BadRequestError, ReloadFailedError), answer
+        message = answer.value.message
+        assert "\n" not in message or answer.check(ReloadFailedError)
+        if answer.check(ReloadFailedError):
+            assert message.startswith("plugin "), message
+    else:
+        assert answer == {"versions": {}} and names == []
+    assert not client.closed.called
+    assert snapshot(manager) == before
     close(client, pump, factory)
     settle(logged_failures)
 

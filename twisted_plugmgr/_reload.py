@@ -177,7 +177,7 @@ class Reloader:
             plugin = getattr(error, "plugin", None)
             if not isinstance(error, PluginError):
                 error = PluginError(plugin, str(error))
-            return fail(ReloadFailed(error.plugin, str(error), failure=Failure(error)))
+            return fail(ReloadFailed(error.plugin, failure=Failure(error)))
         return Transaction(self, records, data, mode).run()
 
     def request(self, record: Record, data: Any, mode: ShutdownMode, dependents: bool,

@@ -149,7 +149,7 @@ class Transaction:
             why = error if entry.record.name == name else PluginError(
                 entry.record.name, f"not reloaded: the transaction failed at {name!r}")
             self.reloader.failed(entry.record.name, why).addErrback(lambda f: None)
-        return fail(ReloadFailed(name, str(error), failure=Failure(error)))
+        return fail(ReloadFailed(name, failure=Failure(error)))
 
     def _running(self, name: str) -> bool:
         record = self.reloader.registry.get(name)
@@ -273,7 +273,7 @@ class Transaction:
                 why = error if i == failed_at else PluginError(
                     entry.record.name, f"rolled back: the transaction failed at {name!r}")
                 self.reloader.failed(entry.record.name, why).addErrback(lambda f: None)
-            self.result.errback(Failure(ReloadFailed(name, str(error), failure=Failure(error))))
+            self.result.errback(Failure(ReloadFailed(name, failure=Failure(error))))
             for entry in self.entries:
                 if self.reloader.registry.current(entry.record):
                     self.reloader.after(entry.record)

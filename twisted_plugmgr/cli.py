@@ -14,8 +14,15 @@ C{plugmgr}: operate a running plugin manager through its control channel.
                          [--restart-interval S]
                          [--fail-on-error | --no-fail-on-error]
              | unload NAME [--mode MODE] [--reason TEXT]
-             | reload NAME [--data JSON] [--mode MODE] | reload-changed
+             | reload NAME [NAME...] [--data JSON] [--mode MODE]
+             | reload-changed
              | reset NAME | events [--count N] | shutdown [--mode MODE]
+
+C{reload} of one plugin reloads it as it always did (C{--data}: its new
+data); of several, reloads them in one transaction, applied completely or
+not at all (C{--data}: a JSON object of name -> new data, for those whose
+data changes), and prints a line a plugin, or one line naming the plugin
+that failed (nothing was changed: exit 1).
 
 The global options may come before the command, after it, or both; an
 option given twice takes its last value. C{--version} prints
@@ -50,7 +57,13 @@ from twisted.internet.task import react
 from twisted.protocols import amp
 
 from ._config import ConfigError, default_control, parse_config
-from ._control import ControlClient, ControlError, client_endpoint_for, connect
+from ._control import (
+    ControlClient,
+    ControlError,
+    ReloadFailedError,
+    client_endpoint_for,
+    connect,
+)
 from ._policy import RESTART_MODES, RestartPolicy
 
 __all__ = ["main", "run", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "EXIT_UNAVAILABLE"]
@@ -234,9 +247,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--mode", choices=("immediate", "smart", "lazy"))
     p.add_argument("--reason", default="")
-    p = command("reload", "reload a plugin from its source")
-    p.add_argument("name")
-    p.add_argument("--data", metavar="JSON", help="new data for the plugin, as JSON")
+    p = command("reload", "reload a plugin from its source; several: in one transaction, "
+                "applied completely or not at all")
+    p.add_argument("names", nargs="+", metavar="name")
+    p.add_argument("--data", metavar="JSON",
+                   help="new data for the plugin, as JSON; with several names, a JSON object "
+                   "of name -> new data, for those whose data changes")
     p.add_argument("--mode", choices=("immediate", "smart", "lazy"))
     command("reload-changed", "reload the plugins whose source changed")
     p = command("reset", "clear a plugin's restart count; start it afresh if quarantined")
@@ -333,6 +349,24 @@ def _parse_data(text: Optional[str]) -> Any:
         return json.loads(text)
     except ValueError as e:
         raise _UsageError(f"--data is not valid JSON: {e}") from None
+
+
+def _reload_data(args: argparse.Namespace) -> Any:
+    """
+    The C{--data} of C{reload}: with one name, that plugin's new data; with
+    several, an object of name -> new data (L{None}: not given).
+
+    @raise _UsageError: for JSON that is not valid, or that is not an
+        object when several names are given.
+    """
+    data = _parse_data(args.data)
+    if len(args.names) > 1 and data is not None and not isinstance(data, dict):
+        kind = ("a boolean" if isinstance(data, bool) else "a number"
+                if isinstance(data, (int, float)) else "a string" if isinstance(data, str)
+                else "an array")
+        raise _UsageError(f"--data: with several plugins, give a JSON object of name -> "
+                          f"data, not {kind}")
+    return data
 
 
 def _parse_policy(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
@@ -458,9 +492,13 @@ async def _command(
         quit_message = await client.unload(args.name, args.mode, args.reason)
         emit({"name": args.name, "quit_message": quit_message},
              f"unloaded {args.name}: {quit_message}")
-    elif name == "reload":
-        plugin = await client.reload(args.name, _parse_data(args.data), args.mode)
+    elif name == "reload" and len(args.names) == 1:
+        plugin = await client.reload(args.names[0], _reload_data(args), args.mode)
         emit(plugin, f"reloaded {plugin['name']} {plugin.get('version') or ''}".rstrip())
+    elif name == "reload":
+        versions = await client.reload_many(args.names, _reload_data(args), args.mode)
+        emit(versions, "\n".join(f"reloaded {n} {v or ''}".rstrip()
+                                 for n, v in versions.items()))
     elif name == "reload-changed":
         results = await client.reload_changed()
         lines = [
@@ -520,7 +558,10 @@ async def run(
     try:
         args = _parse(argv)
         control, token = _resolve(args, environ)
-        _parse_data(getattr(args, "data", None))
+        if args.command == "reload":
+            _reload_data(args)
+        else:
+            _parse_data(getattr(args, "data", None))
         _parse_policy(args)
     except _UsageError as e:
         return fail(EXIT_USAGE, str(e))
@@ -552,8 +593,15 @@ async def run(
         if args.timeout is not None:
             d.addTimeout(args.timeout, clock)
         return await d
+    except ReloadFailedError as e:
+        return fail(EXIT_REFUSED, f"{args.command}: {' '.join(e.message.split())} "
+                    "(nothing was changed)")
     except ControlError as e:
         return fail(EXIT_REFUSED, f"{args.command}: {e.message}")
+    except amp.UnhandledCommand as e:
+        # A manager older than this client: it does not know the command.
+        return fail(EXIT_REFUSED, f"{args.command}: the manager does not know this command "
+                    f"(it runs an older twisted-plugmgr): {e.args[-1] if e.args else e}")
     except amp.UnknownRemoteError as e:
         return fail(EXIT_REFUSED, f"{args.command}: refused: {e}")
     except (ConnectionDone, ConnectionLost, amp.RemoteAmpError) as e:

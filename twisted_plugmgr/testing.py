@@ -18,7 +18,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._errors import AlreadyLoaded, ManagerStopped, NoSuchPlugin, PluginError, PluginQuarantined
+from ._errors import (
+    AlreadyLoaded,
+    InitFailed,
+    ManagerStopped,
+    NoSuchPlugin,
+    PluginError,
+    PluginQuarantined,
+    ReloadFailed,
+)
 from ._events import Listener, Listeners, PluginEvent
 from ._interfaces import IPluginAPI, IPluginManager
 from ._lifecycle import PluginState, ShutdownMode
@@ -228,7 +236,8 @@ class FakePluginManager:
     L{NoSuchPlugin}, a second load with L{AlreadyLoaded}, anything after
     C{shutdown} with L{ManagerStopped}, a restart policy key that is not one
     or has a bad value with a L{PluginError} naming the key, and a call to
-    a quarantined plugin with L{PluginQuarantined}.
+    a quarantined plugin with L{PluginQuarantined}. C{reload_many} fails
+    only with L{ReloadFailed}, naming the plugin, and changes nothing.
 
     Nothing fails or restarts by itself: a test sets a plugin's C{restarts}
     and C{last_failure}, or L{quarantine}s it; L{reset} clears the count and
@@ -245,8 +254,9 @@ class FakePluginManager:
         anything else to simulate a bug).
     @ivar plugins: name -> the loaded L{FakePlugin}.
     @ivar calls: every call, in order, as C{(method name, arguments...)};
-        modes are recorded as L{ShutdownMode}s, and a C{load} given policy
-        keys as C{("load", name, data, {key: value})}.
+        modes are recorded as L{ShutdownMode}s, a C{load} given policy
+        keys as C{("load", name, data, {key: value})}, and a
+        C{reload_many} as C{("reload_many", [names...], data, mode)}.
     @ivar answers: event -> what C{call} answers (and C{emit} answers in a
         list); L{None} (an empty list) for other events.
     @ivar listeners: the registered listeners (their C{len} is how many).
@@ -401,13 +411,105 @@ class FakePluginManager:
 
     def _reload(self, name: str, data: Any = None) -> FakePlugin:
         old = self._loaded(name)
-        new = self._build(name, old.data if data is None else data, old.reloads + 1,
-                          old.policy)
-        new.restarts, new.last_failure = old.restarts, old.last_failure
+        new = self._rebuilt(old, old.data if data is None else data)
         self.plugins[name] = new
         self.broadcast(PluginEvent(kind="plugin_reloaded", plugin=name,
                                    old_version=old.version, new_version=new.version))
         return new
+
+    def _rebuilt(self, old: FakePlugin, data: Any) -> FakePlugin:
+        """
+        The new L{FakePlugin} a reload of C{old} makes, with C{data}; not
+        yet in C{plugins}.
+        """
+        new = self._build(old.name, data, old.reloads + 1, old.policy)
+        new.restarts, new.last_failure = old.restarts, old.last_failure
+        return new
+
+    def reload_many(self, names: Any, data: Optional[Mapping[str, Any]] = None,
+                    mode: Union[ShutdownMode, str] = ShutdownMode.SMART
+                    ) -> Deferred[Dict[str, Optional[str]]]:
+        """
+        Reload the loaded plugins C{names} in one transaction, as the
+        manager does, with the data of C{data} (name -> new data) for those
+        it names (the old data for the others): all or nothing. Each is
+        replaced as C{reload} replaces one, in the order given; then
+        C{plugin_reloaded} is broadcast for each. Fires with {name: new
+        version}; no names, with C{{}}.
+
+        Fails with L{ReloadFailed} naming the plugin, and changes and
+        broadcasts nothing, if any name is invalid, not loaded, quarantined
+        or given twice, if C{data} names a plugin not in C{names}, or if
+        the source of any is C{broken} (a L{PluginError} there is the cause
+        as given; anything else is given as an L{InitFailed}); with no
+        plugin named for a bad C{mode}, a string of C{names}, or after
+        C{shutdown}.
+        """
+        try:
+            given = names if isinstance(names, str) else list(names)
+        except TypeError:
+            given = names  # refused below, as not a sequence of names
+        self.calls.append(("reload_many", given, data, _mode(mode)))
+        try:
+            versions = self._reload_many(given, data, mode)
+        except Exception:
+            return fail()
+        return succeed(versions)
+
+    def _reload_many(self, names: Any, data: Optional[Mapping[str, Any]],
+                     mode: Any) -> Dict[str, Optional[str]]:
+        """
+        L{reload_many}: checked, built, then swapped.
+
+        @raise ReloadFailed: naming the plugin, nothing changed.
+        """
+        def refused(error: PluginError) -> ReloadFailed:
+            return ReloadFailed(error.plugin, str(error), failure=Failure(error))
+
+        old: Dict[str, FakePlugin] = {}
+        try:
+            ShutdownMode.coerce(mode)
+            if isinstance(names, str):
+                raise TypeError("names is a sequence of plugin names, not one string")
+            names = list(names)
+            if not names:
+                return {}
+            if self.stopped:
+                raise ManagerStopped(names[0])
+            each = dict(data or {})
+            for name in names:
+                check_name(name)
+                if name not in self.plugins:
+                    raise NoSuchPlugin(name, "not loaded")
+                state = self.plugins[name].state
+                if state is not PluginState.RUNNING:
+                    raise PluginError(name, f"it is {state.value}: a transaction reloads "
+                                            "only running plugins")
+                if name in old:
+                    raise PluginError(name, "named twice")
+                old[name] = self.plugins[name]
+            unknown = set(each) - set(names)
+            if unknown:
+                raise PluginError(sorted(unknown)[0], "data given for a plugin not in the set")
+        except (PluginError, ValueError, TypeError) as error:
+            if not isinstance(error, PluginError):
+                error = PluginError(getattr(error, "plugin", None), str(error))
+            raise refused(error) from None
+        new: Dict[str, FakePlugin] = {}
+        for name, plugin in old.items():
+            try:
+                new[name] = self._rebuilt(plugin, each.get(name, plugin.data))
+            except PluginError as error:
+                raise refused(error) from None
+            except Exception:
+                raise refused(InitFailed(name, "the new version failed to start",
+                                         failure=Failure())) from None
+        self.plugins.update(new)
+        for name, plugin in new.items():
+            self.broadcast(PluginEvent(kind="plugin_reloaded", plugin=name,
+                                       old_version=old[name].version,
+                                       new_version=plugin.version))
+        return {name: plugin.version for name, plugin in new.items()}
 
     def reload_changed(self) -> Deferred[Dict[str, Any]]:
         """

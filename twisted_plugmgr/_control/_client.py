@@ -21,6 +21,7 @@ from ._wire import (
     QuietAMP,
     Reload,
     ReloadChanged,
+    ReloadMany,
     Reset,
     Shutdown,
     Status,
@@ -124,6 +125,17 @@ class ControlClient:
         """Reload a plugin; fires with its description, as L{load}."""
         return self._protocol.callRemote(Reload, name=name, data=data, mode=mode) \
             .addCallback(lambda r: r["plugin"])
+
+    def reload_many(self, names: List[str], data: Optional[Dict[str, Any]] = None,
+                    mode: Optional[str] = None) -> Deferred[Dict[str, Optional[str]]]:
+        """
+        Reload the running plugins C{names} in one transaction (C{data}:
+        name -> new data, for those whose data changes); fires with {name:
+        new version}, or fails with L{ReloadFailedError} naming the plugin
+        that failed, every plugin as it was.
+        """
+        return self._protocol.callRemote(ReloadMany, names=names, data=data, mode=mode) \
+            .addCallback(lambda r: r["versions"])
 
     def reset(self, name: str) -> Deferred[Dict[str, Any]]:
         """

@@ -10,14 +10,16 @@ the other connections go on. A connection that must authenticate (a token
 is set) may send nothing but L{Authenticate} first.
 
 Input that parses but makes no sense (an unknown mode, a policy that is not
-an object of valid restart policy keys) is answered with L{BadRequestError},
-one line naming what is wrong, before the manager is asked anything.
+an object of valid restart policy keys, names that are not an array of
+strings, data for several plugins that is not an object) is answered with
+L{BadRequestError}, one line naming what is wrong, before the manager is
+asked anything.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -45,6 +47,7 @@ from ._wire import (
     QuietAMP,
     Reload,
     ReloadChanged,
+    ReloadMany,
     Reset,
     Shutdown,
     Status,
@@ -148,6 +151,40 @@ def _policy(policy: Any) -> Dict[str, Any]:
             text = text[:_MAX_POLICY_ERROR - 3] + "..."
         raise BadRequestError(text) from None
     return {key: value for key, value in policy.items() if value is not None}
+
+
+def _names(names: Any) -> List[str]:
+    """
+    The plugin names of a C{names} argument: an array of strings (empty:
+    none). Whether each is a valid name, loaded and running is the
+    manager's to say.
+
+    @raise BadRequestError: when C{names} is not an array, or an item of it
+        is not a string: one line, naming which.
+    """
+    if not isinstance(names, list):
+        raise BadRequestError(f"invalid names: expected an array of plugin names, "
+                              f"not {_json_kind(names)}")
+    for index, name in enumerate(names):
+        if not isinstance(name, str):
+            raise BadRequestError(f"invalid names: names[{index}] is {_json_kind(name)}, "
+                                  "not a plugin name (a string)")
+    return names
+
+
+def _data_of_each(data: Any) -> Optional[Dict[str, Any]]:
+    """
+    The C{data} argument of L{ReloadMany}: an object of plugin name -> new
+    data, or L{None} when absent (no data changes).
+
+    @raise BadRequestError: when it is not an object: one line.
+    """
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise BadRequestError(f"invalid data: expected an object of plugin name -> data, "
+                              f"not {_json_kind(data)}")
+    return data
 
 
 def _mode(mode: Optional[str]) -> Optional[ShutdownMode]:
@@ -465,6 +502,29 @@ class ControlProtocol(QuietAMP):
         self._log.info("control: reload {plugin!r} from {peer}", plugin=name, peer=self._peer())
         d = self._call("reload", name, self.factory.manager.reload, name, **kw)
         return d.addCallback(self._described, name)
+
+    @ReloadMany.responder
+    def reload_many(self, names: Any, data: Any = None,
+                    mode: Optional[str] = None) -> Deferred[Dict[str, Any]]:
+        """
+        Reload several plugins in one transaction; answer {name: version}.
+        Bad arguments are refused before the manager is asked anything.
+        """
+        kw: Dict[str, Any] = {}
+        try:
+            chosen = _names(names)
+            kw["data"] = _data_of_each(data)
+            if mode is not None:
+                kw["mode"] = _mode(mode)
+        except ControlError:
+            return fail()
+        self._log.info("control: reload {plugins} in one transaction from {peer}",
+                       plugins=", ".join(map(repr, chosen))[:300] or "nothing",
+                       peer=self._peer())
+        d = self._call("reload_many", chosen, self.factory.manager.reload_many, chosen, **kw)
+        return d.addCallback(
+            lambda versions: {"versions": {str(name): to_json(version)
+                                           for name, version in versions.items()}})
 
     @Reset.responder
     def reset(self, name: str) -> Deferred[Dict[str, Any]]:

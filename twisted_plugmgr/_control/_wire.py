@@ -13,6 +13,8 @@ Every JSON value may be split over the keys C{name}, C{name.1}, C{name.2},
     Load(name, data: JSON?, policy: JSON?)   -> plugin: JSON
     Unload(name, mode?, reason?)             -> quit_message: JSON
     Reload(name, data: JSON?, mode?)         -> plugin: JSON
+    ReloadMany(names: JSON, data: JSON?, mode?)
+                                             -> versions: JSON {name: version}
     ReloadChanged()                          -> results: JSON {name: outcome}
     Reset(name)                              -> plugin: JSON
     Shutdown(mode?)                          -> ()
@@ -23,6 +25,13 @@ A plugin is described as C{{name, version, longname, restarts,
 last_failure}}; a row of C{Status} is the whole L{PluginInfo}. A C{policy}
 is an object of restart policy keys (L{twisted_plugmgr._policy.POLICY_KEYS};
 null: not given), checked by the server before anything is done.
+
+C{ReloadMany} reloads running plugins in one transaction, applied completely
+or not at all (L{IPluginManager.reload_many}): C{names} is an array of
+plugin names (empty: nothing to do, answered with C{{}}), C{data} an object
+of name -> new data for those whose data changes. A failure is answered
+with L{ReloadFailedError}, its description naming the plugin that failed;
+every plugin then runs what it ran before.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from .._errors import (
     NoSuchPlugin,
     PluginError,
     PluginQuarantined,
+    ReloadFailed,
 )
 from .._events import PluginEvent
 
@@ -68,6 +78,7 @@ __all__ = [
     "ManagerStoppedError",
     "InvalidTransitionError",
     "PluginQuarantinedError",
+    "ReloadFailedError",
     "PluginFailedError",
     "BadRequestError",
     "InternalError",
@@ -82,6 +93,7 @@ __all__ = [
     "Load",
     "Unload",
     "Reload",
+    "ReloadMany",
     "ReloadChanged",
     "Reset",
     "Shutdown",
@@ -284,6 +296,16 @@ class PluginQuarantinedError(ControlError):
     code = b"PLUGIN_QUARANTINED"
 
 
+class ReloadFailedError(ControlError):
+    """
+    A reload of several plugins in one transaction failed; its description
+    names the plugin that failed. Nothing of it remains: every plugin runs
+    what it ran before.
+    """
+
+    code = b"RELOAD_FAILED"
+
+
 class PluginFailedError(ControlError):
     """Any other plugin error."""
 
@@ -353,6 +375,7 @@ WIRE_ERRORS: Tuple[WireError, ...] = (
     WireError(ManagerStoppedError, ManagerStopped),
     WireError(InvalidTransitionError, InvalidTransition),
     WireError(PluginQuarantinedError, PluginQuarantined),
+    WireError(ReloadFailedError, ReloadFailed),
     WireError(PluginFailedError, PluginError),
     WireError(BadRequestError),
     WireError(InternalError),
@@ -444,6 +467,21 @@ class Reload(_Command):
         (b"mode", amp.Unicode(optional=True)),
     ]
     response = [(b"plugin", JSON())]
+
+
+class ReloadMany(_Command):
+    """
+    Reload the running plugins C{names} (an array of names) in one
+    transaction, with the new data of C{data} (an object: name -> data) for
+    those it names; answers {name: new version}.
+    """
+
+    arguments = [
+        (b"names", JSON()),
+        (b"data", JSON(optional=True)),
+        (b"mode", amp.Unicode(optional=True)),
+    ]
+    response = [(b"versions", JSON())]
 
 
 class ReloadChanged(_Command):
