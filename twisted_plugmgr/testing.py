@@ -464,7 +464,7 @@ class FakePluginManager:
         @raise ReloadFailed: naming the plugin, nothing changed.
         """
         def refused(error: PluginError) -> ReloadFailed:
-            return ReloadFailed(error.plugin, str(error), failure=Failure(error))
+            return ReloadFailed(error.plugin, failure=Failure(error))
 
         old: Dict[str, FakePlugin] = {}
         try:
