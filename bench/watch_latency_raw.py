@@ -4,7 +4,7 @@ temporary file, rename it over the module) to the C{on_change} call, with
 inotify and with polling, default debounce. The manager's reload is not
 included (see the end-to-end benchmark for that).
 
-Usage: python bench/watch_latency_raw.py [--trials 50] [--debounce 0.05]
+Usage: python bench/watch_latency_raw.py [--trials 50] [--debounce 0.005]
        [--poll-interval 0.25] [--modes inotify,polling]
 """
 
@@ -65,7 +65,7 @@ async def measure(reactor, mode: str, trials: int, debounce: float, interval: fl
 async def main(reactor, argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--trials", type=int, default=50)
-    parser.add_argument("--debounce", type=float, default=0.05)
+    parser.add_argument("--debounce", type=float, default=0.005)
     parser.add_argument("--poll-interval", type=float, default=0.25)
     parser.add_argument("--modes", default="inotify,polling")
     options = parser.parse_args(argv)

@@ -1,21 +1,27 @@
 """
 Tests for L{twisted_plugmgr._watch}: polling and debounce on a L{Clock},
-inotify on the real reactor, all on real files in a temporary directory.
+inotify on the real reactor (and, to time the settle window exactly, real
+inotify read by the real reactor with a L{Clock}'s time), all on real files
+in a temporary directory.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable, FrozenSet, Iterator, List, Set
+from typing import IO, Any, Callable, Dict, FrozenSet, Iterator, List, Set
 
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.internet.task import Clock, LoopingCall, deferLater
 from twisted.logger import globalLogPublisher
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from twisted_plugmgr._watch import SourceWatcher, is_reported_name
 
@@ -31,6 +37,8 @@ needs_inotify = pytest.mark.skipif(
 # Binary-exact durations, so that Clock arithmetic is exact.
 POLL = 0.125
 DEBOUNCE = 0.5
+#: The watcher's default settle window, which the inotify tests use.
+WINDOW: float = inspect.signature(SourceWatcher.__init__).parameters["debounce"].default
 
 
 class Reports:
@@ -85,6 +93,37 @@ def save_like_editor(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
     write(temporary, text)
     os.replace(temporary, path)
+
+
+def start_writing(path: Path, text: str) -> IO[str]:
+    """
+    Open C{path} for writing (truncating or creating it), write C{text} and
+    flush it, and leave the file open: a save in progress. The caller
+    closes it.
+    """
+    f = open(path, "w")
+    f.write(text)
+    f.flush()
+    return f
+
+
+def link_elsewhere(path: Path, text: str, link: Callable[[Path, Path], None]) -> None:
+    """
+    Write C{text} to a file outside the watched directory, then make
+    C{path} a link to it with C{link(source, path)}.
+    """
+    source = path.parent.parent / f"elsewhere-{path.name}"
+    write(source, text)
+    link(source, path)
+
+
+#: The ways to save a module: name -> save(path, text).
+SAVE_STYLES: Dict[str, Callable[[Path, str], None]] = {
+    "rename": save_like_editor,
+    "in_place": write,
+    "hard_link": lambda path, text: link_elsewhere(path, text, os.link),
+    "symlink": lambda path, text: link_elsewhere(path, text, os.symlink),
+}
 
 
 def elapse(clock: Clock, seconds: float) -> None:
@@ -172,13 +211,92 @@ def log_events() -> Iterator[List[dict]]:
     globalLogPublisher.removeObserver(events.append)
 
 
-def make_inotify_watcher(reports: Reports, targets: List[Path]) -> SourceWatcher:
-    from twisted.internet import reactor
+def make_inotify_watcher(reports: Reports, targets: List[Path], reactor: Any = None) -> SourceWatcher:
+    if reactor is None:
+        from twisted.internet import reactor
 
     watcher = SourceWatcher(reactor, reports, use_inotify=True)
     watcher.set_targets([str(t) for t in targets])
     watcher.start()
     return watcher
+
+
+@implementer(IReactorTime, IReactorFDSet)
+class ClockedReactor:
+    """
+    The real reactor's file descriptors with a L{Clock}'s time: inotify
+    events are read by the real reactor as they come, and the settle window
+    passes only when the test advances the clock.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        from twisted.internet import reactor
+
+        self.clock = clock
+        self._reactor: Any = reactor
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def callLater(self, delay: float, f: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return self.clock.callLater(delay, f, *args, **kw)
+
+    def getDelayedCalls(self) -> Any:
+        return self.clock.getDelayedCalls()
+
+    def addReader(self, reader: Any) -> None:
+        self._reactor.addReader(reader)
+
+    def addWriter(self, writer: Any) -> None:
+        self._reactor.addWriter(writer)
+
+    def removeReader(self, reader: Any) -> None:
+        self._reactor.removeReader(reader)
+
+    def removeWriter(self, writer: Any) -> None:
+        self._reactor.removeWriter(writer)
+
+    def removeAll(self) -> Any:
+        raise NotImplementedError("not the tests' to remove every reader")
+
+    def getReaders(self) -> Any:
+        return self._reactor.getReaders()
+
+    def getWriters(self) -> Any:
+        return self._reactor.getWriters()
+
+
+@pytest.fixture
+def clocked_watcher(clock: Clock, reports: Reports, plugins: Path) -> Iterator[SourceWatcher]:
+    """
+    A started inotify watcher on a L{ClockedReactor}, watching C{plugins},
+    with the default settle window.
+    """
+    watcher = make_inotify_watcher(reports, [plugins], reactor=ClockedReactor(clock))
+    yield watcher
+    watcher.stop()
+    assert clock.getDelayedCalls() == []
+    assert_released(watcher)
+
+
+async def window_started(clock: Clock) -> float:
+    """
+    Let the real reactor run until the watcher has seen a complete save
+    (its report is scheduled on C{clock}); return when the report is due.
+    """
+    await turns_until(lambda: clock.getDelayedCalls() != [])
+    [call] = clock.getDelayedCalls()
+    return call.getTime()
+
+
+async def window_restarted(clock: Clock, due: float) -> float:
+    """
+    Let the real reactor run until the watcher has seen a further complete
+    save (its report, due at C{due}, was postponed); return when it is due.
+    """
+    await turns_until(lambda: [c.getTime() for c in clock.getDelayedCalls()] > [due])
+    [call] = clock.getDelayedCalls()
+    return call.getTime()
 
 
 def assert_released(watcher: SourceWatcher) -> None:
@@ -243,6 +361,23 @@ def test_forced_inotify_needs_fd_reactor(clock: Clock, reports: Reports) -> None
     """
     with pytest.raises(ValueError, match="inotify is not available"):
         SourceWatcher(clock, reports, use_inotify=True)
+
+
+def test_default_settle_window_is_5ms() -> None:
+    """
+    By default a report comes 5 ms after the last complete save.
+    """
+    assert WINDOW == 0.005
+
+
+def test_clocked_reactor_provides_interfaces(clock: Clock) -> None:
+    """
+    The tests' L{ClockedReactor} is an L{IReactorTime} and an
+    L{IReactorFDSet}, as the watcher needs for inotify.
+    """
+    reactor = ClockedReactor(clock)
+    verifyObject(IReactorTime, reactor)
+    verifyObject(IReactorFDSet, reactor)
 
 
 def test_start_twice_refused(poller: SourceWatcher) -> None:
@@ -418,6 +553,21 @@ def test_poll_set_targets_changes(
     assert reports.calls == [paths(other / "new.py")]
 
 
+def test_poll_same_targets_again_does_nothing(
+    poller: SourceWatcher, clock: Clock, plugins: Path, reports: Reports
+):
+    """
+    Giving the watched directories again does not list them again: a
+    change is seen by the next poll, as if nothing had been given.
+    """
+    write(plugins / "hello.py", "VERSION = 2222\n")
+    poller.set_targets([str(plugins)])
+    elapse(clock, DEBOUNCE)  # the poll at POLL saw it: reported at POLL + DEBOUNCE
+    assert reports.calls == []
+    clock.advance(POLL)
+    assert reports.calls == [paths(plugins / "hello.py")]
+
+
 def test_poll_watched_dir_deleted_and_recreated(
     clock: Clock, reports: Reports, plugins: Path
 ) -> None:
@@ -528,6 +678,183 @@ async def test_inotify_burst_one_report(
     assert await reports.next() == paths(plugins / "hello.py")
     write(plugins / "marker.py", "")
     assert await reports.next() == paths(plugins / "marker.py")
+
+
+@needs_inotify
+@pytest.mark.parametrize("style", sorted(SAVE_STYLES))
+@pytest.mark.parametrize("existing", [True, False], ids=["existing", "new"])
+@pytest_twisted.ensureDeferred
+async def test_inotify_each_save_one_report(
+    inotify_watcher: SourceWatcher, plugins: Path, reports: Reports, style: str, existing: bool
+):
+    """
+    Each way to save a module, over an existing one or as a new one, gives
+    exactly one report: the next report is about the next save only.
+    """
+    path = plugins / ("hello.py" if existing else "new.py")
+    if style in ("hard_link", "symlink") and existing:
+        path.unlink()  # a link is made where nothing is
+        assert await reports.next() == paths(path)
+    SAVE_STYLES[style](path, "VERSION = 2\n")
+    assert await reports.next() == paths(path)
+    write(plugins / "marker.py", "")
+    assert await reports.next() == paths(plugins / "marker.py")
+
+
+@needs_inotify
+@pytest_twisted.ensureDeferred
+async def test_inotify_write_in_chunks_reported_once_closed(
+    inotify_watcher: SourceWatcher, plugins: Path, reports: Reports
+):
+    """
+    A module written in two chunks, with a pause longer than the settle
+    window between them, is reported once, after it is closed: a save that
+    ends (C{marker.py}) after each chunk is reported alone.
+    """
+    from twisted.internet import reactor
+
+    module = plugins / "hello.py"
+    f = start_writing(module, "VERSION = 2\n")
+    try:
+        write(plugins / "marker.py", "")
+        assert await reports.next() == paths(plugins / "marker.py")
+        await deferLater(reactor, 4 * WINDOW)
+        f.write("def later():\n    return 2\n")
+        f.flush()
+        write(plugins / "marker.py", "# 2")
+        assert await reports.next() == paths(plugins / "marker.py")
+    finally:
+        f.close()
+    assert await reports.next() == paths(module)
+    write(plugins / "marker.py", "# 3")
+    assert await reports.next() == paths(plugins / "marker.py")
+
+
+@needs_inotify
+@pytest_twisted.ensureDeferred
+async def test_inotify_half_written_file_never_reported(
+    reports: Reports, plugins: Path
+):
+    """
+    Files opened, written in part (or not yet) and not closed (a module
+    rewritten in place, a new module, a new module still empty) are never
+    reported, however long they stay so.
+    """
+    from twisted.internet import reactor
+
+    watcher = make_inotify_watcher(reports, [plugins])
+    half_written = [
+        start_writing(plugins / "hello.py", "VERSION = 2\n"),
+        start_writing(plugins / "new.py", "def f(\n"),
+        start_writing(plugins / "empty.py", ""),
+    ]
+    try:
+        write(plugins / "marker.py", "")
+        assert await reports.next() == paths(plugins / "marker.py")
+        await deferLater(reactor, 4 * WINDOW)
+        write(plugins / "marker.py", "# 2")
+        assert await reports.next() == paths(plugins / "marker.py")
+    finally:
+        watcher.stop()
+        for f in half_written:
+            f.close()
+    assert_released(watcher)
+    assert reports.calls == [paths(plugins / "marker.py")] * 2
+
+
+@needs_inotify
+@pytest_twisted.ensureDeferred
+async def test_inotify_relisting_holds_file_being_written(
+    inotify_watcher: SourceWatcher, plugins: Path, reports: Reports, tmp_path: Path
+):
+    """
+    A module being written is not reported when the watcher lists its
+    directory again (new targets are given while it is written, before and
+    after the watcher saw the write begin), only once it is closed.
+    """
+    other = tmp_path / "other"
+    other.mkdir()
+    f = start_writing(plugins / "hello.py", "VERSION = 2\n")
+    try:
+        write(plugins / "marker.py", "")
+        assert await reports.next() == paths(plugins / "marker.py")
+        inotify_watcher.set_targets([str(plugins), str(other)])
+        write(other / "marker.py", "")
+        assert await reports.next() == paths(other / "marker.py")
+        f.write("# more\n")
+        f.flush()
+        inotify_watcher.set_targets([str(plugins)])  # before the event is read
+        write(plugins / "marker.py", "# 2")
+        assert await reports.next() == paths(plugins / "marker.py")
+    finally:
+        f.close()
+    assert await reports.next() == paths(plugins / "hello.py")
+
+
+@needs_inotify
+@pytest_twisted.ensureDeferred
+async def test_inotify_window_gathers_saves(
+    clocked_watcher: SourceWatcher, clock: Clock, plugins: Path, reports: Reports
+):
+    """
+    Saves that each end within the settle window of the previous one give
+    one report, a window after the last one; each way to save counts.
+    """
+    save_like_editor(plugins / "hello.py", "VERSION = 2\n")
+    due = await window_started(clock)
+    clock.advance(0.8 * WINDOW)
+    write(plugins / "new.py", "")
+    due = await window_restarted(clock, due)
+    clock.advance(0.8 * WINDOW)
+    write(plugins / "hello.py", "VERSION = 3\n")
+    await window_restarted(clock, due)
+    clock.advance(0.8 * WINDOW)
+    assert reports.calls == []
+    clock.advance(0.4 * WINDOW)
+    assert reports.calls == [paths(plugins / "hello.py", plugins / "new.py")]
+
+
+@needs_inotify
+@pytest_twisted.ensureDeferred
+async def test_inotify_several_files_saved_together_one_report(
+    inotify_watcher: SourceWatcher, plugins: Path, reports: Reports
+):
+    """
+    Several modules saved together (as a checkout or "save all" does), in
+    different ways, give one report.
+    """
+    save_like_editor(plugins / "hello.py", "VERSION = 2\n")
+    write(plugins / "a.py", "A = 1\n")
+    write(plugins / "b.py", "B = 1\n")
+    (plugins / "b.py").unlink()
+    assert await reports.next() == paths(plugins / "hello.py", plugins / "a.py", plugins / "b.py")
+    write(plugins / "marker.py", "")
+    assert await reports.next() == paths(plugins / "marker.py")
+
+
+@needs_inotify
+@pytest_twisted.ensureDeferred
+async def test_inotify_write_begun_as_window_ends_holds_file(
+    clocked_watcher: SourceWatcher, clock: Clock, plugins: Path, reports: Reports
+):
+    """
+    A write that begins after a complete save, before its report is due,
+    holds the file even when the report's timer runs before the reactor
+    reads the inotify events (here the clock is advanced with no reactor
+    turn between): the file is reported once, when the write ends.
+    """
+    module = plugins / "hello.py"
+    save_like_editor(module, "VERSION = 2\n")
+    await window_started(clock)
+    f = start_writing(module, "VERSION = 3\n")
+    try:
+        clock.advance(WINDOW)
+        assert reports.calls == []
+    finally:
+        f.close()
+    await window_started(clock)
+    clock.advance(WINDOW)
+    assert reports.calls == [paths(module)]
 
 
 @needs_inotify

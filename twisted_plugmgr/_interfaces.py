@@ -201,7 +201,7 @@ class IPluginManager(Interface):
         Call every handler of C{event} in order; return a Deferred with the results.
         """
 
-    def watch(debounce=0.05):
+    def watch(debounce=0.005):
         """
         Reload plugins when their source files change.
         """

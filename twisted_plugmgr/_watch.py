@@ -1,11 +1,25 @@
 """
 File watching for reload on change.
 
-L{SourceWatcher} watches a set of directories (not recursively) and reports,
-after a quiet period, the absolute paths of the C{.py} files and the
-subdirectories in them that were written, created, deleted or renamed. It
+L{SourceWatcher} watches a set of directories (not recursively) and reports
+the absolute paths of the C{.py} files and the subdirectories in them that
+were saved, created, deleted or renamed, once a short settle window
+(C{debounce}, 5 ms by default) has passed after the last complete save. It
 uses Linux inotify through L{twisted.internet.inotify} when it can, and
 otherwise polls C{os.scandir} with a L{LoopingCall}.
+
+With inotify, only the events that end a save are acted on: C{IN_CLOSE_WRITE}
+(a file written in place and closed), C{IN_MOVED_TO} (a temporary file
+renamed over the module), C{IN_MOVED_FROM} and C{IN_DELETE} (gone), and
+C{IN_CREATE} of a directory, a symbolic link or a hard link. A write still in
+progress (C{IN_MODIFY}, or C{IN_CREATE} of a new file by C{open}) only marks
+the file as being written: it is held, not reported, until the writer closes
+it, so the manager never reads a half-written file. Before reporting, the
+watcher reads the inotify events already queued, so that a write begun just
+before the window ends holds its file too, however busy the reactor was. (A
+file changed without being opened, by C{truncate(path)}, is held until its
+next complete save.) Polling cannot tell a finished write from one in
+progress: it reports what changed at each listing, as it always has.
 
 What is reported, and what is not:
 
@@ -31,9 +45,8 @@ Only the reactor given is used; nothing here is module-level state.
 from __future__ import annotations
 
 import os
-import stat
+import select
 import sys
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Dict, FrozenSet, Iterable, Optional, Set, Tuple
 
@@ -44,6 +57,17 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
+
+from ._listing import (
+    Listing,
+    _appears_whole,
+    _diff,
+    _DirWatch,
+    _plan,
+    _scan,
+    is_reported_name,
+    remember,
+)
 
 __all__ = ["SourceWatcher", "is_reported_name"]
 
@@ -84,9 +108,9 @@ if _HAVE_INOTIFY:
             self._on_lost(self, reason)
 
     #: What a watched directory reports. IN_CLOSE_WRITE ends a write,
-    #: IN_MODIFY keeps the quiet timer from expiring during a long one,
-    #: IN_MOVED_TO is an editor's rename over the old file; IN_MOVE_SELF
-    #: (and IN_DELETE_SELF, which Twisted always adds) concern the watched
+    #: IN_MODIFY and IN_CREATE (of a file, by open) begin one, IN_MOVED_TO
+    #: is an editor's rename over the old file; IN_MOVE_SELF (and
+    #: IN_DELETE_SELF, which Twisted always adds) concern the watched
     #: directory itself.
     _WATCH_MASK = (
         _inotify.IN_CLOSE_WRITE
@@ -99,14 +123,10 @@ if _HAVE_INOTIFY:
         | _inotify.IN_DELETE_SELF
         | _inotify.IN_ONLYDIR
     )
-    #: Events about an entry of a watched directory that are reported.
-    _REPORT_MASK = (
-        _inotify.IN_CLOSE_WRITE
-        | _inotify.IN_MODIFY
-        | _inotify.IN_CREATE
-        | _inotify.IN_DELETE
-        | _inotify.IN_MOVED_FROM
-        | _inotify.IN_MOVED_TO
+    #: Events that end a change of an entry of a watched directory: it is
+    #: reported once the settle window is over.
+    _COMPLETE_MASK = (
+        _inotify.IN_CLOSE_WRITE | _inotify.IN_DELETE | _inotify.IN_MOVED_FROM | _inotify.IN_MOVED_TO
     )
     #: Events about the watched directory itself, after which its watch is
     #: no longer good for its path.
@@ -116,145 +136,10 @@ if _HAVE_INOTIFY:
     _APPEAR_MASK = _inotify.IN_CREATE | _inotify.IN_MOVED_TO
 
 
-#: What is remembered of one entry: (mtime_ns, size, inode) for a file,
-#: (-1, -1, inode) for a directory (its contents are not this entry's
-#: business, so a new C{__pycache__} inside it does not count).
-_Key = Tuple[int, int, int]
-#: The reported entries of one directory, path -> key; None if the directory
-#: does not exist.
-_Listing = Optional[Dict[str, _Key]]
-
-
-def is_reported_name(name: str, is_dir: bool) -> bool:
-    """
-    Whether a change to the entry C{name} of a watched directory is reported.
-
-    @param name: a file or directory name (no separators).
-    @param is_dir: whether the entry is a directory.
-    @return: C{True} for C{.py} files and directories, C{False} for
-        C{__pycache__}, hidden names (editor swap, lock and temporary files),
-        names ending in C{~}, and anything else.
-    """
-    if name.startswith(".") or name.endswith("~") or name == "__pycache__":
-        return False
-    return is_dir or name.endswith(".py")
-
-
-def _key(st: os.stat_result) -> Optional[_Key]:
-    """
-    The key of an entry from its C{stat}, or L{None} if it is neither a
-    regular file nor a directory.
-    """
-    if stat.S_ISDIR(st.st_mode):
-        return (-1, -1, st.st_ino)
-    if stat.S_ISREG(st.st_mode):
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-    return None
-
-
-def _scan(directory: str) -> _Listing:
-    """
-    List the reported entries of C{directory}.
-
-    @return: path -> key, or L{None} if C{directory} does not exist (or is
-        not a directory).
-    @raise OSError: if the directory cannot be read.
-    """
-    try:
-        entries = os.scandir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    listing: Dict[str, _Key] = {}
-    with entries:
-        for entry in entries:
-            try:
-                if not is_reported_name(entry.name, entry.is_dir()):
-                    continue
-                key = _key(entry.stat())
-            except FileNotFoundError:  # removed while we list: not there
-                continue
-            if key is not None:
-                listing[entry.path] = key
-    return listing
-
-
-def _diff(directory: str, old: _Listing, new: _Listing) -> Set[str]:
-    """
-    The paths whose key differs between two listings of C{directory}, plus
-    C{directory} itself if it appeared or disappeared.
-    """
-    before = old or {}
-    after = new or {}
-    changed = {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
-    if (old is None) != (new is None):
-        changed.add(directory)
-    return changed
-
-
-@dataclass(eq=False)
-class _DirWatch:
-    """
-    One inotify watch and what it is for.
-
-    @ivar path: the directory watched.
-    @ivar ident: its (st_dev, st_ino): two targets naming the same directory
-        (through a symlink) share one watch, as inotify would anyway.
-    @ivar targets: the targets this directory is; its entries are reported
-        under each of them.
-    @ivar awaiting: names of entries whose creation may bring back a
-        missing target (this directory is the nearest existing parent).
-    @ivar stale: the watch no longer follows C{path} (it was moved, deleted
-        or unmounted) and must be replaced.
-    """
-
-    path: str
-    ident: Tuple[int, int]
-    targets: Set[str] = field(default_factory=set)
-    awaiting: Set[str] = field(default_factory=set)
-    stale: bool = False
-
-
-def _plan(targets: Iterable[str]) -> Dict[str, _DirWatch]:
-    """
-    The watches needed for C{targets}: each existing target directory, and
-    for each missing one its nearest existing parent, waiting for it.
-    """
-    plan: Dict[str, _DirWatch] = {}
-    by_ident: Dict[Tuple[int, int], _DirWatch] = {}
-
-    def watch(path: str) -> Optional[_DirWatch]:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        if not stat.S_ISDIR(st.st_mode):
-            return None
-        ident = (st.st_dev, st.st_ino)
-        found = by_ident.get(ident)
-        if found is None:
-            found = by_ident[ident] = plan[path] = _DirWatch(path, ident)
-        return found
-
-    for target in targets:
-        found = watch(target)
-        if found is not None:
-            found.targets.add(target)
-            continue
-        child, parent = target, os.path.dirname(target)
-        while True:
-            found = watch(parent)
-            if found is not None:
-                found.awaiting.add(os.path.basename(child))
-                break
-            if parent == os.path.dirname(parent):  # the root is gone?
-                break
-            child, parent = parent, os.path.dirname(parent)
-    return plan
-
-
 class SourceWatcher:
     """
-    Watch directories of plugin sources and report changed paths, debounced.
+    Watch directories of plugin sources and report changed paths, once a
+    settle window has passed after the last complete save.
 
     @ivar mode: C{"inotify"} or C{"polling"}: how changes are noticed (it
         becomes C{"polling"} if inotify fails while the watcher runs and
@@ -267,7 +152,7 @@ class SourceWatcher:
         self,
         reactor: IReactorTime,
         on_change: Callable[[FrozenSet[str]], object],
-        debounce: float = 0.05,
+        debounce: float = 0.005,
         poll_interval: float = 0.25,
         use_inotify: bool | None = None,
     ) -> None:
@@ -277,9 +162,11 @@ class SourceWatcher:
             L{twisted.internet.task.Clock} gives polling).
         @param on_change: called with a C{frozenset} of the absolute paths
             changed since the last call, once C{debounce} seconds passed
-            without a further change. If it raises or returns a Deferred
-            that fails, the failure is logged.
-        @param debounce: seconds of quiet before reporting.
+            without a further complete save. A file still being written
+            (with inotify) is not in it: it is reported once closed. If it
+            raises or returns a Deferred that fails, the failure is logged.
+        @param debounce: the settle window: seconds after the last complete
+            save before reporting; several saves inside it give one report.
         @param poll_interval: seconds between two listings, when polling.
         @param use_inotify: L{None} to use inotify when it is available (on
             Linux, with a reactor providing L{IReactorFDSet}), C{True} to
@@ -305,9 +192,12 @@ class SourceWatcher:
         self._running = False
         self._targets: Tuple[str, ...] = ()
         # target -> its last listing; no key: not listed yet (a baseline).
-        self._listings: Dict[str, _Listing] = {}
+        self._listings: Dict[str, Listing] = {}
         self._unreadable: Set[str] = set()
         self._pending: Set[str] = set()
+        # Paths being written (inotify saw the write begin, not end): held,
+        # even when pending, until the writer closes them.
+        self._writing: Set[str] = set()
         self._quiet: Optional[IDelayedCall] = None
         # polling
         self._loop: Optional[LoopingCall] = None
@@ -330,7 +220,8 @@ class SourceWatcher:
         directory too, to watch inside it). A directory may be missing: it
         is reported when it appears. C{__pycache__} directories are
         skipped. Directories newly added are not reported as changed; their
-        current contents are the baseline.
+        current contents are the baseline. Giving the same directories
+        again does nothing.
 
         @param directories: paths (made absolute here).
         """
@@ -341,10 +232,17 @@ class SourceWatcher:
                 self._log.debug("Not watching {directory}: bytecode cache", directory=path)
                 continue
             targets.add(path)
-        self._targets = tuple(sorted(targets))
+        ordered = tuple(sorted(targets))
+        if self._running and ordered == self._targets:
+            return
+        self._targets = ordered
         for gone in self._listings.keys() - targets:
             del self._listings[gone]
         self._unreadable &= targets
+        # A write in a directory no longer watched will not be seen to end.
+        abandoned = {p for p in self._writing if os.path.dirname(p) not in targets}
+        self._writing -= abandoned
+        self._pending -= abandoned
         if not self._running:
             return
         if self.mode == "inotify":
@@ -386,6 +284,7 @@ class SourceWatcher:
             return
         self._running = False
         self._pending.clear()
+        self._writing.clear()
         for call in (self._quiet, self._resync_call):
             if call is not None and call.active():
                 call.cancel()
@@ -402,24 +301,38 @@ class SourceWatcher:
 
     def _changed(self, paths: Iterable[str]) -> None:
         """
-        Remember changed paths and restart the quiet timer.
+        Remember paths whose change is complete (a save ended, an entry
+        appeared or went away) and restart the settle window.
         """
         paths = set(paths)
         if not paths:
             return
+        self._writing -= paths
         self._pending |= paths
         if self._quiet is not None and self._quiet.active():
             self._quiet.reset(self._debounce)
         else:
             self._quiet = self._reactor.callLater(self._debounce, self._report)
 
+    def _being_written(self, paths: Iterable[str]) -> None:
+        """
+        Hold paths whose write began and has not ended: they are not
+        reported until L{_changed} says it ended.
+        """
+        self._writing.update(paths)
+
     def _report(self) -> None:
         """
-        The quiet period is over: report what changed.
+        The settle window is over: report what changed, except the files
+        still being written.
         """
         self._quiet = None
-        paths = frozenset(self._pending)
-        self._pending.clear()
+        self._read_queued_events()
+        if self._quiet is not None:
+            # A save ended meanwhile: the window starts again.
+            return
+        paths = frozenset(self._pending - self._writing)
+        self._pending &= self._writing
         if not paths:
             return
         self._remember(paths)
@@ -435,22 +348,9 @@ class SourceWatcher:
 
     def _remember(self, paths: Iterable[str]) -> None:
         """
-        Update the listings with the current state of reported paths, so a
-        later comparison (after a lost inotify connection) does not report
-        them again.
+        Update the listings with what was just reported (see L{remember}).
         """
-        for path in paths:
-            listing = self._listings.get(os.path.dirname(path))
-            if listing is None:
-                continue
-            try:
-                key = _key(os.stat(path))
-            except OSError:
-                key = None
-            if key is None:
-                listing.pop(path, None)
-            else:
-                listing[path] = key
+        remember(self._listings, paths)
 
     def _rescan(self) -> None:
         """
@@ -473,7 +373,11 @@ class SourceWatcher:
                 changed |= _diff(target, self._listings[target], listing)
             self._listings[target] = listing
         if changed:
-            self._changed(changed)
+            # A file that inotify saw being written stays held until it is
+            # closed, whatever its listing says.
+            held = {p for p in changed & self._writing if os.path.lexists(p)}
+            self._pending |= held
+            self._changed(changed - held)
 
     # -- polling -----------------------------------------------------------
 
@@ -604,8 +508,9 @@ class SourceWatcher:
 
     def _handle_event(self, watch: _DirWatch, path: str, mask: int) -> None:
         """
-        Report a change to an entry, or resync if a watched directory went
-        away or a missing target may be back.
+        Note a change to an entry (complete, or a write in progress that
+        holds it), or resync if a watched directory went away or a missing
+        target may be back.
         """
         if not self._running:
             return
@@ -617,9 +522,39 @@ class SourceWatcher:
         name = os.path.basename(path)
         if mask & _APPEAR_MASK and name in watch.awaiting:
             self._schedule_resync()
-        if watch.targets and mask & _REPORT_MASK:
-            if is_reported_name(name, bool(mask & _inotify.IN_ISDIR)):
-                self._changed(os.path.join(target, name) for target in watch.targets)
+        is_dir = bool(mask & _inotify.IN_ISDIR)
+        if not watch.targets or not is_reported_name(name, is_dir):
+            return
+        paths = [os.path.join(target, name) for target in watch.targets]
+        if mask & _COMPLETE_MASK:
+            self._changed(paths)
+        elif mask & _inotify.IN_CREATE:
+            if is_dir or _appears_whole(path):
+                self._changed(paths)
+            else:  # made by open(): complete when closed
+                self._being_written(paths)
+        elif mask & _inotify.IN_MODIFY:
+            self._being_written(paths)
+
+    def _read_queued_events(self) -> None:
+        """
+        Handle the inotify events already queued, before a report: a write
+        that began before the window ended must hold its file, even when
+        the reactor runs this timer before it reads the inotify descriptor
+        (it runs due timers first). Errors reading are left to the
+        reactor, which sees the descriptor readable and reads it itself.
+        """
+        notifier = self._notifier
+        if notifier is None:
+            return
+        poller = select.poll()
+        poller.register(notifier.fileno(), select.POLLIN)
+        # Bounded: a writer faster than us must not keep us here.
+        for _ in range(64):
+            if self._notifier is not notifier or not poller.poll(0):
+                return
+            if notifier.doRead() is not None:
+                return
 
     def _notifier_lost(self, notifier: _Notifier, reason: Failure) -> None:
         """
