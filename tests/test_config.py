@@ -420,7 +420,7 @@ class TestRestartPolicyKeys:
     def test_an_unknown_manager_key_lists_the_policy_keys(self):
         e = error("[manager]\nrestart_delays = 1\n")
         assert e.key == "manager.restart_delays"
-        assert str(e).endswith("allow_shared_dir, restart, restart_delay, restart_delay_max, "
+        assert str(e).endswith("allow_shared_dir, old_code_grace, restart, restart_delay, restart_delay_max, "
                                "restart_burst, restart_interval, fail_on_error)")
 
     def test_the_example_config_sets_policies(self):
@@ -537,3 +537,22 @@ def test_random_text_gives_config_or_config_error(text):
         parse(text)
     except ConfigError:
         pass
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("old_code_grace = 2.5", 2.5), ("old_code_grace = 10", 10.0), ("old_code_grace = false", False),
+    ("", None),
+])
+def test_old_code_grace(tmp_path, text, expected):
+    from twisted_plugmgr._config import parse_config
+
+    config = parse_config(f"[manager]\n{text}\n", str(tmp_path / "plugmgr.toml"))
+    assert config.manager.old_code_grace == expected
+
+
+@pytest.mark.parametrize("value", ["true", "0", "-1", "'soon'"])
+def test_a_bad_old_code_grace_is_refused_naming_the_key(tmp_path, value):
+    from twisted_plugmgr._config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="manager.old_code_grace"):
+        parse_config(f"[manager]\nold_code_grace = {value}\n", str(tmp_path / "plugmgr.toml"))

@@ -98,6 +98,14 @@ class Version:
         """
         _source.purge(self.module_name)
 
+    def retire_to(self, oldcode: Any, name: str) -> None:
+        """
+        Tell C{oldcode} (an L{_oldcode.OldCode}) that this version's code
+        went, so that it is checked for references left to it.
+        """
+        oldcode.retired(name, self.imported.module, self.cls, self.imported.modules,
+                        version=self.version)
+
     def fresh(self) -> Version:
         """
         The same code and class, not constructed yet (to roll back to).

@@ -46,6 +46,7 @@ from ._lifecycle import (
     coerce_deadlines,
 )
 from ._loading import Loader
+from ._oldcode import OldCode
 from ._policy import RestartPolicy
 from ._registry import PluginInfo, Record, Registry
 from ._reload import UNCHANGED, Reloader
@@ -73,6 +74,9 @@ class PluginManager(MultiService):
     @param slow_call: a handler call longer than this many seconds
         broadcasts C{plugin_warning}.
     @param timer: the clock handler calls are measured with.
+    @param old_code_grace: seconds after a plugin version goes (unload,
+        reload) to warn if its module or class is still referenced (L{None}:
+        never).
     @param policy: the restart policy of the plugins that do not say
         otherwise: C{restart}, C{restart_delay}, C{restart_delay_max},
         C{restart_burst}, C{restart_interval}, C{fail_on_error} (see
@@ -92,6 +96,7 @@ class PluginManager(MultiService):
         stop_mode: Union[ShutdownMode, str] = ShutdownMode.SMART,
         slow_call: float = 0.25,
         timer: Callable[[], float] = time.perf_counter,
+        old_code_grace: Optional[float] = 5.0,
         **policy: Any,
     ) -> None:
         super().__init__()
@@ -130,7 +135,8 @@ class PluginManager(MultiService):
             self._phase, settle=self._settle,
             dropped=self._dropped, changed=self._autoreload.update,
             park=lambda record: self._supervisor.park(record),
-            parked=lambda record: self._supervisor.parked(record))
+            parked=lambda record: self._supervisor.parked(record),
+            oldcode=OldCode(reactor, reporter.warning, old_code_grace))
         self._loader = Loader(
             registry, self._life, self._index, self._delivery, reporter, self._import, reactor,
             self._phase, running=lambda: bool(self.running), teardown=self._stopper.teardown,
@@ -142,6 +148,7 @@ class PluginManager(MultiService):
             release=self._loader.release,
             revive=lambda record, data, clear: self._supervisor.revive(record, data, clear),
             after=self._after_reload, lost=self._stopper.lost, phase=self._phase)
+        self._reloader.oldcode = self._stopper.oldcode
         self._supervisor = Supervisor(
             registry, self._life, self._index, self._delivery, reporter, reactor,
             RestartPolicy().evolve(**policy), self.deadlines, settle=self._settle,
@@ -226,10 +233,8 @@ class PluginManager(MultiService):
 
     def policy_of(self, name: str) -> RestartPolicy:
         """
-        The restart policy of plugin C{name}: the manager's, under its
-        class's attributes, under what its load (or config) gave.
-
-        @raise NoSuchPlugin: if it is not loaded.
+        Plugin C{name}'s restart policy: the manager's, under its class's
+        attributes, under what its load gave. @raise NoSuchPlugin: if none.
         """
         return self._supervisor.policy_of(self._registry.named(name))
 
@@ -245,11 +250,8 @@ class PluginManager(MultiService):
 
     def reset(self, name: str) -> Deferred[Any]:
         """
-        Forget plugin C{name}'s restarts; a quarantined plugin is started
-        afresh, as L{load} would.
-
-        @return: a Deferred with the instance (once started); failing with
-            L{NoSuchPlugin} if it is not loaded.
+        Forget plugin C{name}'s restarts; a quarantined one starts afresh.
+        @return: a Deferred with the instance; failing with L{NoSuchPlugin}.
         """
         try:
             return self._supervisor.reset(self._registry.named(name))
@@ -490,10 +492,10 @@ class PluginManager(MultiService):
 
     # -- watching ---------------------------------------------------------
 
-    def watch(self, debounce: float = 0.05, **options: Any) -> None:
+    def watch(self, debounce: float = 0.005, **options: Any) -> None:
         """
-        Reload plugins when their source files change, after C{debounce}
-        seconds of quiet; announce new and removed plugin files in the
+        Reload plugins when their source files change, C{debounce} seconds
+        after the last complete save; announce new and removed plugin files in the
         configured paths (C{plugin_available}, C{plugin_source_removed}).
         Uses inotify where it can, polling elsewhere. C{options} go to
         L{SourceWatcher} (C{poll_interval}, C{use_inotify}).

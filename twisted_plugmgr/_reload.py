@@ -104,6 +104,7 @@ class Reloader:
         self.release = release
         self.revive = revive
         self.phase = phase
+        self.oldcode: Any = None  # told of the old code of each reload (an OldCode)
         self.after = after
         self.lost = lost
         self._queued: Dict[Record, _Queued] = {}
@@ -565,6 +566,8 @@ class ReloadAttempt:
             self.record.restarts += 1
             self.reloader.reporter.broadcast("plugin_started", self.name)
         else:
+            if self.old is not None and self.reloader.oldcode is not None:
+                self.old.retire_to(self.reloader.oldcode, self.name)
             self.record.reloads += 1
             self.reloader.reporter.broadcast("plugin_reloaded", self.name,
                                              old_version=self.old_version,

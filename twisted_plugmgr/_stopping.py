@@ -26,6 +26,7 @@ from ._errors import (
 from ._events import Reporter
 from ._instance import VersionLife
 from ._lifecycle import ManagerLifecycle, ShutdownMode
+from ._oldcode import OldCode
 from ._registry import Record, Registry
 
 __all__ = ["Stopper", "UNLOAD_REASONS"]
@@ -60,6 +61,8 @@ class Stopper:
         open (to watch other files).
     @param park: stops a restart under way for a record (see
         L{_supervise.Supervisor.park}); C{parked} says whether one is.
+    @param oldcode: told of the code of each plugin that goes, and stopped
+        once the manager has shut down.
     """
 
     def __init__(self, registry: Registry, life: VersionLife, index: HandlerIndex,
@@ -67,7 +70,7 @@ class Stopper:
                  phase: ManagerLifecycle, settle: Callable[[Record], None],
                  dropped: Callable[[Record, PluginError], None],
                  changed: Callable[[], None], park: Callable[[Record], Deferred[Any]],
-                 parked: Callable[[Record], bool]) -> None:
+                 parked: Callable[[Record], bool], oldcode: OldCode) -> None:
         self.registry = registry
         self.life = life
         self.index = index
@@ -80,6 +83,7 @@ class Stopper:
         self.changed = changed
         self.park = park
         self.parked = parked
+        self.oldcode = oldcode
         self._shutdown = Shared()  # the outcome of the manager's shutdown
 
     def unload_named(self, name: Any, mode: Any, reason: str, cascade: bool = True,
@@ -211,6 +215,7 @@ class Stopper:
             if version.instance is not None:
                 self.life.release(record.name, version.instance)
             version.purge()
+            version.retire_to(self.oldcode, record.name)
         if record.displaced:  # what the load took aside goes back
             _source.restore_modules(min(record.displaced, key=len), record.displaced)
             record.displaced = {}
@@ -244,6 +249,7 @@ class Stopper:
         unwatch()
 
         def stopped(_: Any) -> None:
+            self.oldcode.stop()
             self.phase.fire("stopped")
             self.reporter.broadcast("plugin_manager_shutdown")
             self._shutdown.fire(None)

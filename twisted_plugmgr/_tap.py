@@ -208,6 +208,9 @@ class PlugmgrService(MultiService):
         kw: Dict[str, Any] = {"stop_mode": manager_config.shutdown_mode}
         if manager_config.start_deadline is not None:
             kw["start_deadline"] = manager_config.start_deadline
+        if manager_config.old_code_grace is not None:
+            grace = manager_config.old_code_grace
+            kw["old_code_grace"] = None if grace is False else grace
         # The restart policy keys the file gives; the others keep the
         # manager's defaults.
         kw.update(manager_config.policy())
@@ -317,9 +320,8 @@ class PlugmgrService(MultiService):
 
     def _report_ready(self, outcome: Dict[str, Any]) -> Dict[str, Any]:
         failed = sorted(name for name, result in outcome.items() if result is not True)
-        self.log.info("plugmgr ready: {loaded} of {count} plugins loaded{failed}",
-                      loaded=len(outcome) - len(failed), count=len(outcome),
-                      failed=f"; failed: {', '.join(failed)}" if failed else "")
+        self.log.info("plugmgr ready: {loaded} of {count} plugins loaded{failed}", count=len(outcome),
+                      loaded=len(outcome) - len(failed), failed=_failed_suffix(failed))
         return outcome
 
     def _load_all(self, plugins: List[PluginConfig]) -> Deferred:
@@ -624,3 +626,10 @@ def _format_policy(keys: Mapping[str, Any]) -> str:
     if not keys:
         return "none given"
     return ", ".join(f"{key}={keys[key]!r}" for key in POLICY_KEYS if key in keys)
+
+
+def _failed_suffix(failed: List[str]) -> str:
+    """
+    "; failed: a, b" for the ready line, or nothing.
+    """
+    return f"; failed: {', '.join(failed)}" if failed else ""

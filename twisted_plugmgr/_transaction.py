@@ -45,6 +45,7 @@ class TransactionHost(Protocol):
     abandon: Callable[[Record, str], None]
     after: Callable[[Record], None]
     lost: Callable[[Record, PluginError], None]
+    oldcode: Any
 
     def prepare(self, record: Record, data: Any) -> Tuple[Version, Dict[str, Any]]:
         """Import and construct C{record}'s new version beside the old one."""
@@ -238,6 +239,8 @@ class Transaction:
             record.reloads += 1
             record.last_reload_error = record.last_reload_error_at = None
             versions[record.name] = new.version
+            if reloader.oldcode is not None:
+                entry.old.retire_to(reloader.oldcode, record.name)
         for entry in self.entries:
             reloader.reporter.broadcast("plugin_reloaded", entry.record.name,
                                         old_version=entry.old_version,

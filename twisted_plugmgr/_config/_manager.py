@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import keyword
 import types
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import attr
 
@@ -40,6 +40,9 @@ class ManagerConfig(PolicyKeys):
         secret, or L{None}.
     @ivar allow_shared_dir: allow the control socket in a directory that
         other users can write to.
+    @ivar old_code_grace: seconds after a plugin version goes to warn if its
+        code is still referenced; C{False} when the file turns the check off,
+        L{None} when it does not say (the manager's default).
     @ivar restart: the manager's default restart policy keys (as
         L{RestartPolicy}'s; C{restart}, C{restart_delay}, C{restart_delay_max},
         C{restart_burst}, C{restart_interval}, C{fail_on_error}), each
@@ -59,6 +62,7 @@ class ManagerConfig(PolicyKeys):
     control_token: Optional[str] = None
     control_token_file: Optional[str] = None
     allow_shared_dir: bool = False
+    old_code_grace: Union[float, bool, None] = None
     restart: Optional[str] = None
     restart_delay: Optional[float] = None
     restart_delay_max: Optional[float] = None
@@ -71,6 +75,7 @@ class ManagerConfig(PolicyKeys):
 MANAGER_KEYS = (
     "packages", "paths", "watch", "control", "shutdown_mode", "deadlines",
     "start_deadline", "control_token", "control_token_file", "allow_shared_dir",
+    "old_code_grace",
 ) + POLICY_KEYS
 
 
@@ -103,6 +108,16 @@ def check_manager(check: Checker, value: Any) -> ManagerConfig:
         kw["deadlines"] = _deadlines(check, section["deadlines"])
     if "start_deadline" in section:
         kw["start_deadline"] = check.positive(section["start_deadline"], "manager.start_deadline")
+    if "old_code_grace" in section:
+        grace = section["old_code_grace"]
+        if grace is False:
+            kw["old_code_grace"] = False
+        elif isinstance(grace, bool):
+            raise check.fail("manager.old_code_grace",
+                             "expected a positive number of seconds, or false to turn it off",
+                             "true")
+        else:
+            kw["old_code_grace"] = check.positive(grace, "manager.old_code_grace")
     if "control_token" in section:
         kw["control_token"] = check.string(section["control_token"], "manager.control_token")
     if "control_token_file" in section:
