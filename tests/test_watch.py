@@ -711,14 +711,13 @@ async def test_inotify_write_in_chunks_reported_once_closed(
     window between them, is reported once, after it is closed: a save that
     ends (C{marker.py}) after each chunk is reported alone.
     """
-    from twisted.internet import reactor
 
     module = plugins / "hello.py"
     f = start_writing(module, "VERSION = 2\n")
     try:
         write(plugins / "marker.py", "")
         assert await reports.next() == paths(plugins / "marker.py")
-        await deferLater(reactor, 4 * WINDOW)
+        # The marker's report came a settle window after it: the pause is longer.
         f.write("def later():\n    return 2\n")
         f.flush()
         write(plugins / "marker.py", "# 2")
@@ -740,7 +739,6 @@ async def test_inotify_half_written_file_never_reported(
     rewritten in place, a new module, a new module still empty) are never
     reported, however long they stay so.
     """
-    from twisted.internet import reactor
 
     watcher = make_inotify_watcher(reports, [plugins])
     half_written = [
@@ -751,7 +749,7 @@ async def test_inotify_half_written_file_never_reported(
     try:
         write(plugins / "marker.py", "")
         assert await reports.next() == paths(plugins / "marker.py")
-        await deferLater(reactor, 4 * WINDOW)
+        # The marker's report came a settle window after it: the pause is longer.
         write(plugins / "marker.py", "# 2")
         assert await reports.next() == paths(plugins / "marker.py")
     finally:
