@@ -52,13 +52,6 @@ class Shared:
         self._result: Any = self._PENDING
         self._waiters: List[Deferred[Any]] = []
 
-    @property
-    def done(self) -> bool:
-        """
-        Whether the outcome is set.
-        """
-        return self._result is not self._PENDING
-
     def fire(self, result: Any) -> None:
         """
         Set the outcome (a value or a Failure) and pass it to every waiter.
