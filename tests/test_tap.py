@@ -143,8 +143,8 @@ async def nothing():
 class RecordingManager(PluginManager):
     """
     A real manager that also records how the service drives it: its restart
-    policy arguments, and each load, reload, set_policy and
-    set_restart_policy call.
+    policy arguments, and each load, reload (one of a transaction too),
+    set_policy and set_restart_policy call.
     """
 
     def __init__(self, *a, **kw):
@@ -159,6 +159,11 @@ class RecordingManager(PluginManager):
     def reload(self, name, *a, **kw):
         self.calls.append(("reload", name))
         return super().reload(name, *a, **kw)
+
+    def reload_many(self, names, *a, **kw):
+        # A reconfig reloads what changed in one transaction.
+        self.calls.extend(("reload", name) for name in names)
+        return super().reload_many(names, *a, **kw)
 
     def set_policy(self, name, **policy):
         self.calls.append(("set_policy", name, policy))
@@ -906,3 +911,42 @@ def test_dropin_lists_plugmgr_with_a_read_only_cache(tmp_path, monkeypatch, log)
     assert makers[0].options is Options
     assert not (dropins / "dropin.cache").exists()
     assert log.has("Unable to write to plugin cache")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reconfig_with_one_failure_changes_nothing(home, running, log, logged_failures):
+    """
+    A reconfig that would load, unload and reload, where one reload fails,
+    is one transaction: nothing is loaded, unloaded or reloaded.
+    """
+    config = write_config(home, BASE + "\n[plugins.delta]\n")
+    r = running(config)
+    await r.start()
+    alpha, beta = r.instance("alpha"), r.instance("beta")
+    write_config(home, """
+        [manager]
+        paths = ["plugins"]
+
+        [plugins.alpha]
+        data = { n = 2 }      # changed: would be reloaded
+
+        [plugins.beta]
+        data = "changed"      # changed too, but its new version cannot start
+
+        # delta removed: would be unloaded
+
+        [plugins.epsilon]     # new: would be loaded
+    """)
+    write_plugin(home / "plugins", "epsilon")
+    write_plugin(home / "plugins", "beta", body="""
+def startService(self):
+    raise RuntimeError("beta 2 cannot start")
+""")
+    await timeout(r.service.reconfig())
+    assert sorted(r.table()) == ["alpha", "beta", "delta"]
+    assert r.instance("alpha") is not None and r.instance("alpha").data != {"n": 2}
+    assert r.table()["alpha"].reloads == 0 and r.table()["beta"].reloads == 0
+    assert r.instance("beta").running
+    assert log.has("reconfig aborted, nothing changed")
+    assert alpha is not None and beta is not None
+    logged_failures.flush(Exception)

@@ -45,6 +45,7 @@ from ._deferreds import run_blocking
 from ._errors import NoSuchPlugin
 from ._lifecycle import ShutdownMode
 from ._policy import POLICY_KEYS, RestartPolicy
+from ._reconfig import ReconfigTransaction
 from ._settings import Overrides, Settings, StartupError, apply_overrides, read_config
 from ._source import check_name
 
@@ -520,37 +521,8 @@ class PlugmgrService(MultiService):
                       "restart policy {policy}",
                       unload=unload, reload=reload, load=load, policy=policy)
 
-        def step(_: Any, action: str, name: str) -> Optional[Deferred]:
-            if action == "policy":
-                if not self._set_policy(name, new.plugins[name].policy(),
-                                        reloaded=name in reload):
-                    failed.append(f"policy {name}")
-                return None
-            if action == "unload":
-                d = self.manager.unload(name, reason="removed from the config")
-            elif action == "reload":
-                d = self.manager.reload(name, data=_plugin_data(new.plugins[name]))
-            else:
-                d = self.manager.load(name, _plugin_data(new.plugins[name]),
-                                      **new.plugins[name].policy())
-            # The manager broadcasts (and logs) each failure as an event.
-            d.addErrback(lambda f: failed.append(f"{action} {name}"))
-            return d
-
-        # The new policy of a plugin that is reloaded is set before its
-        # reload, so that its new instance starts under it.
-        d: Deferred = succeed(None)
-        for action, names in (("unload", unload), ("policy", policy), ("reload", reload),
-                              ("load", load)):
-            for name in names:
-                d.addCallback(step, action, name)
-
-        def report(_: Any) -> None:
-            if failed:
-                self.log.warn("reconfig done; failed: {failed}", failed=", ".join(failed))
-            else:
-                self.log.info("reconfig done")
-        return d.addCallback(report)
+        return ReconfigTransaction(self.manager, new, self._set_policy, self.log).run(
+            unload, reload, load, policy, failed)
 
     def _set_manager_policy(self, changes: Dict[str, Any]) -> bool:
         """
