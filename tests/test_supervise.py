@@ -640,3 +640,15 @@ def test_with_fail_on_error_a_deferlater_that_raises_is_a_failure(env, fail_on_e
     assert [e.cause for e in events.of("plugin_failed")] == (["error"] if fail_on_error else [])
     assert events.of("plugin_error") == []  # handled by the plugin: no plugin_error
     assert ("later" in manager.plugin_table()) is (not fail_on_error)
+
+
+def test_reset_during_a_restart_answers_the_new_instance_and_counts_nothing(env):
+    manager, clock, events, plugdir = env
+    worker(plugdir)
+    result_of(manager.load("worker"))
+    fail_it(manager)
+    reset = manager.reset("worker")
+    assert not reset.called  # the fresh instance is on its way
+    clock.advance(0.1)
+    assert result_of(reset) is current(manager) and current(manager).running
+    assert manager.plugin_table()["worker"].restarts == 0

@@ -268,6 +268,9 @@ class Loader:
             return fail(NoSuchPlugin(name, "required but not loaded"))
         if record.lifecycle.serving:
             return succeed(record.instance)
+        if record.lifecycle.restarting and not self.phase.accepting:
+            # Nothing restarts once the manager shuts down.
+            return fail(NoSuchPlugin(name, "required, but its restart was stopped"))
         if record.lifecycle.headed_for_running:
             return record.when_settled().addCallback(lambda _: self._when_running(name))
         return fail(NoSuchPlugin(name, f"required but {record.state.value}"))

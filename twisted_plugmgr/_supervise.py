@@ -52,6 +52,7 @@ class _Restart:
     cancelled: bool = False
     parked: Shared = attr.ib(factory=Shared)
     started: Shared = attr.ib(factory=Shared)
+    answered: bool = False
 
 
 class Supervisor:
@@ -246,6 +247,7 @@ class Supervisor:
         self.delivery.fail_inbox(record, error)
         self.settle(record)
         restart.parked.fire(None)
+        self._answer(restart, Failure(error))
         return quit_message
 
     def _wait(self, quit_message: Any, record: Record, restart: _Restart) -> Any:
@@ -261,6 +263,18 @@ class Supervisor:
         if self._restarts.get(record) is restart:
             del self._restarts[record]
         restart.parked.fire(None)
+        self._answer(restart, Failure(NoSuchPlugin(record.name, "its restart was stopped")))
+        record.settled()  # who waits for it to run asks again (and hears it will not)
+
+    @staticmethod
+    def _answer(restart: _Restart, outcome: Any) -> None:
+        """
+        Give who waits for C{restart}'s instance (a reset, a load) its
+        outcome, once.
+        """
+        if not restart.answered:
+            restart.answered = True
+            restart.started.fire(outcome)
 
     def _start(self, record: Record, restart: _Restart) -> None:
         restart.call = None
@@ -293,7 +307,7 @@ class Supervisor:
         self.index.set(record.name, record.sequence, version.specs)
         self.reporter.broadcast("plugin_started", record.name)
         self.delivery.schedule(record)
-        restart.started.fire(instance)
+        self._answer(restart, instance)
         restart.parked.fire(None)
         self.settle(record)
         if not restart.cancelled:
@@ -321,7 +335,7 @@ class Supervisor:
             self._restart(record, self.policy_of(record), failure, ShutdownMode.IMMEDIATE,
                           "failed (start)")
         restart.parked.fire(None)
-        restart.started.fire(failure)  # last: its caller may unload it
+        self._answer(restart, failure)  # last: its caller may unload it
 
     # -- what operators do -------------------------------------------------
 
@@ -379,6 +393,10 @@ class Supervisor:
             return fail(NoSuchPlugin(record.name, f"it is {record.state.value}"))
         record.window.clear()
         record.restarts = 0
+        restart = self._restarts.get(record)
+        if restart is not None:  # a restart under way: its instance, once started
+            restart.attempt = 0  # a fresh start now: not counted
+            return restart.started.wait()
         return succeed(record.instance)
 
     def forget(self, record: Record) -> None:
