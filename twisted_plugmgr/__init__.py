@@ -5,6 +5,7 @@ plugins as child services.
 Public names only; everything is defined in the private modules.
 """
 
+from ._details import PluginDetails
 from ._dispatch import STOP, handler
 from ._errors import (
     AlreadyLoaded,
@@ -56,6 +57,7 @@ __all__ = [
     "PluginAPI",
     "PluginError",
     "PluginEvent",
+    "PluginDetails",
     "PluginInfo",
     "PluginManager",
     "PluginQuarantined",

@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._details import PluginDetails
 from ._errors import (
     AlreadyLoaded,
     InitFailed,
@@ -424,6 +425,18 @@ class FakePluginManager:
         self.calls.append(("info", name))
         self._loaded(name)
         return self._row(name)
+
+    def details(self, name: Any) -> PluginDetails:
+        """
+        The L{PluginDetails} of plugin C{name}: its row, no requirements,
+        files or old versions, and the default restart policy.
+
+        @raise NoSuchPlugin: if it is not loaded.
+        """
+        self.calls.append(("details", name))
+        self._loaded(name)
+        return PluginDetails(info=self._row(name), requires=(), dependents=(), files={},
+                             policy=RestartPolicy(), old_versions=())
 
     def available(self) -> List[str]:
         """

@@ -129,6 +129,15 @@ class IPluginManager(Interface):
         @raise NoSuchPlugin: if it is not loaded.
         """
 
+    def details(name):
+        """
+        Return a L{PluginDetails} of plugin C{name}: its row, what it
+        requires and what requires it, its source files and their hashes,
+        its restart policy and its old versions still alive.
+
+        @raise NoSuchPlugin: if it is not loaded.
+        """
+
     def unload(name, mode="smart", reason="", cascade=True):
         """
         Shut plugin C{name} down in C{mode} and remove it.

@@ -30,6 +30,7 @@ from zope.interface import implementer
 from . import _source
 from ._autoreload import AutoReload
 from ._delivery import Delivery
+from ._details import PluginDetails, describe
 from ._dispatch import HandlerIndex
 from ._errors import (
     NoSuchPlugin,
@@ -168,18 +169,12 @@ class PluginManager(MultiService):
 
     @property
     def module_prefix(self) -> str:
-        """
-        The prefix of the private names this manager's plugins are imported
-        under in C{sys.modules} (each manager has its own).
-        """
+        """The prefix of its plugins' private names in C{sys.modules} (one per manager)."""
         return self._private_prefix
 
     @property
     def watch_mode(self) -> Optional[str]:
-        """
-        How source files are watched: C{"inotify"} or C{"polling"} after
-        L{watch}, L{None} when they are not.
-        """
+        """How files are watched: C{"inotify"} or C{"polling"}; L{None} before L{watch}."""
         return self._autoreload.mode
 
     def add_package(self, package: str) -> None:
@@ -206,9 +201,7 @@ class PluginManager(MultiService):
     def instance_of(self, name: str) -> Any:
         """
         The instance serving under C{name} (what a L{LiveReference} reaches).
-
-        @raise NoSuchPlugin: when none is (not loaded, loading, stopping,
-            restarting, quarantined).
+        @raise NoSuchPlugin: when none is (loading, stopping, restarting...).
         """
         return self._host.instance_of(name)
 
@@ -216,9 +209,7 @@ class PluginManager(MultiService):
 
     @property
     def restart_policy(self) -> RestartPolicy:
-        """
-        The restart policy of the plugins that do not say otherwise.
-        """
+        """The restart policy of the plugins that do not say otherwise."""
         return self._supervisor.defaults
 
     def set_restart_policy(self, **policy: Any) -> RestartPolicy:
@@ -274,14 +265,21 @@ class PluginManager(MultiService):
         return table
 
     def info(self, name: str) -> PluginInfo:
-        """
-        The row of plugin C{name} (loading included), not broadcast.
-        @raise NoSuchPlugin: if there is none.
-        """
+        """The row of plugin C{name} (loading included). @raise NoSuchPlugin: if none."""
         record = self._registry.get(name)
         if record is None:
             raise NoSuchPlugin(name, "not loaded")
         return record.info(self._index.events_of(name))
+
+    def details(self, name: str) -> PluginDetails:
+        """
+        All the manager knows of plugin C{name} (L{PluginDetails}: its row,
+        requirements, dependents, files, policy, old versions still alive).
+        @raise NoSuchPlugin: if it is not loaded.
+        """
+        record = self._registry.named(name)
+        return describe(record, self._registry, list(self._index.events_of(name)),
+                        self._supervisor.policy_of(record), self._stopper.oldcode)
 
     def available(self) -> List[str]:
         """
@@ -503,7 +501,5 @@ class PluginManager(MultiService):
         self._autoreload.start(debounce, **options)
 
     def unwatch(self) -> None:
-        """
-        Stop watching source files.
-        """
+        """Stop watching source files."""
         self._autoreload.stop()
