@@ -9,15 +9,58 @@ new restart policies are set.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
+import attr
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._config import Config, PluginConfig
 
-__all__ = ["ReconfigTransaction"]
+__all__ = ["ReconfigOutcome", "ReconfigRefused", "ReconfigTransaction"]
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class ReconfigOutcome:
+    """
+    What a reconfig changed (all empty: nothing needed to).
+
+    @ivar loaded: the plugins it loaded.
+    @ivar unloaded: the plugins it unloaded.
+    @ivar reloaded: the plugins it reloaded (their data changed).
+    @ivar policy: the plugins given new restart policy keys, not reloaded.
+    @ivar manager_policy: whether the manager's default restart policy
+        changed.
+    """
+
+    loaded: Tuple[str, ...] = ()
+    unloaded: Tuple[str, ...] = ()
+    reloaded: Tuple[str, ...] = ()
+    policy: Tuple[str, ...] = ()
+    manager_policy: bool = False
+
+    @property
+    def changed(self) -> bool:
+        """
+        Whether anything changed.
+        """
+        return bool(self.loaded or self.unloaded or self.reloaded or self.policy
+                    or self.manager_policy)
+
+
+class ReconfigRefused(Exception):
+    """
+    A reconfig that changed nothing: the file is invalid, or a step of the
+    transaction failed and was rolled back.
+
+    @ivar reason: one line saying why (the file's error, naming the file,
+        or the step that failed and its error).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def plugin_data(plugin: PluginConfig) -> Any:
