@@ -21,6 +21,8 @@ def test_the_defaults_are_systemds_habits():
     ("restart", "sometimes"), ("restart", None), ("restart_delay", -1), ("restart_delay", "1"),
     ("restart_delay", True), ("restart_delay_max", float("nan")), ("restart_burst", 1.5),
     ("restart_burst", -1), ("restart_interval", 0), ("fail_on_error", "yes"),
+    ("restart_delay", float("inf")), ("restart_delay_max", float("inf")),
+    ("restart_interval", float("inf")), ("restart", "On-Failure"),
 ])
 def test_a_bad_value_is_refused_naming_the_key(key, value):
     with pytest.raises(ValueError, match=key):

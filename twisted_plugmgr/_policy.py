@@ -8,6 +8,8 @@ a policy is L{_supervise}.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import attr
@@ -47,8 +49,9 @@ def _check(key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"invalid restart_burst {value!r}: expected a whole number >= 0")
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise ValueError(f"invalid {key} {value!r}: expected a number of seconds")
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value)):
+        raise ValueError(f"invalid {key} {value!r}: expected a finite number of seconds")
     if key == "restart_interval" and not value > 0:
         raise ValueError(f"invalid restart_interval {value!r}: expected a positive number of seconds")
     if value < 0:
