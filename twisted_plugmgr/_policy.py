@@ -9,7 +9,6 @@ a policy is L{_supervise}.
 from __future__ import annotations
 
 import math
-
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import attr
