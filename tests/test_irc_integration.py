@@ -15,8 +15,10 @@ import pytest_twisted
 from irc_server import connect_client, start_server
 from twisted.application.service import MultiService
 from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 
-from twisted_plugmgr import PluginManager
+from twisted_plugmgr import CompileFailed, PluginManager
 from twisted_plugmgr.irc import ADMIN_PACKAGE, make_bot_service
 
 CHANNEL = "#test"
@@ -244,3 +246,56 @@ async def test_twisted_fallback_server_serves_the_bot(mode, tmp_path, monkeypatc
         alice.transport.loseConnection()
         await alice.lost
         await server.stop()
+
+
+async def until(predicate, seconds=10.0):
+    """
+    Wait (on the reactor, a few milliseconds at a time) until C{predicate()}.
+    """
+    for _ in range(int(seconds / 0.01)):
+        if predicate():
+            return
+        await deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("gave up waiting")
+
+
+@pytest_twisted.ensureDeferred
+async def test_owner_is_told_in_private_when_a_save_breaks_a_plugin(irc_env, logged_failures):
+    # alice joined before the bot: it knows her from its WHO of the channel.
+    await until(lambda: irc_env.bot.owner_nicks() == ["alice"])
+    (irc_env.plugins / "greet.py").write_text("import json\njson.loads('{')\n")
+    waiting = irc_env.alice.wait_privmsg(BOT, "alice")
+    outcome = await irc_env.manager.reload_changed()
+    assert outcome["greet"].check(CompileFailed)
+    _, _, params = await waiting
+    assert params[-1].startswith("greet did not reload after its file changed: module failed "
+                                 "to import: ")
+    assert "JSONDecodeError" in params[-1]
+    assert await ask(irc_env.alice, "!greet") == "hello alice"  # the old version serves
+    write_greet(irc_env.plugins, version="2.0", text="hi again")
+    waiting = irc_env.alice.wait_privmsg(BOT, "alice")
+    await irc_env.manager.reload_changed()
+    _, _, params = await waiting
+    assert params[-1] == "greet works again: reloaded (version 2.0)"
+    assert await ask(irc_env.alice, "!greet") == "hi again alice"
+    logged_failures.flush(CompileFailed)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconnect_line_names_the_server_and_why(irc_env):
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        await irc_env.server.stop()
+        await until(lambda: any("connection refused" in formatEvent(e) for e in logged))
+        await irc_env.server.start()
+        await until(lambda: irc_env.bot.sign_ons == 2)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    lines = [formatEvent(e) for e in logged
+             if str(e.get("log_namespace", "")).startswith("twisted_plugmgr.irc")]
+    address = f"127.0.0.1 port {irc_env.server.port}"
+    assert any(line.startswith(f"IRC server {address}: connection lost: ") for line in lines), lines
+    assert f"IRC server {address}: connection refused; reconnecting in 0.1 s (attempt 2)" in lines
+    assert f"IRC server {address}: signed on as {BOT}" in lines
+    assert not any("Scheduling retry" in formatEvent(e) for e in logged)

@@ -316,6 +316,41 @@ def test_reload_changed_reports_failures(env, logged_failures):
     logged_failures.flush(CompileFailed)
 
 
+def test_reloads_for_a_changed_source_say_so_in_their_events(env, logged_failures):
+    manager, clock, events, plugdir = env
+    counter(plugdir)
+    result_of(manager.load("counter"))
+    (plugdir / "counter.py").write_text("def (:\n")
+    result_of(manager.reload_changed())
+    failure_of(manager.reload("counter"), CompileFailed)  # asked for: no reason
+    assert [e.reason for e in events.of("plugin_reload_failed")] == ["source_changed", None]
+    counter(plugdir, tag="v2")
+    result_of(manager.reload_changed())
+    result_of(manager.reload("counter"))
+    assert [e.reason for e in events.of("plugin_reloaded")] == ["source_changed", None]
+    logged_failures.flush(CompileFailed)
+
+
+def test_several_changed_sources_reload_together_and_say_so(env, logged_failures):
+    manager, clock, events, plugdir = env
+    write_plugin(plugdir, "one")
+    write_plugin(plugdir, "two")
+    result_of(manager.load("one"))
+    result_of(manager.load("two"))
+    write_plugin(plugdir, "one", version="2")
+    write_plugin(plugdir, "two", version="2", header="raise ValueError('two is broken')\n")
+    outcome = result_of(manager.reload_changed())
+    assert outcome["two"].check(Exception)
+    failed = events.of("plugin_reload_failed")
+    assert {e.plugin for e in failed} == {"one", "two"}
+    assert {e.reason for e in failed} == {"source_changed"}
+    write_plugin(plugdir, "two", version="3")
+    result_of(manager.reload_changed())
+    assert [(e.plugin, e.reason) for e in events.of("plugin_reloaded")] == [
+        ("one", "source_changed"), ("two", "source_changed")]
+    logged_failures.flush()
+
+
 def test_reload_changed_sees_submodules(env):
     manager, clock, events, plugdir = env
     pkg = plugdir / "pkgplug"

@@ -277,3 +277,4 @@ class ReloadFailed(PluginError):
 
     def describe(self) -> str:
         return "the transaction failed"
+

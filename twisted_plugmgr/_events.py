@@ -8,7 +8,7 @@ every event is also logged through C{twisted.logger} with its fields.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import attr
 from twisted.logger import Logger, LogLevel
@@ -18,6 +18,7 @@ from ._errors import (
     AlreadyLoaded,
     CompileFailed,
     DependencyError,
+    HandlerAbandoned,
     InitFailed,
     InvalidMetadata,
     InvalidName,
@@ -25,6 +26,7 @@ from ._errors import (
     NoSuchPlugin,
     PluginError,
 )
+from ._tracebacks import for_the_log
 
 __all__ = [
     "PluginEvent",
@@ -89,12 +91,15 @@ LOAD_FAILURES: Tuple[Tuple[type, str, str], ...] = (
 _LEVELS: Mapping[str, LogLevel] = {
     # A refused unload is the caller's mistake, not a fault of the service.
     "plugin_unload_failed": LogLevel.warn,
-    "plugin_invalid_values": LogLevel.warn,
     "plugin_warning": LogLevel.warn,
     "plugin_table": LogLevel.debug,
     "plugin_waiting": LogLevel.info,
     "plugin_restarting": LogLevel.warn,
 }
+
+
+#: The errors that are the caller's mistake, not a fault of a plugin.
+_CALLER_MISTAKES: Tuple[type, ...] = (InvalidName, NoSuchPlugin, AlreadyLoaded, ManagerStopped)
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True, kw_only=True)
@@ -176,11 +181,23 @@ Listener = Callable[[PluginEvent], object]
 class Listeners:
     """
     The listeners of one manager, in registration order.
+
+    What is logged stays quiet: C{plugin_table} events (one each time
+    someone reads the table: C{plugmgr status}, C{!plugins}, a dashboard)
+    are not logged unless C{log_tables} is true (then at debug level); a
+    plugin that only lacks optional metadata (C{plugin_invalid_values}) is
+    logged at info level the first time for each plugin name, at debug level
+    after (every event still reaches the listeners).
+
+    @param log: where events are logged.
+    @param log_tables: log C{plugin_table} events too.
     """
 
-    def __init__(self, log: Optional[Logger] = None) -> None:
+    def __init__(self, log: Optional[Logger] = None, *, log_tables: bool = False) -> None:
         self._listeners: List[Listener] = []
         self._log = log if log is not None else Logger(namespace="twisted_plugmgr.events")
+        self.log_tables = log_tables
+        self._told_missing: Set[str] = set()
 
     def register(self, listener: Listener) -> None:
         """
@@ -209,7 +226,8 @@ class Listeners:
         Log C{event}, then give it to every listener in registration order.
         A listener that raises is logged and changes nothing else.
         """
-        self._logEvent(event)
+        if event.kind != "plugin_table" or self.log_tables:
+            self._logEvent(event)
         for listener in tuple(self._listeners):
             try:
                 listener(event)
@@ -220,7 +238,7 @@ class Listeners:
                 failure.cleanFailure()
                 self._log.failure(
                     "listener {listener!r} raised on {kind} of {plugin!r}",
-                    failure=failure,
+                    failure=for_the_log(failure) or failure,
                     listener=listener,
                     kind=event.kind,
                     plugin=event.plugin,
@@ -247,12 +265,39 @@ class Listeners:
         if event.table is not None:
             fields["plugins"] = ", ".join(sorted(event.table))
             text += " plugins=[{plugins}]"
-        if event.failure is not None:
-            event.failure.cleanFailure()
-            level = _LEVELS.get(event.kind, LogLevel.error)
-            self._log.failure(text, failure=event.failure, level=level, **fields)
+        if event.failure is None:
+            self._log.emit(self._level(event), text, **fields)
+            return
+        event.failure.cleanFailure()
+        if "message" not in fields:
+            fields["error"] = safe_str(event.failure.getErrorMessage())
+            text += " error={error}"
+        shown = for_the_log(event.failure)
+        if shown is None:
+            # An expected error, or one whose cause the message names: one
+            # line, no traceback through the manager.
+            self._log.emit(self._level(event), text, **fields)
         else:
-            self._log.emit(_LEVELS.get(event.kind, LogLevel.info), text, **fields)
+            # The traceback of the plugin's own code (see for_the_log).
+            self._log.failure(text, failure=shown, level=self._level(event), **fields)
+
+    def _level(self, event: PluginEvent) -> LogLevel:
+        """
+        The level of C{event}'s log line: a caller's mistake (a bad or
+        unknown name, a plugin loaded already, a manager that shut down) is a
+        warning; other failures are errors; the rest as L{_LEVELS} says.
+        """
+        if event.failure is not None and event.failure.check(*_CALLER_MISTAKES) and not \
+                event.failure.check(HandlerAbandoned):
+            return LogLevel.warn
+        if event.kind == "plugin_invalid_values" and event.failure is None:
+            # Only optional metadata missing: worth one line per plugin.
+            key = event.plugin if isinstance(event.plugin, str) else safe_repr(event.plugin)
+            first = key not in self._told_missing
+            self._told_missing.add(key)
+            return LogLevel.info if first else LogLevel.debug
+        default = LogLevel.error if event.failure is not None else LogLevel.info
+        return _LEVELS.get(event.kind, default)
 
 
 class Reporter:

@@ -11,6 +11,7 @@ the old one takes its place with the same state.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import attr
@@ -108,6 +109,8 @@ class Reloader:
         self.after = after
         self.lost = lost
         self._queued: Dict[Record, _Queued] = {}
+        # name -> reloads under way because its source changed
+        self._source_changed: Dict[str, int] = {}
 
     def failed(self, name: Any, error: PluginError) -> Deferred[Any]:
         """
@@ -119,8 +122,42 @@ class Reloader:
             record.last_reload_error = one_line(Failure(error))
             record.last_reload_error_at = self._reactor.seconds()
         self.reporter.broadcast("plugin_reload_failed", name, failure=Failure(error),
-                                message=str(error))
+                                message=str(error), reason=self._reason(name))
         return fail(error)
+
+    def reloaded(self, name: str, old_version: Optional[str],
+                 new_version: Optional[str]) -> None:
+        """
+        Broadcast C{plugin_reloaded}.
+        """
+        self.reporter.broadcast("plugin_reloaded", name, old_version=old_version,
+                                new_version=new_version, reason=self._reason(name))
+
+    def _reason(self, name: Any) -> Optional[str]:
+        """
+        The C{reason} of a reload's event: C{"source_changed"} while
+        L{reload_changed} reloads C{name} (the watcher, or
+        C{reload_changed()}), else L{None} (a reload someone asked for).
+        """
+        changed = isinstance(name, str) and self._source_changed.get(name)
+        return "source_changed" if changed else None
+
+    def _for_change(self, names: List[str], start: Callable[[], Deferred[Any]]) -> Deferred[Any]:
+        """
+        Run C{start()}, the reload of C{names} because their source
+        changed: their events say so (L{_reason}) until its Deferred fires.
+        """
+        for name in names:
+            self._source_changed[name] = self._source_changed.get(name, 0) + 1
+
+        def unmark(result: Any) -> Any:
+            for name in names:
+                left = self._source_changed.pop(name, 1) - 1
+                if left > 0:
+                    self._source_changed[name] = left
+            return result
+
+        return start().addBoth(unmark)
 
     def reload_named(self, name: Any, data: Any, mode: Any, dependents: bool,
                      reload: Callable[..., Deferred[Any]]) -> Deferred[Any]:
@@ -264,8 +301,7 @@ class Reloader:
         def started(instance: Any) -> Any:
             record.reloads += 1
             record.last_reload_error = record.last_reload_error_at = None
-            self.reporter.broadcast("plugin_reloaded", record.name, old_version=old.version,
-                                    new_version=new.version)
+            self.reloaded(record.name, old.version, new.version)
             return instance
 
         return self.require(record.name, new.requires).addCallbacks(required, give_up)
@@ -387,13 +423,15 @@ class Reloader:
                             record = self.registry.get(name)
                             outcome[name] = record.instance if record is not None else None
 
-                reloads.append(self.reload_many(together, None, ShutdownMode.SMART)
-                               .addBoth(committed))
+                reloads.append(self._for_change(
+                    together, lambda: self.reload_many(together, None, ShutdownMode.SMART))
+                    .addBoth(committed))
             else:
                 together = []
             for name in changed:
                 if name in records and name not in together:
-                    reloads.append(reload(name).addBoth(keep, name))
+                    reloads.append(self._for_change([name], partial(reload, name))
+                                   .addBoth(keep, name))
             return gatherResults(reloads).addCallback(lambda _: outcome)
 
         return run_blocking(self._reactor, _source.hash_files, paths).addCallback(compare)
@@ -569,9 +607,7 @@ class ReloadAttempt:
             if self.old is not None and self.reloader.oldcode is not None:
                 self.old.retire_to(self.reloader.oldcode, self.name)
             self.record.reloads += 1
-            self.reloader.reporter.broadcast("plugin_reloaded", self.name,
-                                             old_version=self.old_version,
-                                             new_version=self.new.version)
+            self.reloader.reloaded(self.name, self.old_version, self.new.version)
         self.result.callback(instance)
         self.reloader.after(self.record)
 

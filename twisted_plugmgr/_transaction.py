@@ -53,6 +53,10 @@ class TransactionHost(Protocol):
     def failed(self, name: Any, error: PluginError) -> Deferred[Any]:
         """Broadcast C{plugin_reload_failed} for C{name}."""
 
+    def reloaded(self, name: str, old_version: Optional[str],
+                 new_version: Optional[str]) -> None:
+        """Broadcast C{plugin_reloaded} for C{name}."""
+
 __all__ = ["Transaction", "dependency_order"]
 
 
@@ -242,9 +246,7 @@ class Transaction:
             if reloader.oldcode is not None:
                 entry.old.retire_to(reloader.oldcode, record.name)
         for entry in self.entries:
-            reloader.reporter.broadcast("plugin_reloaded", entry.record.name,
-                                        old_version=entry.old_version,
-                                        new_version=versions[entry.record.name])
+            reloader.reloaded(entry.record.name, entry.old_version, versions[entry.record.name])
         self.result.callback(versions)
         for entry in self.entries:
             reloader.after(entry.record)

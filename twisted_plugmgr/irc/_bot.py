@@ -14,13 +14,18 @@ kicks, nick changes and topics are emitted as C{irc_<kind>}.
 
 Everything the bot says goes through the connection's L{OutgoingQueue}
 (flood control) after L{format_messages} (splitting, no injection).
+
+For its operators: one log line per reconnection attempt, naming the
+server's host and port and why (L{_reconnect.ReconnectLog}); and the owners
+it sees in its channels are told in private when a file change broke a
+plugin and when it works again (L{_notify.OwnerNotifier}).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Set
 
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString
@@ -39,9 +44,11 @@ from ._hostmask import Hostmask, HostmaskPatterns
 from ._index import CommandIndex, bot_specs
 from ._interfaces import IBot, IConnectionOwner
 from ._lines import CONSERVATIVE_RESERVE, format_messages
+from ._notify import OwnerNotifier
 from ._parse import parse_command
 from ._plugin import BOT_SERVICE_NAME
 from ._protocol import BotFactory, BotProtocol
+from ._reconnect import QuietClientService, ReconnectLog
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._manager import PluginManager
@@ -72,6 +79,8 @@ class IRCBot(Service):
     @ivar connection: the current L{BotProtocol}, or L{None}.
     @ivar sign_ons: how many times the bot has signed on (a reconnection
         adds one).
+    @ivar notifier: tells the owners in private when a file change broke a
+        plugin and when it works again (an L{OwnerNotifier}).
     """
 
     # Service declares name = None, which mypy takes for its type.
@@ -120,12 +129,13 @@ class IRCBot(Service):
         self.index = CommandIndex()
         self.connection: Optional[BotProtocol] = None
         self.sign_ons = 0
+        self.notifier = OwnerNotifier(self.owner_nicks, self.msg)
         self._message_plugins: Set[str] = set()
         self._sign_on_waiters: List[defer.Deferred[BotProtocol]] = []
-        self._client = ClientService(
-            endpoint,
-            BotFactory(self),
-            retryPolicy=retry_policy or backoffPolicy(initialDelay=1.0, maxDelay=60.0),
+        self._reconnect = ReconnectLog(
+            endpoint, retry_policy or backoffPolicy(initialDelay=1.0, maxDelay=60.0), self.log)
+        self._client = QuietClientService(
+            self._reconnect.endpoint, BotFactory(self), retryPolicy=self._reconnect.policy,
             clock=reactor,
         )
 
@@ -179,6 +189,8 @@ class IRCBot(Service):
         L{when_signed_on} waiters.
         """
         self.sign_ons += 1
+        self.log.info("IRC server {address}: signed on as {nick}",
+                      address=self._reconnect.address, nick=proto.nickname)
         waiters, self._sign_on_waiters = self._sign_on_waiters, []
         for waiter in waiters:
             waiter.callback(proto)
@@ -189,7 +201,10 @@ class IRCBot(Service):
         """
         if self.connection is proto:
             self.connection = None
-        self.log.info("disconnected: {reason}", reason=reason.getErrorMessage())
+        self._reconnect.lost(reason)
+        if not self.running:  # else the reconnection line says why
+            self.log.info("IRC server {address}: disconnected ({reason})",
+                          address=self._reconnect.address, reason=reason.getErrorMessage())
 
     def when_signed_on(self, fresh: bool = False) -> defer.Deferred[BotProtocol]:
         """
@@ -202,6 +217,16 @@ class IRCBot(Service):
         waiter: defer.Deferred[BotProtocol] = defer.Deferred()
         self._sign_on_waiters.append(waiter)
         return waiter
+
+    def owner_nicks(self) -> List[str]:
+        """
+        The nicks of the owners the bot sees now: users of its channels
+        whose C{nick!user@host} matches an owner pattern.
+        """
+        proto = self.connection
+        if proto is None or not proto.signed_on:
+            return []
+        return proto.people.matching(self.owners)
 
     def is_owner(self, sender: Any) -> bool:
         """
@@ -227,6 +252,7 @@ class IRCBot(Service):
             self._message_plugins.discard(plugin)
 
     def _plugin_event(self, event: PluginEvent) -> None:
+        self.notifier(event)
         gone = event.kind in ("plugin_unloaded", "plugin_init_failed")
         if gone and isinstance(event.plugin, str):
             self._forget([event.plugin])
@@ -253,6 +279,7 @@ class IRCBot(Service):
         """
         private = not is_channel(target)
         channel = None if private else target
+        proto.people.follow("message", prefix, proto.nickname, channel)
         parsed = parse_command(text, proto.nickname, self.prefix, private, proto.casemapping)
         sender = None
         entry = self.index.lookup(parsed.name) if parsed is not None else None
@@ -280,6 +307,9 @@ class IRCBot(Service):
         """
         Emit C{irc_<kind>} with a L{Context} to the plugins that handle it.
         """
+        if self.connection is not None:
+            self.connection.people.follow(kind, prefix, self.connection.nickname,
+                                          channel=channel, **fields)
         ctx = Context(bot=self, kind=kind, sender=Hostmask.parse(prefix), channel=channel,
                       target=target or channel or "", **fields)
         self.manager.emit(f"irc_{kind}", ctx).addErrback(self._emit_failed, kind)

@@ -25,6 +25,7 @@ from ._flood import OutgoingQueue, QueueFull, TokenBucket
 from ._hostmask import Hostmask
 from ._interfaces import IConnectionOwner
 from ._lines import MAX_LINE_BYTES, check_target, prefix_reserve
+from ._people import People
 
 __all__ = ["BotProtocol", "BotFactory", "MIN_PARAMS", "pong_line", "channel_mode_params"]
 
@@ -44,7 +45,7 @@ def _decode(line: bytes) -> str:
 MIN_PARAMS: Dict[str, int] = {
     "PRIVMSG": 2, "NOTICE": 2, "JOIN": 1, "PART": 1, "KICK": 2, "NICK": 1,
     "TOPIC": 2, "MODE": 2, "PING": 1,
-    "RPL_TOPIC": 3, "RPL_NOTOPIC": 2, "RPL_MOTDSTART": 1, "RPL_MOTD": 1,
+    "RPL_TOPIC": 3, "RPL_NOTOPIC": 2, "RPL_WHOREPLY": 6, "RPL_MOTDSTART": 1, "RPL_MOTD": 1,
     "RPL_CREATED": 2, "RPL_YOURHOST": 2, "RPL_MYINFO": 2, "RPL_BOUNCE": 2,
     "RPL_LUSERCLIENT": 2, "RPL_LUSEROP": 2, "RPL_LUSERCHANNELS": 2, "RPL_LUSERME": 2,
 }
@@ -107,6 +108,7 @@ class BotProtocol(irc.IRCClient):
     @ivar hostmask: the bot's own C{nick!user@host} as the server relays
         it, once known (from the welcome, then from its own joins).
     @ivar queue: the L{OutgoingQueue} of this connection.
+    @ivar people: the users in the bot's channels (L{People}).
     """
 
     # IRCClient's own values for these are None or a URL, so Twisted's
@@ -132,6 +134,7 @@ class BotProtocol(irc.IRCClient):
         self.password = bot.password
         self.hostmask: Optional[str] = None
         self.casemapping = "rfc1459"
+        self.people = People()
         self.queue: Optional[OutgoingQueue] = None
         self.last_received = 0.0
         self._collisions = 0
@@ -309,7 +312,7 @@ class BotProtocol(irc.IRCClient):
             mapping = mapping[0] if mapping else None
         if isinstance(mapping, str) and mapping:
             self.casemapping = mapping.lower()
-            self.bot.owners.casemapping = self.casemapping
+            self.bot.owners.casemapping = self.people.casemapping = self.casemapping
 
     def alterCollidedNick(self, nickname: str) -> str:
         """
@@ -482,7 +485,13 @@ class BotProtocol(irc.IRCClient):
         super().irc_JOIN(prefix, params)
         if self._own(prefix) and "!" in prefix and "@" in prefix:
             self.hostmask = prefix
+        if self._own(prefix) and _is_target(params[-1]):
+            self.sendLine(f"WHO {params[-1]}")  # who was there before the bot (People)
         self.bot.handle_event("join", prefix, channel=params[-1])
+
+    def irc_RPL_WHOREPLY(self, prefix: str, params: List[str]) -> None:
+        """A user of a channel the bot asked C{WHO} about: to L{People}."""
+        self.people.who_reply(params, self.nickname)
 
     def irc_PART(self, prefix: str, params: List[str]) -> None:
         """
