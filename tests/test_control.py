@@ -47,6 +47,8 @@ from twisted_plugmgr._control import (
     AuthenticationRequired,
     Available,
     BadRequestError,
+    Call,
+    Catalog,
     CompileFailedError,
     ControlChannelError,
     ControlClientProtocol,
@@ -54,7 +56,9 @@ from twisted_plugmgr._control import (
     ControlFactory,
     ControlService,
     DependencyFailedError,
+    Emit,
     Event,
+    Info,
     InitFailedError,
     InternalError,
     InvalidMetadataError,
@@ -63,8 +67,12 @@ from twisted_plugmgr._control import (
     Load,
     ManagerStoppedError,
     NoSuchPluginError,
+    NotAvailableError,
     PluginFailedError,
     PluginQuarantinedError,
+    Ready,
+    Reconfig,
+    ReconfigRefusedError,
     Reload,
     ReloadChanged,
     ReloadFailedError,
@@ -899,7 +907,7 @@ def test_wire_protocol_is_unchanged():
 
     assert {c.commandName: (names(c.arguments), names(c.response)) for c in (
         Authenticate, Status, Available, Load, Unload, Reload, ReloadMany, ReloadChanged, Reset,
-        Shutdown, Subscribe, Event)} == {
+        Shutdown, Subscribe, Event, Info, Catalog, Call, Emit, Reconfig, Ready)} == {
         b"Authenticate": ([("token", "Unicode", False)], []),
         b"Status": ([], [("plugins", "JSON", False)]),
         b"Available": ([], [("names", "JSON", False)]),
@@ -918,6 +926,15 @@ def test_wire_protocol_is_unchanged():
         b"Shutdown": ([("mode", "Unicode", True)], []),
         b"Subscribe": ([], []),
         b"Event": ([("event", "JSON", False)], []),
+        # New, each a command of its own: older managers answer UNHANDLED.
+        b"Info": ([("name", "Unicode", False)], [("details", "JSON", False)]),
+        b"Catalog": ([], [("plugins", "JSON", False)]),
+        b"Call": ([("name", "Unicode", False), ("event", "Unicode", False),
+                   ("args", "JSON", True)], [("result", "JSON", False)]),
+        b"Emit": ([("event", "Unicode", False), ("args", "JSON", True)],
+                  [("results", "JSON", False)]),
+        b"Reconfig": ([], [("outcome", "JSON", False)]),
+        b"Ready": ([], [("ready", "JSON", False), ("plugins", "JSON", False)]),
     }
     codes = {cls.__name__: code for cls, code in Load.allErrors.items()}
     assert codes == {
@@ -931,6 +948,8 @@ def test_wire_protocol_is_unchanged():
         # New: only ReloadMany answers it (ReloadChanged gives its failures as
         # outcomes), so older clients never see it.
         "ReloadFailedError": b"RELOAD_FAILED",
+        # New: only Reconfig answers them, so older clients never see them.
+        "ReconfigRefusedError": b"RECONFIG_REFUSED", "NotAvailableError": b"NOT_AVAILABLE",
         "BadRequestError": b"BAD_REQUEST", "InternalError": b"INTERNAL_ERROR",
         "AuthenticationRequired": b"AUTH_REQUIRED", "AuthenticationFailed": b"AUTH_FAILED",
     }
@@ -967,7 +986,9 @@ REPORTED_AS = {
 
 
 def test_every_plugin_error_is_reported_as_something():
-    assert sorted(REPORTED_AS) == sorted(errors_module.__all__)
+    classes = [name for name in errors_module.__all__
+               if isinstance(getattr(errors_module, name), type)]
+    assert sorted(REPORTED_AS) == sorted(classes)
 
 
 @pytest.mark.parametrize("name", sorted(REPORTED_AS))
@@ -1622,7 +1643,7 @@ async def test_cli_status_table_and_json(server):
 
 @pytest_twisted.ensureDeferred
 async def test_cli_control_from_the_environment(server):
-    code, out, err = await run_cli("available",
+    code, out, err = await run_cli("available", "--names",
                                    environ={"PLUGMGR_CONTROL": f"unix:path={server.path}"})
     assert (code, out.split()) == (0, ["a", "b", "hello"])
 
@@ -1684,3 +1705,343 @@ async def test_cli_events_until_the_server_closes(server):
     code, out, err = await d
     assert code == 0
     assert out.split()[1:] == ["plugin_warning", "x", "message='careful'"]
+
+
+# --- an operator's questions: info, catalog, call, emit, reconfig, ready ------------------
+
+
+@attr.s(auto_attribs=True, frozen=True)
+class Outcome:
+    """
+    What a reconfig changed, shaped as L{twisted_plugmgr._reconfig.ReconfigOutcome}.
+    """
+
+    loaded: tuple = ()
+    unloaded: tuple = ()
+    reloaded: tuple = ()
+    policy: tuple = ()
+    manager_policy: bool = False
+
+    @property
+    def changed(self):
+        return bool(self.loaded or self.unloaded or self.reloaded or self.policy
+                    or self.manager_policy)
+
+
+class Hooks:
+    """
+    The daemon's reconfig and readiness, as a test drives them.
+    """
+
+    def __init__(self):
+        self.reconfigs = 0
+        self.outcome = Outcome()
+        self.refusal = None
+        self.states = {}
+
+    def reconfig(self):
+        from twisted_plugmgr._reconfig import ReconfigRefused
+
+        self.reconfigs += 1
+        if self.refusal is not None:
+            return Deferred.fromCoroutine(_raise(ReconfigRefused(self.refusal)))
+        return succeed(self.outcome)
+
+    def readiness(self):
+        return dict(self.states)
+
+
+async def _raise(error):
+    raise error
+
+
+@pytest.fixture
+def hooked(tmp_path):
+    """
+    A control service of a fake manager with the daemon's hooks.
+    """
+    os.chmod(tmp_path, 0o700)
+    hooks = Hooks()
+    s = Server(tmp_path, reconfig=hooks.reconfig, readiness=hooks.readiness).start()
+    s.hooks = hooks
+    yield s
+    pytest_twisted.blockon(s.stop())
+
+
+@pytest_twisted.ensureDeferred
+async def test_info_is_the_details_with_the_files_checked(real_server):
+    client = await real_server.connect()
+    await client.load("hello", {"a": 1})
+    details = await client.info("hello")
+    path = str(real_server.plugins / "hello.py")
+    assert details["info"]["name"] == "hello" and details["info"]["state"] == "running"
+    assert (details["requires"], details["dependents"], details["old_versions"]) == ([], [], [])
+    assert details["policy"]["restart"] == "on-failure"
+    assert details["files"] == [{"path": path, "status": "unchanged", "compile_error": None}]
+    _write_plugin(real_server.plugins, "hello", version="2")
+    assert (await client.info("hello"))["files"] == [
+        {"path": path, "status": "changed", "compile_error": None}]
+    (real_server.plugins / "hello.py").write_text("def (:\n")
+    [check] = (await client.info("hello"))["files"]
+    assert check["status"] == "changed"
+    assert check["compile_error"] == "SyntaxError: invalid syntax (hello.py, line 1)"
+    (real_server.plugins / "hello.py").unlink()
+    assert (await client.info("hello"))["files"] == [
+        {"path": path, "status": "missing", "compile_error": None}]
+    # Nothing was reloaded by looking.
+    [row] = await client.status()
+    assert (row["version"], row["reloads"]) == ("1", 0)
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_info_of_what_is_not_loaded_is_no_such_plugin(real_server):
+    client = await real_server.connect()
+    with pytest.raises(NoSuchPluginError) as info:
+        await client.info("hello")
+    assert str(info.value) == "plugin 'hello': no such plugin: not loaded"
+    await client.close()
+
+
+#: A module whose import would leave a mark: the catalog must not import it.
+MARKS = """
+import pathlib
+pathlib.Path(__file__).with_suffix(".imported").write_text("imported")
+from twisted_plugmgr import Plugin
+
+class Marks(Plugin):
+    name = "marks"
+    version = "1"
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_catalog_marks_loaded_not_loaded_and_broken_without_importing(real_server):
+    (real_server.plugins / "broken.py").write_text("x = (\n")
+    (real_server.plugins / "marks.py").write_text(MARKS)
+    client = await real_server.connect()
+    await client.load("hello")
+    entries = {e["name"]: e for e in await client.catalog()}
+    assert sorted(entries) == ["broken", "hello", "marks"]
+    assert entries["hello"] == {"name": "hello", "status": "loaded", "error": None,
+                                "path": str(real_server.plugins / "hello.py")}
+    assert (entries["marks"]["status"], entries["marks"]["error"]) == ("not loaded", None)
+    assert entries["broken"]["status"] == "broken"
+    assert entries["broken"]["error"] == "SyntaxError: '(' was never closed (broken.py, line 1)"
+    assert not (real_server.plugins / "marks.imported").exists()
+    # A loaded plugin whose file no longer compiles is broken: its reload would fail.
+    (real_server.plugins / "hello.py").write_text("def (:\n")
+    hello = next(e for e in await client.catalog() if e["name"] == "hello")
+    assert hello["status"] == "broken" and hello["error"].startswith("SyntaxError")
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_catalog_of_a_fake_manager_has_no_files(server):
+    result_of(server.manager.load("a"))
+    client = await server.connect()
+    assert await client.catalog() == [
+        {"name": "a", "status": "loaded", "path": None, "error": None},
+        {"name": "b", "status": "not loaded", "path": None, "error": None},
+        {"name": "hello", "status": "not loaded", "path": None, "error": None},
+    ]
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_call_passes_the_arguments_and_answers_the_value(server):
+    result_of(server.manager.load("hello"))
+    server.manager.answers["greet"] = {"hi": [1, 2]}
+    client = await server.connect()
+    assert await client.call("hello", "greet", [3, "x", None]) == {"value": {"hi": [1, 2]}}
+    assert last_call(server.manager, "call") == ("call", "hello", "greet", (3, "x", None), {})
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_result_that_is_not_json_is_its_repr(server):
+    result_of(server.manager.load("hello"))
+    server.manager.answers["odd"] = {1, 2}
+    server.manager.answers["nan"] = float("nan")
+    client = await server.connect()
+    assert await client.call("hello", "odd", []) == {"repr": "{1, 2}"}
+    assert await client.call("hello", "nan", []) == {"repr": "nan"}
+    assert await client.emit("odd", []) == [{"repr": "{1, 2}"}]
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_call_of_what_is_not_loaded_is_no_such_plugin(server):
+    client = await server.connect()
+    with pytest.raises(NoSuchPluginError):
+        await client.call("hello", "greet", [])
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_call_with_args_not_an_array_is_a_bad_request(server):
+    result_of(server.manager.load("hello"))
+    raw = await raw_connect(server.path)
+    raw.transport.write(box(_command=b"Call", _ask=b"1", name=b"hello", event=b"greet",
+                            args=b'{"a": 1}'))
+    await until(lambda: b"BAD_REQUEST" in raw.received)
+    assert b"invalid args: expected an array" in raw.received
+    assert [c for c in server.manager.calls if c[0] == "call"] == []
+    raw.transport.loseConnection()
+    await timeout(raw.closed)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_handler_that_raises_is_answered_naming_it_without_a_traceback(
+        real_server, logged_failures):
+    _write_plugin(real_server.plugins, "hello", body=(
+        "    from twisted_plugmgr import handler\n"
+        "    @handler()\n"
+        "    def explode(self, n):\n"
+        "        return 1 / n\n"))
+    client = await real_server.connect()
+    await client.load("hello")
+    assert await client.call("hello", "explode", [4]) == {"value": 0.25}
+    with pytest.raises(PluginFailedError) as info:
+        await client.call("hello", "explode", [0])
+    assert str(info.value) == ("plugin 'hello': handler of 'explode' raised "
+                               "ZeroDivisionError: division by zero")
+    # The manager reported the plugin's own error (its traceback is the
+    # author's); the control channel added no failure of its own.
+    failures = logged_failures.flush()
+    assert [f.type for f in failures] in ([], [ZeroDivisionError])
+    assert all(not e.get("log_namespace", "").startswith("twisted_plugmgr._control")
+               for e in logged_failures.events)
+    assert await client.emit("explode", [2]) == [{"value": 0.5}]
+    assert await client.emit("explode", [0]) == []
+    logged_failures.flush(ZeroDivisionError)
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_emit_answers_every_result(server):
+    server.manager.answers["tick"] = 7
+    client = await server.connect()
+    assert await client.emit("tick", ["now"]) == [{"value": 7}]
+    assert await client.emit("nothing", []) == []
+    assert last_call(server.manager, "emit") == ("emit", "nothing", (), {})
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconfig_without_a_config_file_is_not_available(server):
+    client = await server.connect()
+    with pytest.raises(NotAvailableError) as info:
+        await client.reconfig()
+    assert str(info.value) == ("reconfig is not available: this manager was not started "
+                               "from a config file")
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconfig_answers_what_changed(hooked):
+    hooked.hooks.outcome = Outcome(loaded=("gamma",), reloaded=("alpha",), policy=("beta",))
+    client = await hooked.connect()
+    assert await client.reconfig() == {
+        "loaded": ["gamma"], "unloaded": [], "reloaded": ["alpha"], "policy": ["beta"],
+        "manager_policy": False, "changed": True}
+    hooked.hooks.outcome = Outcome()
+    assert (await client.reconfig())["changed"] is False
+    assert hooked.hooks.reconfigs == 2
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_reconfig_is_reconfig_refused_with_the_reason(hooked, logged_failures):
+    hooked.hooks.refusal = "plugmgr.toml: invalid TOML:\n  line 1"
+    client = await hooked.connect()
+    with pytest.raises(ReconfigRefusedError) as info:
+        await client.reconfig()
+    assert str(info.value) == "plugmgr.toml: invalid TOML: line 1"
+    assert logged_failures.failures == []
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reconfig_that_fails_unexpectedly_is_internal_and_logged(tmp_path,
+                                                                         logged_failures):
+    os.chmod(tmp_path, 0o700)
+    s = Server(tmp_path, reconfig=lambda: 1 / 0).start()
+    try:
+        client = await s.connect()
+        with pytest.raises(InternalError):
+            await client.reconfig()
+        [failure] = logged_failures.flush(ZeroDivisionError)
+        await client.close()
+    finally:
+        await s.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_ready_without_the_hook_is_every_loaded_plugin_running(server, logged_failures):
+    client = await server.connect()
+    assert await client.ready() == {"ready": True, "plugins": {}}
+    result_of(server.manager.load("a"))
+    result_of(server.manager.load("b"))
+    assert await client.ready() == {"ready": True,
+                                    "plugins": {"a": "running", "b": "running"}}
+    server.manager.quarantine("b", RuntimeError("down"))
+    assert await client.ready() == {"ready": False,
+                                    "plugins": {"a": "running", "b": "quarantined"}}
+    logged_failures.flush()
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_ready_with_the_hook_is_what_the_daemon_says(hooked):
+    hooked.hooks.states = {"beta": "not loaded", "alpha": "running"}
+    client = await hooked.connect()
+    assert await client.ready() == {"ready": False,
+                                    "plugins": {"alpha": "running", "beta": "not loaded"}}
+    hooked.hooks.states = {"alpha": "running"}
+    assert (await client.ready())["ready"] is True
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_name_over_the_channel_logs_one_line_and_no_traceback(real_server,
+                                                                          logged_failures):
+    client = await real_server.connect()
+    for command in (lambda: client.load("../etc"), lambda: client.info("../etc"),
+                    lambda: client.unload("nope"), lambda: client.call("nope", "x", []),
+                    lambda: client.reset("nope")):
+        seen = []
+        globalLogPublisher.addObserver(seen.append)
+        try:
+            with pytest.raises(ControlError):
+                await command()
+        finally:
+            globalLogPublisher.removeObserver(seen.append)
+        assert [e for e in seen if e.get("log_failure") is not None] == []
+        loud = [formatEvent(e) for e in seen
+                if e.get("log_level") in (LogLevel.warn, LogLevel.error, LogLevel.critical)]
+        # At most the manager's one line (its event); never a traceback.
+        assert len(loud) <= 1, loud
+        assert all("\n" not in line and "Traceback" not in line for line in loud)
+    assert logged_failures.failures == []
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_is_logged_with_a_readable_peer(server, tcp_server):
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        client = await server.connect()
+        await client.load("hello")
+        await client.close()
+        client = await tcp_server.connect("s3cret")
+        await client.load("hello")
+        await client.close()
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    lines = [formatEvent(e) for e in seen if e.get("log_level") == LogLevel.info
+             and "control: load" in formatEvent(e)]
+    assert lines[0] == "control: load 'hello' from the UNIX socket"
+    assert lines[1].startswith("control: load 'hello' from 127.0.0.1:")
+    assert lines[1].rsplit(":", 1)[1].isdigit()

@@ -107,7 +107,11 @@ async def test_status_json(shared):
 async def test_available(shared):
     code, out, err = await shared.cli("available")
     assert code == 0, err
-    assert out.split() == ["alpha", "beta", "delta", "gamma"]
+    assert [line.split(None, 1) for line in out.splitlines()] == [
+        ["NAME", "STATUS"], ["alpha", "loaded"], ["beta", "loaded"], ["delta", "not loaded"],
+        ["gamma", "not loaded"]]
+    code, out, err = await shared.cli("available", "--names")
+    assert (code, out.split()) == (0, ["alpha", "beta", "delta", "gamma"]), err
 
 
 @pytest_twisted.ensureDeferred
@@ -297,17 +301,21 @@ async def test_stale_socket_is_removed(tmp_path, daemons):
     assert (await daemon.cli("status"))[0] == 0
 
 
+#: Config files that do not start, and what the start (and checkconfig) says.
+BAD_CONFIGS = [
+    ("[manager\n", "plugmgr.toml: invalid TOML"),
+    ("[manager]\nwatched = true\n", "plugmgr.toml: manager.watched: unknown key"),
+    ('[plugins.alpha]\nenabled = "yes"\n',
+     "plugmgr.toml: plugins.alpha.enabled: expected true or false, got a string 'yes'"),
+    ('[plugins."a.b"]\n', 'plugmgr.toml: plugins."a.b": invalid plugin name'),
+    ('[manager]\nshutdown_mode = "fast"\n',
+     "plugmgr.toml: manager.shutdown_mode: expected one of 'immediate', 'smart', 'lazy'"),
+]
+
+
 @pytest.mark.parametrize(
     "config, message",
-    [
-        ("[manager\n", "plugmgr.toml: invalid TOML"),
-        ("[manager]\nwatched = true\n", "plugmgr.toml: manager.watched: unknown key"),
-        ('[plugins.alpha]\nenabled = "yes"\n',
-         "plugmgr.toml: plugins.alpha.enabled: expected true or false, got a string 'yes'"),
-        ('[plugins."a.b"]\n', 'plugmgr.toml: plugins."a.b": invalid plugin name'),
-        ('[manager]\nshutdown_mode = "fast"\n',
-         "plugmgr.toml: manager.shutdown_mode: expected one of 'immediate', 'smart', 'lazy'"),
-    ],
+    BAD_CONFIGS,
     ids=["toml", "unknown-key", "wrong-type", "invalid-name", "invalid-mode"],
 )
 @pytest_twisted.ensureDeferred
@@ -389,3 +397,215 @@ async def test_sighup_with_a_policy_only_change_reloads_nothing(tmp_path, daemon
     assert "plugin_restarting" not in daemon.proto.text
     code, out, err = await daemon.cli("--json", "status")
     assert [r["name"] for r in json.loads(out)] == ["beta"]
+
+
+# --- an operator's commands, through the real CLI -------------------------------------------
+
+
+async def cli_in(home, *args: str):
+    """
+    Run the plugmgr CLI in C{home} with C{args} only (no C{--control}):
+    (exit status, stdout, stderr).
+    """
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    out, err, code = await timeout(getProcessOutputAndValue(
+        sys.executable, ["-m", "twisted_plugmgr.cli", *args], env=environment(),
+        path=str(home)))
+    return code, out.decode(), err.decode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_available_marks_a_broken_file_with_its_error(shared):
+    broken = shared.home / "plugins" / "broken.py"
+    broken.write_text("def broken(:\n")
+    try:
+        code, out, err = await shared.cli("available")
+        assert code == 0, err
+        lines = out.splitlines()
+        row = lines.index(next(line for line in lines if line.startswith("broken ")))
+        assert lines[row].split() == ["broken", "broken"]
+        assert lines[row + 1].strip() == "SyntaxError: invalid syntax (broken.py, line 1)"
+        code, out, err = await shared.cli("--json", "available")
+        entry = next(e for e in json.loads(out) if e["name"] == "broken")
+        assert entry["status"] == "broken" and entry["path"] == str(broken)
+    finally:
+        broken.unlink()
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_of_one_plugin(shared):
+    code, out, err = await shared.cli("status", "beta")
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()] == ["NAME", "beta"]
+    code, out, err = await shared.cli("status", "beta", "nope")
+    assert (code, out) == (1, "")
+    assert err == "plugmgr: status: plugin 'nope': no such plugin: not loaded\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_info_of_a_running_plugin(shared):
+    code, out, err = await shared.cli("info", "alpha")
+    assert code == 0, err
+    fields = {line.split(":", 1)[0]: line.split(":", 1)[1].strip()
+              for line in out.splitlines() if not line.startswith(" ") and ":" in line}
+    assert (fields["name"], fields["version"], fields["state"]) == ("alpha", "1", "running")
+    assert fields["description"] == "test plugin alpha"
+    assert (fields["author"], fields["license"]) == ("tests", "MIT")
+    assert fields["handles"] == "echo" and fields["restarts"] == "0"
+    assert fields["old versions"] == "none alive"
+    source = str(shared.home / "plugins" / "alpha.py")
+    assert f"{source}: unchanged (what runs)" in " ".join(out.split())
+    code, out, err = await shared.cli("--json", "info", "alpha")
+    details = json.loads(out)
+    assert details["files"] == [{"path": source, "status": "unchanged", "compile_error": None}]
+    assert details["info"]["events"] == ["echo"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_call_and_emit(shared):
+    code, out, err = await shared.cli("call", "alpha", "echo")
+    assert (code, out) == (0, '{"n": 1}\n'), err
+    code, out, err = await shared.cli("--json", "call", "alpha", "echo")
+    assert json.loads(out) == {"value": {"n": 1}}
+    code, out, err = await shared.cli("emit", "echo")
+    assert code == 0, err
+    assert '{"n": 1}' in out.splitlines() and "null" in out.splitlines()
+
+
+@pytest_twisted.ensureDeferred
+async def test_call_of_a_handler_that_raises(shared):
+    code, out, err = await shared.cli("call", "alpha", "echo", "unexpected")
+    assert (code, out) == (1, "")
+    assert err.startswith("plugmgr: call: plugin 'alpha': handler of 'echo' raised TypeError: ")
+    assert err.count("\n") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_ready_when_every_enabled_plugin_runs(shared):
+    code, out, err = await shared.cli("ready")
+    assert (code, out) == (0, "ready: 2 plugins running\n"), err
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_errors_are_on_standard_output(shared):
+    code, out, err = await shared.cli("--json", "unload", "nope")
+    assert (code, err) == (1, "")
+    assert json.loads(out) == {"error": "unload: plugin 'nope': no such plugin: not loaded",
+                               "command": "unload", "exit_status": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_config_file_with_a_syntax_error_does_not_lock_the_cli_out(shared):
+    (shared.home / "broken.toml").write_text("[manager\n")
+    code, out, err = await cli_in(shared.home, "--config", "broken.toml", "status")
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()[1:]][:2] == ["alpha", "beta"]
+    [warning] = err.splitlines()
+    assert warning.startswith("plugmgr: warning: broken.toml: invalid TOML")
+    assert warning.endswith(f"; connecting to unix:path={shared.socket}")
+    code, out, err = await cli_in(shared.home, "--config", "broken.toml", "checkconfig")
+    assert code == 1
+    assert err.startswith("plugmgr: broken.toml: invalid TOML")
+
+
+@pytest_twisted.ensureDeferred
+async def test_checkconfig_gives_the_messages_of_the_start(shared):
+    code, out, err = await cli_in(shared.home, "checkconfig", "plugmgr.toml")
+    assert (code, err) == (0, "")
+    assert out == (f"plugmgr.toml: ok: 2 plugins enabled (alpha, beta); control "
+                   f"unix:path={shared.socket}\n")
+    for config, message in BAD_CONFIGS:
+        (shared.home / "bad.toml").write_text(config)
+        code, out, err = await cli_in(shared.home, "checkconfig", "bad.toml")
+        assert (code, out) == (1, ""), config
+        assert err.startswith("plugmgr: " + message.replace("plugmgr.toml", "bad.toml")), err
+
+
+#: A plugin whose version is held by a delayed call on the global reactor.
+HELD = """
+def startService(self):
+    from twisted.internet import reactor
+
+    Plugin.startService(self)
+    reactor.callLater(3600, self.echo)
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_info_shows_old_versions_still_alive(shared):
+    write_plugin(shared.home / "plugins", "held", body=HELD)
+    assert (await shared.cli("load", "held"))[0] == 0
+    try:
+        write_plugin(shared.home / "plugins", "held", version="2", body=HELD)
+        assert (await shared.cli("reload", "held"))[0] == 0
+        code, out, err = await shared.cli("info", "held")
+        assert code == 0, err
+        old = out.split("old versions still alive:\n", 1)[1].splitlines()
+        assert len(old) == 1 and " 1, retired " in old[0], out
+        code, out, err = await shared.cli("--json", "info", "held")
+        [text] = json.loads(out)["old_versions"]
+        assert " 1, retired " in text
+    finally:
+        await shared.cli("unload", "held", "--mode", "immediate")
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconfig_prints_what_changed_or_why_it_refused(tmp_path, daemons):
+    daemon = await start(tmp_path)
+    daemons.append(daemon)
+    code, out, err = await daemon.cli("reconfig")
+    assert (code, out) == (0, "nothing needed to change\n"), err
+    write_config(tmp_path, """
+        [manager]
+        paths = ["plugins"]
+
+        [plugins.alpha]
+        data = { n = 2 }
+
+        [plugins.gamma]
+    """)
+    code, out, err = await daemon.cli("reconfig")
+    assert (code, out) == (0, "loaded: gamma\nunloaded: beta\nreloaded: alpha\n"), err
+    code, out, err = await daemon.cli("--json", "status")
+    assert [r["name"] for r in json.loads(out)] == ["alpha", "gamma"]
+    write_config(tmp_path, "[manager\n")
+    code, out, err = await daemon.cli("reconfig")
+    assert (code, out) == (1, "")
+    assert err.startswith("plugmgr: reconfig: ") and "plugmgr.toml: invalid TOML" in err
+    assert err.count("\n") == 1
+    code, out, err = await daemon.cli("--json", "status")
+    assert [r["name"] for r in json.loads(out)] == ["alpha", "gamma"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_ready_names_an_enabled_plugin_that_is_not_running(tmp_path, daemons):
+    home = make_home(tmp_path, BASE.replace("data = { n = 1 }\n",
+                                            'data = { n = 1 }\nrestart = "no"\n'))
+    write_plugin(home / "plugins", "alpha", body=FAIL_ON_USR1)
+    daemon = Daemon(home, "--config", "plugmgr.toml")
+    daemons.append(daemon)
+    await daemon.ready()
+    assert (await daemon.cli("ready"))[0] == 0
+    daemon.signal("USR1")
+    await daemon.proto.wait_for("plugin_unloaded alpha reason=failed")
+    code, out, err = await daemon.cli("ready")
+    assert (code, out) == (1, "not ready: alpha (not loaded)\n"), err
+    code, out, err = await daemon.cli("--json", "ready")
+    assert code == 1
+    assert json.loads(out) == {"ready": False,
+                               "plugins": {"alpha": "not loaded", "beta": "running"}}
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconfig_of_a_manager_without_a_config_file(tmp_path, daemons):
+    home = make_home(tmp_path)
+    daemon = Daemon(home, "--path", "plugins", "--load", "alpha")
+    daemons.append(daemon)
+    await daemon.ready()
+    code, out, err = await daemon.cli("reconfig")
+    assert (code, out) == (1, "")
+    assert err == ("plugmgr: reconfig: reconfig is not available: this manager was not "
+                   "started from a config file\n")
+    code, out, err = await daemon.cli("ready")
+    assert (code, out) == (0, "ready: 1 plugin running\n"), err

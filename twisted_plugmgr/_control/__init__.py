@@ -7,11 +7,15 @@ default) is private to its user (see L{._listen}); any other endpoint (TCP,
 ...) needs a shared token: the first command of every connection must be
 L{Authenticate}, and the token is compared with L{hmac.compare_digest}.
 Connections are logged at debug level only; what they do (load, unload,
-reload, reset, shutdown, a dropped connection) at info.
+reload, reset, reconfig, shutdown, a dropped connection) at info; an
+expected error (a bad plugin name, an unknown plugin...) is answered
+without a traceback in the log.
 
 The modules, each with one job:
   - L{._wire}: the argument type, the JSON form of values and events, the
     errors and the table of what each reports, the commands;
+  - L{._operations}: the server's answers to an operator's questions
+    (info, catalog, call, emit, reconfig, ready) and its error mapping;
   - L{._server}: L{ControlProtocol} and L{ControlFactory}, the server side;
   - L{._listen}: socket-path safety and L{ControlService}, which listens;
   - L{._client}: L{ControlClient} and L{connect}.
@@ -27,6 +31,7 @@ from ._listen import (
     client_endpoint_for,
     unix_socket_path,
 )
+from ._operations import NO_RECONFIG
 from ._server import (
     AUTH_TIMEOUT,
     CLOSE_TIMEOUT,
@@ -45,10 +50,14 @@ from ._wire import (
     AuthenticationRequired,
     Available,
     BadRequestError,
+    Call,
+    Catalog,
     CompileFailedError,
     ControlError,
     DependencyFailedError,
+    Emit,
     Event,
+    Info,
     InitFailedError,
     InternalError,
     InvalidMetadataError,
@@ -57,8 +66,12 @@ from ._wire import (
     Load,
     ManagerStoppedError,
     NoSuchPluginError,
+    NotAvailableError,
     PluginFailedError,
     PluginQuarantinedError,
+    Ready,
+    Reconfig,
+    ReconfigRefusedError,
     Reload,
     ReloadChanged,
     ReloadFailedError,
@@ -88,6 +101,8 @@ __all__ = [
     "InvalidTransitionError",
     "PluginQuarantinedError",
     "ReloadFailedError",
+    "ReconfigRefusedError",
+    "NotAvailableError",
     "PluginFailedError",
     "BadRequestError",
     "InternalError",
@@ -109,6 +124,13 @@ __all__ = [
     "Shutdown",
     "Subscribe",
     "Event",
+    "Info",
+    "Catalog",
+    "Call",
+    "Emit",
+    "Reconfig",
+    "Ready",
+    "NO_RECONFIG",
     "ControlProtocol",
     "ControlFactory",
     "ControlService",

@@ -16,9 +16,15 @@ from twisted.python.failure import Failure
 from ._wire import (
     Authenticate,
     Available,
+    Call,
+    Catalog,
+    Emit,
     Event,
+    Info,
     Load,
     QuietAMP,
+    Ready,
+    Reconfig,
     Reload,
     ReloadChanged,
     ReloadMany,
@@ -147,6 +153,48 @@ class ControlClient:
     def reload_changed(self) -> Deferred[Dict[str, Dict[str, Any]]]:
         """Reload what changed; fires with name -> {ok, ...}."""
         return self._protocol.callRemote(ReloadChanged).addCallback(lambda r: r["results"])
+
+    def info(self, name: str) -> Deferred[Dict[str, Any]]:
+        """
+        Everything the manager knows of plugin C{name}, its files checked on
+        disk (see L{Info}).
+        """
+        return self._protocol.callRemote(Info, name=name).addCallback(lambda r: r["details"])
+
+    def catalog(self) -> Deferred[List[Dict[str, Any]]]:
+        """
+        Each plugin that could be loaded: {name, status, path, error}.
+        """
+        return self._protocol.callRemote(Catalog).addCallback(lambda r: r["plugins"])
+
+    def call(self, name: str, event: str, args: List[Any]) -> Deferred[Dict[str, Any]]:
+        """
+        Call plugin C{name}'s handler of C{event}; fires with {"value": V},
+        or {"repr": R} for a result that is not JSON-serialisable.
+        """
+        return self._protocol.callRemote(Call, name=name, event=event, args=args) \
+            .addCallback(lambda r: r["result"])
+
+    def emit(self, event: str, args: List[Any]) -> Deferred[List[Dict[str, Any]]]:
+        """
+        Call every handler of C{event}; fires with their results, as L{call}.
+        """
+        return self._protocol.callRemote(Emit, event=event, args=args) \
+            .addCallback(lambda r: r["results"])
+
+    def reconfig(self) -> Deferred[Dict[str, Any]]:
+        """
+        Apply the config file again (what SIGHUP does); fires with what
+        changed, or fails with L{ReconfigRefusedError} (nothing changed).
+        """
+        return self._protocol.callRemote(Reconfig).addCallback(lambda r: r["outcome"])
+
+    def ready(self) -> Deferred[Dict[str, Any]]:
+        """
+        Whether every enabled plugin is running: {ready, plugins: name ->
+        state}.
+        """
+        return self._protocol.callRemote(Ready)
 
     def shutdown(self, mode: Optional[str] = None) -> Deferred[Dict[str, Any]]:
         """Shut the manager (and its process) down."""

@@ -19,9 +19,9 @@ asked anything.
 from __future__ import annotations
 
 import hmac
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport, ITransport
 from twisted.internet.protocol import ServerFactory, connectionDone
@@ -34,6 +34,7 @@ from .._events import PluginEvent
 from .._interfaces import IPluginManager
 from .._lifecycle import ShutdownMode
 from .._policy import RestartPolicy
+from ._operations import OperatorCommands
 from ._wire import (
     Authenticate,
     AuthenticationFailed,
@@ -44,7 +45,6 @@ from ._wire import (
     Event,
     InternalError,
     Load,
-    QuietAMP,
     Reload,
     ReloadChanged,
     ReloadMany,
@@ -54,7 +54,6 @@ from ._wire import (
     Subscribe,
     Unload,
     event_to_json,
-    reported_as,
     to_json,
 )
 
@@ -83,9 +82,6 @@ AUTH_TIMEOUT = 10.0
 
 #: Seconds the control service waits for its connections to close at stop.
 CLOSE_TIMEOUT = 2.0
-
-#: The longest error description sent to a client.
-_MAX_DESCRIPTION = 4000
 
 #: The longest answer to a bad policy (it names the key first; a huge
 #: value is cut).
@@ -209,7 +205,7 @@ def _abort(transport: Optional[ITransport]) -> None:
         transport.loseConnection()
 
 
-class ControlProtocol(QuietAMP):
+class ControlProtocol(OperatorCommands):
     """
     One control connection, server side.
 
@@ -260,12 +256,6 @@ class ControlProtocol(QuietAMP):
         if self._auth_timeout is not None and self._auth_timeout.active():
             self._auth_timeout.cancel()
         self._auth_timeout = None
-
-    def _peer(self) -> str:
-        try:
-            return str(self.transport.getPeer()) if self.transport is not None else "?"
-        except Exception:
-            return "?"
 
     def _drop(self, reason: str) -> None:
         if self._dropped:
@@ -375,27 +365,6 @@ class ControlProtocol(QuietAMP):
         return Failure(amp.RemoteAmpError(
             b"MALFORMED", f"malformed {command!r} command", fatal=True
         ))
-
-    # error mapping
-
-    def _map_error(self, failure: Failure, command: str, plugin: Any = None) -> Failure:
-        if failure.check(ControlError):
-            return failure
-        wire = reported_as(failure.value)
-        if wire is not None:
-            return Failure(wire(str(failure.value)[:_MAX_DESCRIPTION]))
-        self._log.failure("control: {command} of {plugin!r} failed unexpectedly",
-                          failure=failure, command=command, plugin=plugin)
-        return Failure(InternalError(
-            f"{command} failed: {failure.type.__name__}: {failure.getErrorMessage()}"
-            [:_MAX_DESCRIPTION]
-        ))
-
-    def _call(self, command: str, plugin: Any, f: Callable[..., Any], *a: Any,
-              **kw: Any) -> Deferred[Any]:
-        d = maybeDeferred(f, *a, **kw)
-        d.addErrback(self._map_error, command, plugin)
-        return d
 
     def _info(self, name: str) -> Any:
         """
@@ -609,6 +578,13 @@ class ControlFactory(ServerFactory):
         L{None} when none is needed (UNIX sockets).
     @ivar max_unacknowledged: how many events a subscriber may leave
         unacknowledged before it is dropped as too slow.
+    @ivar reconfig: what L{Reconfig} runs (the daemon's SIGHUP reconfig: a
+        Deferred firing with a C{ReconfigOutcome}, failing with
+        C{ReconfigRefused}), or L{None}: the manager was not started from a
+        config file, and L{Reconfig} is answered with L{NotAvailableError}.
+    @ivar readiness: what L{Ready} asks (each plugin the config file
+        enables -> its state, C{"running"} when it serves), or L{None}:
+        ready means every loaded plugin runs.
     @ivar connections: the open connections.
     """
 
@@ -622,11 +598,15 @@ class ControlFactory(ServerFactory):
         token: Optional[str] = None,
         on_shutdown: Optional[Callable[[], object]] = None,
         max_unacknowledged: int = MAX_UNACKNOWLEDGED_EVENTS,
+        reconfig: Optional[Callable[[], Deferred[Any]]] = None,
+        readiness: Optional[Callable[[], Mapping[str, str]]] = None,
     ) -> None:
         self.manager = manager
         self.reactor = reactor
         self.token = token
         self.max_unacknowledged = max_unacknowledged
+        self.reconfig = reconfig
+        self.readiness = readiness
         self._on_shutdown = on_shutdown
         self.connections: Set[ControlProtocol] = set()
 

@@ -20,6 +20,38 @@ Every JSON value may be split over the keys C{name}, C{name.1}, C{name.2},
     Shutdown(mode?)                          -> ()
     Subscribe()                              -> ()   then server -> client:
     Event(event: JSON)                       -> ()
+    Info(name)                               -> details: JSON
+    Catalog()                                -> plugins: JSON list
+    Call(name, event, args: JSON?)           -> result: JSON
+    Emit(event, args: JSON?)                 -> results: JSON list
+    Reconfig()                               -> outcome: JSON
+    Ready()                                  -> ready: JSON, plugins: JSON
+
+The last six are newer than the others: a manager that does not know one
+answers it with AMP's C{UNHANDLED} error, which the CLI reports as "not
+supported by this manager".
+
+C{Info} is everything the manager knows of a plugin
+(L{IPluginManager.details}: C{info}, its row; C{requires}, C{dependents},
+C{policy}, C{old_versions}) and C{files}: each source file that runs,
+C{{path, status, compile_error}}, C{status} C{"unchanged"}, C{"changed"}
+or C{"missing"} (compared with the disk off the reactor thread, compiled
+when changed, never imported). C{Catalog} is each plugin that could be
+loaded, C{{name, status, path, error}}, C{status} C{"loaded"}, C{"not
+loaded"} or C{"broken"} (its file does not compile; C{error} says why).
+
+C{Call} and C{Emit} take the handler's positional arguments as a JSON
+array; a result is C{{"value": V}}, or C{{"repr": R}} when it is not
+JSON-serialisable. A handler that raises is answered with
+L{PluginFailedError}, naming it.
+
+C{Reconfig} does what SIGHUP does and answers C{{loaded, unloaded,
+reloaded, policy, manager_policy, changed}}; refused (the file is invalid,
+or a step failed: nothing changed) with L{ReconfigRefusedError}.
+C{Ready} answers whether every plugin the config file enables is running,
+and each one's state (C{plugins}: name -> state or C{"not loaded"});
+without a config file, every loaded plugin. A manager started without a
+config file answers C{Reconfig} with L{NotAvailableError}.
 
 A plugin is described as C{{name, version, longname, restarts,
 last_failure}}; a row of C{Status} is the whole L{PluginInfo}. A C{policy}
@@ -99,6 +131,14 @@ __all__ = [
     "Shutdown",
     "Subscribe",
     "Event",
+    "Info",
+    "Catalog",
+    "Call",
+    "Emit",
+    "Reconfig",
+    "Ready",
+    "ReconfigRefusedError",
+    "NotAvailableError",
     "QuietAMP",
 ]
 
@@ -306,6 +346,24 @@ class ReloadFailedError(ControlError):
     code = b"RELOAD_FAILED"
 
 
+class ReconfigRefusedError(ControlError):
+    """
+    A reconfig changed nothing: the config file is invalid, or a step of it
+    failed and was rolled back; the description says which.
+    """
+
+    code = b"RECONFIG_REFUSED"
+
+
+class NotAvailableError(ControlError):
+    """
+    The manager cannot do that command as it was started (a reconfig of a
+    manager started without a config file).
+    """
+
+    code = b"NOT_AVAILABLE"
+
+
 class PluginFailedError(ControlError):
     """Any other plugin error."""
 
@@ -377,6 +435,8 @@ WIRE_ERRORS: Tuple[WireError, ...] = (
     WireError(PluginQuarantinedError, PluginQuarantined),
     WireError(ReloadFailedError, ReloadFailed),
     WireError(PluginFailedError, PluginError),
+    WireError(ReconfigRefusedError),
+    WireError(NotAvailableError),
     WireError(BadRequestError),
     WireError(InternalError),
     WireError(AuthenticationRequired, fatal=True),
@@ -519,6 +579,55 @@ class Event(amp.Command):
 
     arguments = [(b"event", JSON())]
     response = []
+
+
+class Info(_Command):
+    """Everything the manager knows of one plugin, its files checked on disk."""
+
+    arguments = [(b"name", amp.Unicode())]
+    response = [(b"details", JSON())]
+
+
+class Catalog(_Command):
+    """Each plugin that could be loaded: loaded, not loaded or broken."""
+
+    arguments = []
+    response = [(b"plugins", JSON())]
+
+
+class Call(_Command):
+    """Call a plugin's handler of C{event} with the positional C{args}."""
+
+    arguments = [
+        (b"name", amp.Unicode()),
+        (b"event", amp.Unicode()),
+        (b"args", JSON(optional=True)),
+    ]
+    response = [(b"result", JSON())]
+
+
+class Emit(_Command):
+    """Call every handler of C{event} with the positional C{args}."""
+
+    arguments = [
+        (b"event", amp.Unicode()),
+        (b"args", JSON(optional=True)),
+    ]
+    response = [(b"results", JSON())]
+
+
+class Reconfig(_Command):
+    """Re-read the config file and apply it, as SIGHUP does."""
+
+    arguments = []
+    response = [(b"outcome", JSON())]
+
+
+class Ready(_Command):
+    """Whether every enabled plugin is running, and each one's state."""
+
+    arguments = []
+    response = [(b"ready", JSON()), (b"plugins", JSON())]
 
 
 # --- the AMP base of both ends ------------------------------------------------------
