@@ -221,6 +221,9 @@ async def test_reconfig_prints_what_changed(hooked):
     hooked.hooks.outcome = Outcome(loaded=("gamma",), unloaded=("beta",), reloaded=("alpha",))
     code, out, err = await run_cli("--control", hooked.path, "reconfig")
     assert (code, out) == (0, "loaded: gamma\nunloaded: beta\nreloaded: alpha\n"), err
+    hooked.hooks.outcome = Outcome(loaded=("gamma",), failed=("unload beta",))
+    code, out, err = await run_cli("--control", hooked.path, "reconfig")
+    assert (code, out) == (0, "loaded: gamma\nfailed after it was applied: unload beta\n"), err
     hooked.hooks.outcome = Outcome()
     code, out, err = await run_cli("--control", hooked.path, "reconfig")
     assert (code, out) == (0, "nothing needed to change\n"), err

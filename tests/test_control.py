@@ -90,6 +90,7 @@ from twisted_plugmgr._control import (
     to_json,
 )
 from twisted_plugmgr._interfaces import IPluginManager
+from twisted_plugmgr._reconfig import ReconfigOutcome
 from twisted_plugmgr.testing import FakePluginManager, failure_of, result_of
 
 TIMEOUT = 5
@@ -1710,22 +1711,8 @@ async def test_cli_events_until_the_server_closes(server):
 # --- an operator's questions: info, catalog, call, emit, reconfig, ready ------------------
 
 
-@attr.s(auto_attribs=True, frozen=True)
-class Outcome:
-    """
-    What a reconfig changed, shaped as L{twisted_plugmgr._reconfig.ReconfigOutcome}.
-    """
-
-    loaded: tuple = ()
-    unloaded: tuple = ()
-    reloaded: tuple = ()
-    policy: tuple = ()
-    manager_policy: bool = False
-
-    @property
-    def changed(self):
-        return bool(self.loaded or self.unloaded or self.reloaded or self.policy
-                    or self.manager_policy)
+#: What a reconfig changed: the daemon's own class.
+Outcome = ReconfigOutcome
 
 
 class Hooks:
@@ -1940,11 +1927,12 @@ async def test_reconfig_without_a_config_file_is_not_available(server):
 
 @pytest_twisted.ensureDeferred
 async def test_reconfig_answers_what_changed(hooked):
-    hooked.hooks.outcome = Outcome(loaded=("gamma",), reloaded=("alpha",), policy=("beta",))
+    hooked.hooks.outcome = Outcome(loaded=("gamma",), reloaded=("alpha",), policy=("beta",),
+                                   failed=("unload delta",))
     client = await hooked.connect()
     assert await client.reconfig() == {
         "loaded": ["gamma"], "unloaded": [], "reloaded": ["alpha"], "policy": ["beta"],
-        "manager_policy": False, "changed": True}
+        "failed": ["unload delta"], "manager_policy": False, "changed": True}
     hooked.hooks.outcome = Outcome()
     assert (await client.reconfig())["changed"] is False
     assert hooked.hooks.reconfigs == 2

@@ -253,6 +253,8 @@ def format_outcome(outcome: Dict[str, Any]) -> str:
              if outcome.get(key)]
     if outcome.get("manager_policy"):
         lines.append("the manager's restart policy changed")
+    if outcome.get("failed"):
+        lines.append(f"failed after it was applied: {', '.join(outcome['failed'])}")
     return "\n".join(lines)
 
 

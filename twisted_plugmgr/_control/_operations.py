@@ -100,7 +100,7 @@ def _answer(value: Any) -> Dict[str, Any]:
 
 
 #: The fields of a reconfig's outcome (C{ReconfigOutcome}).
-_OUTCOME_FIELDS = ("loaded", "unloaded", "reloaded", "policy", "manager_policy")
+_OUTCOME_FIELDS = ("loaded", "unloaded", "reloaded", "policy", "failed", "manager_policy")
 
 
 def _outcome(result: Any) -> Dict[str, Any]:
@@ -112,7 +112,8 @@ def _outcome(result: Any) -> Dict[str, Any]:
         fields[name] = list(fields[name] or ())
     fields["manager_policy"] = bool(fields["manager_policy"])
     changed = getattr(result, "changed", None)
-    fields["changed"] = bool(changed) if changed is not None else any(fields.values())
+    fields["changed"] = (bool(changed) if changed is not None
+                         else any(v for k, v in fields.items() if k != "failed"))
     return fields
 
 
