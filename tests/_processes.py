@@ -59,12 +59,16 @@ def environment() -> dict:
     """
     The environment of a subprocess: the repository on C{sys.path} (the
     package, and the twisted/plugins drop-in: Twisted finds drop-ins in
-    twisted/plugins/ of sys.path entries), no control channel settings.
+    twisted/plugins/ of sys.path entries), no control channel settings, no
+    systemd notify socket or watchdog.
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
     env.pop("PLUGMGR_CONTROL", None)
     env.pop("PLUGMGR_TOKEN", None)
+    # Run under systemd (a CI runner's unit), a test daemon must not notify it.
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        env.pop(name, None)
     return env
 
 
@@ -228,7 +232,11 @@ class Daemon:
     C{twist plugmgr} (or C{twistd ... plugmgr}) running in C{home}.
     """
 
-    def __init__(self, home, *args: str, twistd: bool = False) -> None:
+    def __init__(self, home, *args: str, twistd: bool = False,
+                 env: Optional[dict] = None) -> None:
+        """
+        @param env: variables set in its environment, over L{environment}'s.
+        """
         self.home = home
         self.socket = str(home / "plugmgr.sock")
         self.proto = Watched()
@@ -238,7 +246,8 @@ class Daemon:
             argv = [sys.executable, "-m", "twisted", "--log-format=text", "plugmgr"]
         argv += list(args)
         self.transport = reactor.spawnProcess(
-            self.proto, sys.executable, argv, env=environment(), path=str(home)
+            self.proto, sys.executable, argv, env={**environment(), **(env or {})},
+            path=str(home)
         )
 
     @classmethod

@@ -179,7 +179,7 @@ class TestErrors:
         e = error("[managr]\n")
         assert e.key == "managr"
         assert str(e) == (f"{FILE}: managr: unknown key "
-                          "(expected one of: manager, plugins, irc)")
+                          "(expected one of: manager, plugins, irc, web)")
 
     def test_unknown_manager_key(self):
         e = error("[manager]\nwatched = true\n")

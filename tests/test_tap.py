@@ -23,10 +23,11 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 
-from twisted_plugmgr import CompileFailed, NoSuchPlugin, PluginError, PluginManager, _tap
+from twisted_plugmgr import CompileFailed, NoSuchPlugin, PluginError, PluginManager, _reconfig
 from twisted_plugmgr._control import connect
 from twisted_plugmgr._lifecycle import ShutdownMode
 from twisted_plugmgr._policy import POLICY_KEYS, RestartPolicy
+from twisted_plugmgr._reconfig import ReconfigOutcome, ReconfigRefused
 from twisted_plugmgr._tap import Options, PlugmgrService, StartupError, makeService
 from twisted_plugmgr.testing import EventRecorder
 
@@ -456,7 +457,10 @@ async def test_reconfig_loads_unloads_and_reloads(home, running, log):
         data = "e"
     """)
     write_plugin(home / "plugins", "epsilon")
-    await timeout(r.service.reconfig())
+    outcome = await timeout(r.service.reconfig())
+    assert outcome == ReconfigOutcome(loaded=("epsilon",), unloaded=("delta", "gamma"),
+                                      reloaded=("alpha",))
+    assert outcome.changed
     assert sorted(r.table()) == ["alpha", "beta", "epsilon"]
     assert r.instance("alpha").data == {"n": 2}
     assert r.table()["alpha"].reloads == 1
@@ -481,9 +485,11 @@ async def test_reconfig_with_a_broken_file_changes_nothing(home, running, log):
     await r.start()
     alpha = r.instance("alpha")
     write_config(home, BASE.replace("[plugins.beta]", "[plugins.beta]\nenabled = 3"))
-    await timeout(r.service.reconfig())
-    assert log.has(f"reconfig aborted, nothing changed: {config}: plugins.beta.enabled: "
-                   "expected true or false, got an integer 3")
+    with pytest.raises(ReconfigRefused) as info:
+        await timeout(r.service.reconfig())
+    assert info.value.reason == (f"{config}: plugins.beta.enabled: expected true or false, "
+                                 "got an integer 3")
+    assert log.has(f"reconfig aborted, nothing changed: {info.value.reason}")
     assert sorted(r.table()) == ["alpha", "beta"]
     assert r.instance("alpha") is alpha
 
@@ -493,19 +499,25 @@ async def test_reconfig_during_a_reconfig_runs_once_after(home, running, monkeyp
     r = running(write_config(home, BASE))
     await r.start()
     reads = []
-    real = _tap.read_config
+    real = _reconfig.read_config
 
     def counting(*a):
         reads.append(a)
-        return real(*a)
+        settings = real(*a)
+        if len(reads) == 1:
+            # What the run the second and third are folded into reads.
+            write_config(home, BASE)
+        return settings
 
-    monkeypatch.setattr(_tap, "read_config", counting)
+    monkeypatch.setattr(_reconfig, "read_config", counting)
+    write_config(home, BASE + "\n[plugins.delta]\n")
     first = r.service.reconfig()
     second = r.service.reconfig()
     third = r.service.reconfig()
-    await timeout(first)
-    await timeout(second)
-    await timeout(third)
+    # Each waiter gets the outcome of the run it was folded into.
+    assert await timeout(first) == ReconfigOutcome(loaded=("delta",))
+    assert await timeout(second) == ReconfigOutcome(unloaded=("delta",))
+    assert await timeout(third) == ReconfigOutcome(unloaded=("delta",))
     assert len(reads) == 2
 
 
@@ -513,7 +525,8 @@ async def test_reconfig_during_a_reconfig_runs_once_after(home, running, monkeyp
 async def test_reconfig_without_a_file_does_nothing(home, running, log):
     r = running(None, "--path", "plugins", "--load", "alpha")
     await r.start()
-    await timeout(r.service.reconfig())
+    outcome = await timeout(r.service.reconfig())
+    assert outcome == ReconfigOutcome() and not outcome.changed
     assert log.has("reconfig: no config file")
     assert sorted(r.table()) == ["alpha"]
 
@@ -777,7 +790,9 @@ async def test_reconfig_with_a_bad_policy_key_changes_nothing(home, running, log
     alpha = r.instance("alpha")
     del r.manager.calls[:]
     config = write_config(home, policy_config(**{where: [line]}, extra="[plugins.delta]\n"))
-    await timeout(r.service.reconfig())
+    with pytest.raises(ReconfigRefused) as info:
+        await timeout(r.service.reconfig())
+    assert info.value.reason == f"{config}: {message}"
     assert log.has(f"reconfig aborted, nothing changed: {config}: {message}")
     assert r.manager.calls == []
     assert sorted(r.table()) == ["alpha", "beta"] and r.instance("alpha") is alpha
@@ -942,7 +957,10 @@ async def test_a_reconfig_with_one_failure_changes_nothing(home, running, log, l
 def startService(self):
     raise RuntimeError("beta 2 cannot start")
 """)
-    await timeout(r.service.reconfig())
+    with pytest.raises(ReconfigRefused) as info:
+        await timeout(r.service.reconfig())
+    assert "beta" in info.value.reason and "beta 2 cannot start" in info.value.reason
+    assert "\n" not in info.value.reason
     assert sorted(r.table()) == ["alpha", "beta", "delta"]
     assert r.instance("alpha") is not None and r.instance("alpha").data != {"n": 2}
     assert r.table()["alpha"].reloads == 0 and r.table()["beta"].reloads == 0
@@ -950,3 +968,452 @@ def startService(self):
     assert log.has("reconfig aborted, nothing changed")
     assert alpha is not None and beta is not None
     logged_failures.flush(Exception)
+
+
+# --- reconfig outcomes and readiness -----------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconfig_that_changes_nothing_says_so(home, running, log):
+    r = running(write_config(home, BASE))
+    await r.start()
+    outcome = await timeout(r.service.reconfig())
+    assert outcome == ReconfigOutcome() and not outcome.changed
+    assert outcome.summary() == "nothing needed to change"
+    assert log.has("reconfig done: nothing needed to change")
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconfig_outcome_names_policy_changes(home, running):
+    r = running(write_config(home, policy_config()))
+    await r.start()
+    write_config(home, policy_config(manager=['restart = "no"'], alpha=['restart = "always"']))
+    outcome = await timeout(r.service.reconfig())
+    assert outcome == ReconfigOutcome(policy=("alpha",), manager_policy=True)
+    assert outcome.changed
+    assert outcome.summary() == "new restart policy for alpha; new default restart policy"
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconfig_with_an_unknown_plugin_is_refused_in_one_line(home, running, log,
+                                                                     logged_failures):
+    r = running(write_config(home, BASE))
+    await r.start()
+    alpha = r.instance("alpha")
+    write_config(home, BASE + "\n[plugins.delta]\n\n[plugins.nosuch]\n")
+    with pytest.raises(ReconfigRefused) as info:
+        await timeout(r.service.reconfig())
+    reason = info.value.reason
+    assert "nosuch" in reason and "\n" not in reason
+    # Nothing changed: delta, loaded before nosuch failed, is unloaded again.
+    assert sorted(r.table()) == ["alpha", "beta"] and r.instance("alpha") is alpha
+    aborted = [line for line in log.lines if line.startswith("reconfig aborted")]
+    assert aborted == [f"reconfig aborted, nothing changed: {reason}"]
+    assert not any("Traceback" in line for line in log.lines)
+    logged_failures.flush(NoSuchPlugin)
+
+
+@pytest_twisted.ensureDeferred
+async def test_readiness_names_each_enabled_plugin(home, running, logged_failures):
+    (home / "plugins" / "broken.py").write_text("this is not python\n")
+    r = running(write_config(home, BASE + "\n[plugins.broken]\n"))
+    await r.start()
+    await timeout(r.manager.load("delta"))  # loaded by hand: not the config's
+    assert r.service.readiness() == {"alpha": "running", "beta": "running",
+                                     "broken": "not loaded"}
+    await timeout(r.manager.unload("beta"))
+    assert r.service.readiness()["beta"] == "not loaded"
+    logged_failures.flush(CompileFailed, SyntaxError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_readiness_follows_the_config_after_a_reconfig(home, running):
+    r = running(write_config(home, BASE))
+    await r.start()
+    events = EventRecorder()
+    r.manager.register(events)
+    write_config(home, BASE.replace("[plugins.beta]\n", "[plugins.beta]\nenabled = false\n")
+                 + "\n[plugins.delta]\n")
+    await timeout(r.service.reconfig())
+    assert r.service.readiness() == {"alpha": "running", "delta": "running"}
+    # A probe asks often: it broadcasts nothing.
+    del events.events[:]
+    r.service.readiness()
+    assert events.events == []
+
+
+# --- systemd notify, through the service ------------------------------------------------
+
+
+class NotifySocket:
+    """
+    A datagram socket the test binds, as systemd's notify socket; the
+    datagrams it receives, in order.
+    """
+
+    def __init__(self, path):
+        import socket as _socket
+
+        self.path = str(path)
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setblocking(False)
+        self.messages: List[str] = []
+        self.waiters = TextWaiters(lambda: "\n---\n".join(self.messages))
+        reactor.addReader(self)
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def doRead(self):
+        try:
+            while True:
+                self.messages.append(self.sock.recv(4096).decode())
+        except BlockingIOError:
+            pass
+        self.waiters.check()
+
+    def logPrefix(self):
+        return "NotifySocket"
+
+    def connectionLost(self, reason):
+        pass
+
+    def wait_for(self, text, count=1) -> Deferred:
+        return self.waiters.wait_for(text, count)
+
+    def close(self):
+        reactor.removeReader(self)
+        self.sock.close()
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    sock = NotifySocket(tmp_path / "notify.sock")
+    yield sock
+    sock.close()
+
+
+def notifier_for(sock, **env):
+    from twisted_plugmgr._notify import Notifier
+
+    return Notifier(reactor, environ={"NOTIFY_SOCKET": sock.path, **env})
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_service_notifies_ready_reloading_and_stopping(home, notify_socket,
+                                                                logged_failures):
+    (home / "plugins" / "broken.py").write_text("this is not python\n")
+    service = PlugmgrService(
+        options("--config", write_config(home, BASE + "\n[plugins.broken]\n"))["settings"],
+        reactor, handle_signals=False, stop=lambda: None, notifier=notifier_for(notify_socket))
+    service.startService()
+    try:
+        await timeout(service.ready)
+        await notify_socket.wait_for("READY=1")
+        assert notify_socket.messages == [
+            "READY=1\nSTATUS=2 of 3 plugins loaded; failed: broken"]
+        write_config(home, BASE + "\n[plugins.delta]\n")
+        await timeout(service.reconfig())
+        await notify_socket.wait_for("READY=1", 2)
+        reloading, ready = notify_socket.messages[1:]
+        lines = reloading.split("\n")
+        assert lines[0] == "RELOADING=1" and lines[1].startswith("MONOTONIC_USEC=")
+        assert 0 < int(lines[1].split("=")[1]) <= time_usec()
+        assert ready == "READY=1\nSTATUS=reconfig done: loaded delta"
+    finally:
+        await timeout(service.stopService())
+    await notify_socket.wait_for("STOPPING=1")
+    assert notify_socket.messages[-1] == "STOPPING=1\nSTATUS=stopping (smart shutdown)"
+    logged_failures.flush(CompileFailed, SyntaxError)
+
+
+def time_usec():
+    import time
+
+    return time.monotonic_ns() // 1000
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_reconfig_is_still_followed_by_ready(home, notify_socket):
+    config = write_config(home, BASE)
+    service = PlugmgrService(options("--config", config)["settings"], reactor,
+                             handle_signals=False, stop=lambda: None,
+                             notifier=notifier_for(notify_socket))
+    service.startService()
+    try:
+        await timeout(service.ready)
+        write_config(home, "[manager\n")
+        with pytest.raises(ReconfigRefused):
+            await timeout(service.reconfig())
+        await notify_socket.wait_for("READY=1", 2)
+        assert notify_socket.messages[-1].startswith(
+            f"READY=1\nSTATUS=reconfig refused, nothing changed: {config}: invalid TOML")
+    finally:
+        await timeout(service.stopService())
+
+
+# --- failures and help -------------------------------------------------------------------
+
+
+def test_make_service_refuses_a_control_socket_in_use(home):
+    """
+    twistd builds the service before it forks: a socket in use is reported
+    there, on the terminal, as one line.
+    """
+    import socket as _socket
+
+    server = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    server.bind(str(home / "plugmgr.sock"))
+    server.listen(1)
+    try:
+        with pytest.raises(StartupError) as info:
+            makeService(options("--config", write_config(home, BASE)), reactor)
+    finally:
+        server.close()
+    assert str(info.value) == (f"plugmgr: control channel 'unix:path={home}/plugmgr.sock': "
+                               f"{home}/plugmgr.sock is in use by a running process; "
+                               "not taking it over")
+
+
+def help_faults(text: str) -> List[str]:
+    """
+    The layout faults of a C{--help} text: lines over 79 columns, runs of
+    spaces inside a description (a docstring's indentation), and options
+    without a description.
+    """
+    faults = [f"too long: {line!r}" for line in text.splitlines() if len(line) > 79]
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("-"):
+            option, _, description = stripped.partition("  ")
+            if not description.strip():
+                faults.append(f"no description: {line!r}")
+            stripped = description.strip()
+        if "  " in stripped:
+            faults.append(f"spaces inside: {line!r}")
+    return faults
+
+
+def test_help_has_no_layout_faults(monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    text = str(Options())
+    assert help_faults(text) == []
+    for option in ("--config=", "--control=", "--load=", "--package=", "--path=",
+                   "--shutdown-mode=", "--watch"):
+        assert option in text
+
+
+def test_help_fits_a_narrow_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    assert all(len(line) <= 59 for line in str(Options()).splitlines())
+
+
+def test_help_faults_are_found():
+    """
+    The check above can fail: a docstring's indentation, a long line and an
+    option without words are each a fault.
+    """
+    assert len(help_faults("  -x, --xx=   a\n      b        c\n" + "y" * 80 + "\n"
+                           "  -z, --zz=\n")) == 3
+
+
+# --- wiring: the control channel and the web dashboard ----------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_control_channel_reconfig_and_ready(home, running):
+    r = running(write_config(home, BASE))
+    await r.start()
+    client = await timeout(connect(reactor, f"unix:path={home}/plugmgr.sock"))
+    try:
+        ready = await timeout(client.ready())
+        assert ready["plugins"] == {"alpha": "running", "beta": "running"}
+        write_config(home, BASE + "\n[plugins.delta]\n")
+        answer = await timeout(client.reconfig())
+        outcome = answer.get("outcome", answer)
+        assert outcome["loaded"] == ["delta"] and outcome["changed"] is True
+        assert sorted(r.table()) == ["alpha", "beta", "delta"]
+    finally:
+        await client.close()
+
+
+class FakeWeb(Service):
+    def __init__(self, record):
+        self.record = record
+
+    def startService(self):
+        Service.startService(self)
+        self.record.append("web started")
+
+    def stopService(self):
+        Service.stopService(self)
+        self.record.append("web stopped")
+
+
+WEB = '\n[web]\nendpoint = "tcp:0:interface=127.0.0.1"\n'
+
+
+@pytest_twisted.ensureDeferred
+async def test_web_section_starts_the_dashboard_after_the_bot(home, running, monkeypatch):
+    import twisted_plugmgr.irc as irc
+    import twisted_plugmgr.web as web
+
+    record: List[str] = []
+    made: List[tuple] = []
+
+    def make_web_service(manager, web_config, token, reactor_, reconfig=None):
+        made.append((manager, web_config, token, reactor_, reconfig))
+        return FakeWeb(record)
+
+    monkeypatch.setattr(irc, "make_bot_service", lambda *a: FakeBot(record))
+    monkeypatch.setattr(web, "make_web_service", make_web_service)
+    r = running(write_config(home, BASE + '\n[irc]\nserver = "tcp:localhost:6667"\n'
+                             'nick = "bot"\n' + WEB + 'token = "w3b"\n'))
+    (manager, web_config, token, reactor_, reconfig) = made[0]
+    assert manager is r.manager and reactor_ is reactor and token == "w3b"
+    assert web_config.endpoint.startswith("tcp:0")
+    assert reconfig == r.service.reconfig
+    assert r.service.getServiceNamed("web") is r.service.web
+    await r.start()
+    control_stops: List[str] = []
+    real_stop = r.service.control.stopService
+
+    def stop_control():
+        control_stops.append(f"control stopped after {record[-1]}")
+        return real_stop()
+
+    monkeypatch.setattr(r.service.control, "stopService", stop_control)
+    await r.stop()
+    assert record == ["bot started", "web started", "bot stopped", "web stopped"]
+    assert control_stops == ["control stopped after web stopped"]
+
+
+def test_web_token_falls_back_to_the_control_token(home, monkeypatch):
+    import twisted_plugmgr.web as web
+
+    tokens: List[Any] = []
+    monkeypatch.setattr(web, "make_web_service",
+                        lambda m, c, token, r, reconfig=None: tokens.append(token) or Service())
+    (home / "token").write_text("from-file\n")
+    PlugmgrService(options("--config", write_config(
+        home, BASE.replace("[manager]\n", '[manager]\ncontrol_token = "ctl"\n') + WEB)
+    )["settings"], reactor, handle_signals=False)
+    PlugmgrService(options("--config", write_config(home, BASE + WEB + 'token_file = "token"\n'))
+                   ["settings"], reactor, handle_signals=False)
+    assert tokens == ["ctl", "from-file"]
+
+
+def test_a_web_service_that_refuses_is_a_startup_error(home, monkeypatch):
+    import twisted_plugmgr.web as web
+
+    def refuse(*a, **kw):
+        raise ValueError("endpoint 'tcp:9180' ([web] endpoint): reachable from other hosts "
+                         "without a token")
+
+    monkeypatch.setattr(web, "make_web_service", refuse)
+    config = write_config(home, BASE + WEB)
+    with pytest.raises(StartupError) as info:
+        makeService(options("--config", config), reactor)
+    assert str(info.value) == (f"plugmgr: {config}: [web]: endpoint 'tcp:9180' ([web] "
+                               "endpoint): reachable from other hosts without a token")
+    assert not os.path.exists(home / "plugmgr.sock")
+
+
+def test_an_empty_web_token_file_is_a_usage_error(home):
+    (home / "token").write_text("\n")
+    config = write_config(home, BASE + WEB + 'token_file = "token"\n')
+    with pytest.raises(usage.UsageError) as info:
+        options("--config", config)
+    assert str(info.value) == (f"{config}: web.token_file: a file holding the token, "
+                               "got an empty file")
+
+
+#: A plugin whose start waits for the test: sys.modules["plugmgr_test_gate"].start.
+GATED_START = """
+def startService(self):
+    import sys
+    super().startService()
+    return sys.modules["plugmgr_test_gate"].start
+"""
+
+
+@pytest.fixture
+def gate(monkeypatch):
+    import types
+
+    g = types.SimpleNamespace(start=Deferred())
+    monkeypatch.setitem(sys.modules, "plugmgr_test_gate", g)
+    yield g
+    if not g.start.called:
+        g.start.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reconfig_during_the_startup_loads_waits_for_them(home, running, gate):
+    write_plugin(home / "plugins", "beta", body=GATED_START)
+    r = running(write_config(home, BASE))
+    r.service.startService()
+    early = r.service.reconfig()
+    assert not early.called
+    gate.start.callback(None)
+    await timeout(r.service.ready)
+    # Compared with everything the start loaded, not with half of it.
+    assert await timeout(early) == ReconfigOutcome()
+    assert sorted(r.table()) == ["alpha", "beta"] and r.table()["alpha"].reloads == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reconfig_waiting_for_the_start_is_refused_by_a_stop(home, running, gate):
+    write_plugin(home / "plugins", "beta", body=GATED_START)
+    r = running(write_config(home, BASE))
+    r.service.startService()
+    waiting = r.service.reconfig()
+    stopped = r.service.stopService()
+    with pytest.raises(ReconfigRefused) as info:
+        await timeout(waiting)
+    assert info.value.reason == "the manager is shutting down"
+    gate.start.callback(None)
+    await timeout(stopped)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_plugin_that_changes_its_data_does_not_change_the_next_reconfig(home, running):
+    """
+    Loaded or reloaded by a reconfig, a plugin gets its own copy of its
+    data: changing it does not make the same file look changed.
+    """
+    mutate = """
+@handler()
+def mutate(self):
+    self.data["n"] = 99
+    return self.data
+"""
+    write_plugin(home / "plugins", "alpha", body=mutate)
+    write_plugin(home / "plugins", "delta", body=mutate)
+    r = running(write_config(home, BASE))
+    await r.start()
+    config = BASE.replace("{ n = 1 }", "{ n = 2 }") + "\n[plugins.delta]\ndata = { n = 3 }\n"
+    write_config(home, config)
+    outcome = await timeout(r.service.reconfig())
+    assert outcome == ReconfigOutcome(loaded=("delta",), reloaded=("alpha",))
+    assert await timeout(r.manager.call("alpha", "mutate")) == {"n": 99}
+    assert await timeout(r.manager.call("delta", "mutate")) == {"n": 99}
+    assert await timeout(r.service.reconfig()) == ReconfigOutcome()
+    assert r.table()["alpha"].reloads == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_control_channel_reconfig_without_a_config_file_is_not_available(home, running):
+    from twisted_plugmgr._control import NotAvailableError
+
+    r = running(None, "--path", "plugins", "--load", "alpha")
+    await r.start()
+    client = await timeout(connect(reactor, f"unix:path={home}/plugmgr.sock"))
+    try:
+        with pytest.raises(NotAvailableError):
+            await timeout(client.reconfig())
+        assert (await timeout(client.ready()))["plugins"] == {"alpha": "running"}
+    finally:
+        await client.close()
+    assert sorted(r.table()) == ["alpha"]

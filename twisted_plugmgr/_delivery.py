@@ -2,13 +2,17 @@
 Delivery: post, call and emit, each reaching a handler through
 L{Delivery.invoke}, the one function that runs a handler and times it; the
 inboxes that hold messages until their plugin runs; and the answers still
-waiting on a handler's Deferred.
+waiting on a handler's Deferred; and L{HandlerMetrics}, what is counted of
+those calls while metrics are on (nothing is, and nothing costs, while
+they are off).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Tuple
+from bisect import bisect_left
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
+import attr
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
@@ -17,9 +21,131 @@ from ._deferreds import pass_result
 from ._dispatch import STOP, HandlerIndex
 from ._errors import HandlerAbandoned, NoSuchHandler, NoSuchPlugin, PluginError, PluginQuarantined
 from ._events import Reporter
-from ._registry import Record, Registry
+from ._registry import HANDLER_BUCKETS, PluginInfo, Record, Registry
 
-__all__ = ["Delivery"]
+__all__ = ["Delivery", "HandlerMetrics", "PluginMetrics", "RELOAD_BUCKETS"]
+
+assert HANDLER_BUCKETS[0] == 0.0001  # invoke_counted compares with it as a constant
+
+#: The upper bounds, in seconds, of the buckets reload times are counted in
+#: (a last bucket, unbounded, follows).
+RELOAD_BUCKETS: Tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True, kw_only=True)
+class PluginMetrics:
+    """
+    What the metrics say of one plugin, at one moment.
+
+    @ivar info: its row of the plugin table.
+    @ivar held: messages held in its inbox until it runs.
+    @ivar calls: event -> handler calls counted while metrics were on.
+    @ivar buckets: those calls per bucket of L{HANDLER_BUCKETS} (not
+        cumulative; the last one unbounded).
+    @ivar seconds: the time they took, in all.
+    @ivar errors: those that raised or whose Deferred failed.
+    """
+
+    info: PluginInfo
+    held: int
+    calls: Mapping[str, int]
+    buckets: Tuple[int, ...]
+    seconds: float
+    errors: int
+
+
+class HandlerMetrics:
+    """
+    What a manager counts of its handler calls and reloads for metrics,
+    only while at least one user has turned it on with L{enable}: off, the
+    delivery path is the same as without metrics.
+
+    @ivar reload_buckets: reloads (L{timed}) per bucket of
+        L{RELOAD_BUCKETS} (not cumulative; the last one unbounded).
+    @ivar reload_seconds: the time those reloads took, in all.
+    """
+
+    def __init__(self, delivery: Delivery, reactor: IReactorTime, events_of: Callable[[str], Any]
+                 ) -> None:
+        self._delivery = delivery
+        self._reactor = reactor
+        self._events_of = events_of
+        self._users = 0
+        self.reload_buckets: List[int] = [0] * (len(RELOAD_BUCKETS) + 1)
+        self.reload_seconds = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        """
+        Whether calls are counted now.
+        """
+        return self._users > 0
+
+    def enable(self) -> None:
+        """
+        Count from now on (one more user: counting goes on until each user
+        has called L{disable}).
+        """
+        self._users += 1
+        if self._users == 1:
+            for record in self._delivery.registry:
+                record.counts.resume(record.busy_time)
+            self._delivery.invoke = self._delivery.invoke_counted
+
+    def disable(self) -> None:
+        """
+        One user less; the last one stops the counting (what was counted
+        is kept).
+        """
+        if not self._users:
+            return
+        if self._users == 1:
+            self._delivery.invoke = self._delivery.invoke_plain
+            for record in self._delivery.registry:
+                self._settle(record)
+                record.counts.pause(record.busy_time)
+        self._users -= 1
+
+    def _settle(self, record: Record) -> None:
+        # A record created while counting was on has counted all along.
+        if self._users and record.counts.paused_at is not None:
+            record.counts.offset = 0.0
+            record.counts.paused_at = None
+
+    def plugins(self) -> Dict[str, PluginMetrics]:
+        """
+        Name -> L{PluginMetrics} of every plugin loaded (or loading), in
+        load order. Broadcasts nothing (unlike C{plugin_table}).
+        """
+        out: Dict[str, PluginMetrics] = {}
+        for record in self._delivery.registry.in_order():
+            self._settle(record)
+            counts = record.counts
+            out[record.name] = PluginMetrics(
+                info=record.info(self._events_of(record.name)), held=len(record.inbox),
+                calls=dict(record.event_calls),
+                buckets=counts.histogram(sum(record.event_calls.values())),
+                seconds=counts.seconds(record.busy_time), errors=counts.errors)
+        return out
+
+    def timed(self, reload: Deferred[Any]) -> Deferred[Any]:
+        """
+        Count the time C{reload} (a reload's Deferred, just asked for)
+        takes, if metrics are on; return it.
+        """
+        if self._users:
+            started = self._reactor.seconds()
+
+            def done(result: Any) -> Any:
+                elapsed = max(0.0, self._reactor.seconds() - started)
+                self.reload_buckets[bisect_left(RELOAD_BUCKETS, elapsed)] += 1
+                self.reload_seconds += elapsed
+                return result
+
+            reload.addBoth(done)
+        return reload
 
 
 class Delivery:
@@ -45,14 +171,27 @@ class Delivery:
         self._timer = timer
         self.slow_call = slow_call
         self._nested: List[float] = []  # time spent in the handlers a handler calls
+        #: L{invoke_plain}, or L{invoke_counted} while metrics are on.
+        self.invoke: Callable[[Record, Callable[..., Any], tuple, dict, str], Any] = \
+            self.invoke_plain
+        #: What is counted for metrics, and the switch that turns it on.
+        self.metrics = HandlerMetrics(self, reactor, index.events_of)
+
+    @property
+    def registry(self) -> Registry:
+        """
+        The manager's records.
+        """
+        return self._registry
 
     # -- running one handler ---------------------------------------------
 
-    def invoke(self, record: Record, method: Callable[..., Any], args: tuple, kw: dict) -> Any:
+    def invoke_plain(self, record: Record, method: Callable[..., Any], args: tuple, kw: dict,
+                     event: str) -> Any:
         """
-        Call one handler of C{record}, timing it (less the time spent in the
-        handlers it calls in turn) into C{record}'s counters. Raises what it
-        raises.
+        Call one handler of C{record} (for C{event}), timing it (less the
+        time spent in the handlers it calls in turn) into C{record}'s
+        counters. Raises what it raises.
         """
         timer = self._timer
         nested = self._nested
@@ -70,11 +209,57 @@ class Delivery:
             if elapsed > record.longest_call:
                 record.longest_call = elapsed
             if elapsed > self.slow_call:
-                self._reporter.warning(
-                    record.name,
-                    f"handler {getattr(method, '__name__', method)} blocked the reactor "
-                    f"for {elapsed:.3f}s",
-                )
+                self._slow(record, method, elapsed)
+
+    def invoke_counted(self, record: Record, method: Callable[..., Any], args: tuple, kw: dict,
+                       event: str) -> Any:
+        """
+        L{invoke_plain}, also counting the call (per event in
+        C{record.event_calls}; in C{record.counts}: the time histogram past
+        its first bucket, and as an error if it raises).
+        """
+        timer = self._timer
+        nested = self._nested
+        nested.append(0.0)
+        started = timer()
+        try:
+            return method(*args, **kw)
+        except BaseException:
+            record.counts.errors += 1
+            raise
+        finally:
+            total = timer() - started
+            elapsed = total - nested.pop()
+            if nested:
+                nested[-1] += total
+            record.busy_time += elapsed  # the call itself: in event_calls
+            if elapsed > record.longest_call:
+                record.longest_call = elapsed
+            events = record.event_calls
+            try:
+                events[event] += 1
+            except KeyError:
+                events[event] = 1
+            if elapsed > 0.0001:  # HANDLER_BUCKETS[0]; most calls are not: nothing to search
+                record.counts.buckets[bisect_left(HANDLER_BUCKETS, elapsed)] += 1
+            if elapsed > self.slow_call:
+                self._slow(record, method, elapsed)
+
+    def _slow(self, record: Record, method: Any, elapsed: float) -> None:
+        self._reporter.warning(
+            record.name,
+            f"handler {getattr(method, '__name__', method)} blocked the reactor "
+            f"for {elapsed:.3f}s",
+        )
+
+    def _count_error(self, name: str) -> None:
+        """
+        Count a handler's failed Deferred as an error, while metrics are on.
+        """
+        if self.metrics.enabled:
+            record = self._records.get(name)
+            if record is not None:
+                record.counts.errors += 1
 
     def deliver(self, record: Record, event: str, args: tuple, kw: dict) -> Deferred[Any]:
         """
@@ -93,7 +278,7 @@ class Delivery:
                 if default is None or not callable(default):
                     return fail(NoSuchHandler(record.name, event))
                 method, call_args = default, (event,) + args
-            result = self.invoke(record, method, call_args, kw)
+            result = self.invoke(record, method, call_args, kw, event)
         except BaseException:  # plugin code: SystemExit, KeyboardInterrupt too
             failure = Failure()
             self._reporter.error(record.name, failure)
@@ -117,6 +302,7 @@ class Delivery:
             if not answer.called:
                 pass_result(answer, outcome)
             elif isinstance(outcome, Failure):
+                self._count_error(record.name)
                 self._reporter.error(record.name, outcome)
 
         result.addBoth(done)
@@ -133,6 +319,7 @@ class Delivery:
 
     def _handler_failed(self, failure: Failure, name: str) -> Failure:
         if not failure.check(HandlerAbandoned):  # not the plugin's fault
+            self._count_error(name)
             self._reporter.error(name, failure)
         return failure
 
@@ -263,7 +450,7 @@ class Delivery:
                 continue
             try:
                 method = getattr(version.instance, attribute)  # type: ignore[union-attr]
-                result = self.invoke(record, method, args, kw)
+                result = self.invoke(record, method, args, kw, event)
             except BaseException:  # plugin code: SystemExit, KeyboardInterrupt too
                 self._reporter.error(record.name, Failure())
                 continue
@@ -292,5 +479,6 @@ class Delivery:
     def _emit_async_failure(self, failure: Failure, name: str, names: Tuple[str, ...], i: int,
                             event: str, args: tuple, kw: dict, results: List[Any]) -> Any:
         if not failure.check(HandlerAbandoned):  # not the plugin's fault
+            self._count_error(name)
             self._reporter.error(name, failure)
         return self._emit_from(names, i, event, args, kw, results)

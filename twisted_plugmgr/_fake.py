@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._delivery import RELOAD_BUCKETS, PluginMetrics
 from ._details import PluginDetails
 from ._errors import (
     AlreadyLoaded,
@@ -136,6 +137,7 @@ class FakePluginManager:
         self.watching: Optional[float] = None
         self.stopped = False
         self.clock = clock if clock is not None else Clock()
+        self._metrics = FakeMetrics(self)
 
     def broadcast(self, event: PluginEvent) -> None:
         """
@@ -438,6 +440,13 @@ class FakePluginManager:
         return PluginDetails(info=self._row(name), requires=(), dependents=(), files={},
                              policy=RestartPolicy(), old_versions=())
 
+    @property
+    def metrics(self) -> FakeMetrics:
+        """
+        A L{FakeMetrics} over its plugins (nothing is ever counted).
+        """
+        return self._metrics
+
     def available(self) -> List[str]:
         """
         The sorted names in C{sources}.
@@ -497,3 +506,57 @@ class FakePluginManager:
         """
         self.calls.append(("unwatch",))
         self.watching = None
+
+
+class FakeMetrics:
+    """
+    What L{FakePluginManager.metrics} is: the real manager's
+    L{HandlerMetrics<twisted_plugmgr._delivery.HandlerMetrics>} API, with
+    every count at zero (the fake calls no handler).
+
+    @ivar reload_buckets: always zeros.
+    @ivar reload_seconds: always 0.
+    """
+
+    def __init__(self, manager: FakePluginManager) -> None:
+        self._manager = manager
+        self._users = 0
+        self.reload_buckets: List[int] = [0] * (len(RELOAD_BUCKETS) + 1)
+        self.reload_seconds = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        """
+        Whether some user has L{enable}d it.
+        """
+        return self._users > 0
+
+    def enable(self) -> None:
+        """
+        One more user.
+        """
+        self._users += 1
+
+    def disable(self) -> None:
+        """
+        One user less.
+        """
+        self._users = max(0, self._users - 1)
+
+    def plugins(self) -> Dict[str, PluginMetrics]:
+        """
+        Name -> L{PluginMetrics} of every fake plugin, counts at zero.
+        """
+        from ._registry import HANDLER_BUCKETS
+
+        manager = self._manager
+        return {name: PluginMetrics(info=manager._row(name), held=0, calls={},
+                                    buckets=(0,) * (len(HANDLER_BUCKETS) + 1), seconds=0.0,
+                                    errors=0)
+                for name in sorted(manager.plugins)}
+
+    def timed(self, reload: Deferred[Any]) -> Deferred[Any]:
+        """
+        C{reload}, untimed.
+        """
+        return reload

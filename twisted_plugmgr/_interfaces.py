@@ -185,6 +185,12 @@ class IPluginManager(Interface):
         Return the sorted names of the plugins that could be loaded.
         """
 
+    metrics = Attribute(
+        "What is counted of handler calls and reloads while metrics are on: "
+        "enable(), disable(), enabled, plugins() (name -> PluginMetrics, broadcasting "
+        "nothing), timed(reload Deferred), reload_buckets, reload_seconds."
+    )
+
     def register(listener):
         """
         Add a listener (a callable taking a PluginEvent).

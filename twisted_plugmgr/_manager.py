@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from . import _source
 from ._autoreload import AutoReload
-from ._delivery import Delivery
+from ._delivery import Delivery, HandlerMetrics
 from ._details import PluginDetails, describe
 from ._dispatch import HandlerIndex
 from ._errors import (
@@ -166,6 +166,11 @@ class PluginManager(MultiService):
     def slow_call(self) -> float:
         """A handler call longer than this many seconds broadcasts C{plugin_warning}."""
         return self._delivery.slow_call
+
+    @property
+    def metrics(self) -> HandlerMetrics:
+        """What is counted of handler calls and reloads while metrics are on."""
+        return self._delivery.metrics
 
     @property
     def module_prefix(self) -> str:
@@ -453,7 +458,7 @@ class PluginManager(MultiService):
             C{plugin_reload_failed}), the plugin still serving.
         """
         try:
-            return self._reloader.reload_named(name, data, mode, dependents, self.reload)
+            return self.metrics.timed(self._reloader.reload_named(name, data, mode, dependents, self.reload))
         except BaseException:
             # A bug of ours, not a plugin's: never raise out of reload().
             failure = Failure()
@@ -470,7 +475,7 @@ class PluginManager(MultiService):
         @return: a Deferred with {name: new version}, after one
             C{plugin_reloaded} each; or failing with L{ReloadFailed}.
         """
-        return self._reloader.reload_many(names, data, mode)
+        return self.metrics.timed(self._reloader.reload_many(names, data, mode))
 
     def _after_reload(self, record: Record) -> None:
         self._delivery.schedule(record)

@@ -21,7 +21,13 @@ from ._instance import Version, attribute
 from ._lifecycle import Lifecycle, PluginState
 from ._policy import RestartWindow
 
-__all__ = ["PluginInfo", "Record", "Registry", "Message"]
+__all__ = ["PluginInfo", "Record", "Registry", "Message", "CallCounts", "HANDLER_BUCKETS"]
+
+#: The upper bounds, in seconds, of the buckets handler call times are
+#: counted in while metrics are on (a last bucket, unbounded, follows).
+HANDLER_BUCKETS: Tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)
 
 #: A message held for a plugin: (event, args, kw, the caller's Deferred or
 #: None for a post).
@@ -76,6 +82,59 @@ class PluginInfo:
     last_reload_error_at: Optional[float] = None
 
 
+@attr.s(slots=True, auto_attribs=True, eq=False)
+class CallCounts:
+    """
+    What is counted of one plugin's handler calls while metrics are on.
+    Only what the record's own counters cannot say is counted per call
+    (and the calls per event, in L{Record.event_calls}): the time spent is
+    its C{busy_time} less what was spent while metrics were off, and the
+    calls of the first bucket are all the calls less those of the others.
+
+    @ivar buckets: calls per bucket of L{HANDLER_BUCKETS} (not cumulative),
+        the last one for the calls longer than every bound; the first is
+        not counted (see L{PluginMetrics}).
+    @ivar errors: handler calls that raised or whose Deferred failed.
+    @ivar offset: busy time spent while metrics were off.
+    @ivar paused_at: the busy time when metrics were turned off, or
+        L{None} while they are on.
+    """
+
+    buckets: List[int] = attr.ib(factory=lambda: [0] * (len(HANDLER_BUCKETS) + 1))
+    errors: int = 0
+    offset: float = 0.0
+    paused_at: Optional[float] = 0.0
+
+    def resume(self, busy: float) -> None:
+        """
+        Metrics are on again; C{busy} is the record's busy time now.
+        """
+        if self.paused_at is not None:
+            self.offset += busy - self.paused_at
+            self.paused_at = None
+
+    def pause(self, busy: float) -> None:
+        """
+        Metrics are off; C{busy} is the record's busy time now.
+        """
+        if self.paused_at is None:
+            self.paused_at = busy
+
+    def seconds(self, busy: float) -> float:
+        """
+        The time the counted calls took, C{busy} being the busy time now.
+        """
+        return max(0.0, (busy if self.paused_at is None else self.paused_at) - self.offset)
+
+    def histogram(self, counted: int) -> Tuple[int, ...]:
+        """
+        The calls per bucket (not cumulative), the first one included, for
+        C{counted} calls in all.
+        """
+        rest = self.buckets[1:]
+        return (max(0, counted - sum(rest)),) + tuple(rest)
+
+
 @attr.s(auto_attribs=True, eq=False, repr=False)
 class Record:
     """
@@ -90,6 +149,10 @@ class Record:
     @ivar stop: the outcome of its stop, once its stop has begun.
     @ivar starting: the version being constructed and started in its place
         (by a reload or a restart), while that is under way.
+    @ivar counts: its handler calls as counted while metrics are on.
+    @ivar calls: its handler calls while metrics were off.
+    @ivar event_calls: event -> its handler calls while metrics were on
+        (on the record itself: read on every counted call).
     """
 
     name: str
@@ -116,6 +179,16 @@ class Record:
     calls: int = 0
     busy_time: float = 0.0
     longest_call: float = 0.0
+    counts: CallCounts = attr.ib(factory=CallCounts)
+    event_calls: Dict[str, int] = attr.ib(factory=dict)
+
+    @property
+    def call_count(self) -> int:
+        """
+        Its handler calls: those of C{calls} (metrics off) and of
+        C{event_calls} (metrics on), each call in one of them.
+        """
+        return self.calls + sum(self.event_calls.values())
 
     @property
     def state(self) -> PluginState:
@@ -158,7 +231,7 @@ class Record:
             loaded_at=self.loaded_at,
             reloads=self.reloads,
             source=source.origin if source else None,
-            calls=self.calls,
+            calls=self.call_count,
             busy_time=self.busy_time,
             longest_call=self.longest_call,
             events=tuple(sorted(events)),

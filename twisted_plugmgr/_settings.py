@@ -24,7 +24,8 @@ from ._config import (
 from ._control import unix_socket_path
 from ._lifecycle import ShutdownMode
 
-__all__ = ["StartupError", "Overrides", "Settings", "apply_overrides", "read_config"]
+__all__ = ["StartupError", "Overrides", "Settings", "apply_overrides", "endpoint_text",
+           "read_config"]
 
 
 
@@ -76,6 +77,8 @@ class Settings:
     @ivar overrides: the command line's L{Overrides}.
     @ivar control: the control channel's server endpoint string.
     @ivar token: the control token, or L{None}.
+    @ivar web_token: the C{[web]} section's own token (C{token}, or read
+        from C{token_file}), or L{None}: the dashboard then uses L{token}.
     """
 
     config: Config
@@ -83,6 +86,7 @@ class Settings:
     overrides: Overrides
     control: str
     token: Optional[str] = None
+    web_token: Optional[str] = None
 
 
 def apply_overrides(config: Config, overrides: Overrides) -> Config:
@@ -142,15 +146,29 @@ def read_config(filename: Optional[str], overrides: Overrides) -> Settings:
     _check_endpoint(source, control)
     token = manager.control_token
     if manager.control_token_file is not None:
-        token = _read_token(source, manager.control_token_file)
+        token = _read_token(source, manager.control_token_file, "manager.control_token_file")
     if endpoint_kind(control) != "unix" and not token:
         raise ConfigError(
             source, "manager.control",
             "a control endpoint that is not a UNIX socket needs manager.control_token or "
             "manager.control_token_file", repr(control),
         )
+    web_token = None
+    if config.web is not None:
+        web_token = config.web.token
+        if config.web.token_file is not None:
+            web_token = _read_token(source, config.web.token_file, "web.token_file")
     return Settings(config=config, config_file=filename, overrides=overrides,
-                    control=control, token=token)
+                    control=control, token=token, web_token=web_token)
+
+
+def endpoint_text(description: str) -> str:
+    """
+    An endpoint for a log line: a UNIX socket as its path (C{socket
+    /run/plugmgr/plugmgr.sock}), anything else as its endpoint string.
+    """
+    path = unix_socket_path(description)
+    return f"socket {path}" if path else description
 
 
 def _check_endpoint(source: str, description: str) -> None:
@@ -172,14 +190,13 @@ def _check_endpoint(source: str, description: str) -> None:
         ) from None
 
 
-def _read_token(source: str, path: str) -> str:
+def _read_token(source: str, path: str, key: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
             token = f.read().strip()
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(source, "manager.control_token_file",
+        raise ConfigError(source, key,
                           f"a readable text file ({e})", repr(path)) from None
     if not token:
-        raise ConfigError(source, "manager.control_token_file", "a file holding the token",
-                          "an empty file")
+        raise ConfigError(source, key, "a file holding the token", "an empty file")
     return token

@@ -14,16 +14,19 @@ C{--shutdown-mode} replace the file's values.
 The restart policy keys of C{[manager]} are the manager's default policy,
 those of a C{[plugins.NAME]} section that plugin's; a reconfig applies a
 change to them without a restart, and without reloading the plugin.
+
+Under systemd (C{$NOTIFY_SOCKET} set) the service says C{READY=1} once the
+startup loads are done, C{RELOADING=1} then C{READY=1} around each
+reconfig, C{STOPPING=1} when it stops, and C{WATCHDOG=1} when asked for
+(L{twisted_plugmgr._notify}).
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, TypeVar, Union
 
-import attr
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
@@ -31,26 +34,36 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from ._config import (
-    ConfigError,
-    ManagerConfig,
-    PluginConfig,
-)
-from ._control import (
-    ControlChannelError,
-    ControlFactory,
-    ControlService,
-)
-from ._deferreds import run_blocking
+from ._config import ConfigError, PluginConfig, WebConfig
+from ._control import ControlChannelError, ControlFactory, ControlService
+from ._control._listen import check_control
 from ._errors import NoSuchPlugin
 from ._lifecycle import ShutdownMode
-from ._policy import POLICY_KEYS, RestartPolicy
-from ._reconfig import ReconfigTransaction
-from ._settings import Overrides, Settings, StartupError, apply_overrides, read_config
+from ._notify import Notifier
+from ._reconfig import ReconfigOutcome, ReconfigRefused, Reconfigurer, plugin_data
+from ._settings import (
+    Overrides,
+    Settings,
+    StartupError,
+    apply_overrides,
+    endpoint_text,
+    read_config,
+)
 from ._source import check_name
 
 __all__ = ["Options", "makeService", "Settings", "PlugmgrService", "StartupError",
-           "read_config", "apply_overrides", "Overrides"]
+           "read_config", "apply_overrides", "Overrides", "ReconfigOutcome", "ReconfigRefused"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _help(method: _F) -> _F:
+    """
+    Make an C{opt_} method's docstring one paragraph, as Twisted's
+    C{--help} shows it (it keeps the docstring's indentation otherwise).
+    """
+    method.__doc__ = " ".join((method.__doc__ or "").split())
+    return method
 
 
 
@@ -69,11 +82,24 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "The config file (TOML)."],
         ["control", None, None,
-         "Control channel server endpoint (default: unix socket plugmgr.sock next to the "
-         "config file)."],
-        ["shutdown-mode", None, None, "Shutdown mode on SIGTERM/SIGINT: immediate, smart, lazy."],
+         "The control channel's server endpoint (default: the UNIX socket plugmgr.sock "
+         "next to the config file)."],
+        ["shutdown-mode", None, None,
+         "How plugins are shut down on SIGTERM/SIGINT: immediate, smart or lazy."],
     ]
     optFlags = [["watch", "w", "Reload plugins when their source files change."]]
+
+    def getUsage(self, width: Optional[int] = None) -> str:
+        """
+        The help text, within 79 columns (or C{$COLUMNS} when narrower), so
+        that no line fills an 80-column terminal.
+        """
+        if not width:
+            try:
+                width = min(79, int(os.environ.get("COLUMNS", "80")) - 1)
+            except ValueError:
+                width = 79
+        return super().getUsage(width=max(width, 40))
 
     def __init__(self) -> None:
         super().__init__()
@@ -81,6 +107,7 @@ class Options(usage.Options):
         self["paths"] = []
         self["load"] = []
 
+    @_help
     def opt_package(self, name: str) -> None:
         """
         A package whose modules are plugins (repeatable; replaces the
@@ -91,6 +118,7 @@ class Options(usage.Options):
                                    f"got {name!r}")
         self["packages"].append(name)
 
+    @_help
     def opt_path(self, directory: str) -> None:
         """
         A directory whose modules are plugins (repeatable; replaces the
@@ -98,6 +126,7 @@ class Options(usage.Options):
         """
         self["paths"].append(os.path.abspath(os.path.expanduser(directory)))
 
+    @_help
     def opt_load(self, name: str) -> None:
         """
         Load this plugin at start (repeatable; in addition to the config
@@ -142,36 +171,44 @@ def makeService(options: Mapping[str, Any], reactor: Optional[IReactorCore] = No
     """
     Build the service from parsed L{Options}.
 
+    The control socket is checked here too: C{twistd} builds the service
+    before it forks into the background, so a second instance on the same
+    socket says so on the terminal (C{plugmgr: control channel ...: ... is
+    in use by a running process}), in one line, and exits 1.
+
     @param reactor: the reactor (the global one by default).
+    @raise StartupError: if the control socket cannot be used.
     """
     if reactor is None:
         from twisted.internet import reactor as _reactor
 
         reactor = IReactorCore(_reactor)
-    return PlugmgrService(options["settings"], reactor)
-
-
-def _plugin_data(plugin: PluginConfig) -> Any:
-    # Each plugin gets its own copy: a plugin that mutates its data must not
-    # change what a later reconfig compares with.
-    return copy.deepcopy(plugin.data)
+    settings: Settings = options["settings"]
+    try:
+        check_control(settings.control, settings.config.manager.allow_shared_dir)
+    except ControlChannelError as e:
+        raise StartupError(str(e)) from None
+    return PlugmgrService(settings, reactor)
 
 
 class PlugmgrService(MultiService):
     """
-    The top service: the manager, its control channel, and the IRC bot when
-    the config has an C{[irc]} section.
+    The top service: the manager, its control channel, the IRC bot when the
+    config has an C{[irc]} section, and the web dashboard when it has a
+    C{[web]} section.
 
     Start: the control channel listens first (so that a socket in use stops
     everything before anything started), then the manager starts and loads
-    the enabled plugins in file order, then watching, then the bot. Stop:
-    the manager's staged shutdown first (the reactor waits for it), then the
-    bot, then the control channel.
+    the enabled plugins in file order, then watching, then the bot, then
+    the dashboard. Stop: the manager's staged shutdown first (the reactor
+    waits for it), then the bot, then the dashboard, then the control
+    channel.
 
-    @ivar settings: the current L{Settings}.
     @ivar manager: the L{PluginManager}.
     @ivar control: the L{ControlService}.
     @ivar bot: the IRC bot service, or L{None}.
+    @ivar web: the web dashboard's service, or L{None}.
+    @ivar notifier: the L{Notifier} that tells systemd where the service is.
     """
 
     log = Logger(namespace="twisted_plugmgr.tap")
@@ -183,6 +220,7 @@ class PlugmgrService(MultiService):
         handle_signals: bool = True,
         manager_factory: Optional[Callable[..., Any]] = None,
         stop: Optional[Callable[[], object]] = None,
+        notifier: Optional[Notifier] = None,
     ) -> None:
         """
         @param settings: the validated L{Settings}.
@@ -197,12 +235,14 @@ class PlugmgrService(MultiService):
             by default), called with its keyword arguments.
         @param stop: what stops the process (by default, the reactor is
             stopped if it runs).
+        @param notifier: what tells systemd where the service is (by
+            default, a L{Notifier} reading C{$NOTIFY_SOCKET}).
         """
         super().__init__()
         from ._manager import PluginManager
 
-        self.settings = settings
         self._reactor = reactor
+        self.notifier = notifier if notifier is not None else Notifier(IReactorTime(reactor))
         self._handle_signals = handle_signals
         self._stop = stop
         manager_config = settings.config.manager
@@ -227,9 +267,17 @@ class PlugmgrService(MultiService):
         )
         self.manager.setName("manager")
         self.manager.setServiceParent(self)
+        self._stopping = False
+        self._reconfigurer = Reconfigurer(
+            self.manager, reactor, settings, self.log, lambda: self._stopping,
+            on_run=self.notifier.reloading, on_done=self._reconfigured)
         self.control = ControlService(
             ControlFactory(self.manager, IReactorTime(reactor), token=settings.token,
-                           on_shutdown=self._shutdown_requested),
+                           on_shutdown=self._shutdown_requested,
+                           # Without a config file there is nothing to re-read:
+                           # the channel answers Reconfig "not available".
+                           reconfig=self.reconfig if settings.config_file else None,
+                           readiness=self.readiness),
             settings.control,
             reactor,
             allow_shared_dir=manager_config.allow_shared_dir,
@@ -239,14 +287,24 @@ class PlugmgrService(MultiService):
         self.bot: Optional[IService] = None
         if settings.config.irc is not None:
             self.bot = self._make_bot(settings)
+        self.web: Optional[IService] = None
+        if settings.config.web is not None:
+            self.web = self._make_web(settings, settings.config.web)
         self._saved_signals: Dict[int, Any] = {}
-        self._stopping = False
-        self._reconfiguring = False
-        self._queued: List[Deferred] = []
-        self._applied = settings.config
         #: Fires with {name: True or the Failure of its load} once the
         #: plugins enabled at start have been loaded (set by startService).
         self.ready: Deferred = Deferred()
+        # Reconfigs asked for (over the control channel) during the startup
+        # loads, waiting for them: they compare the file with what runs.
+        self._starting: Optional[List[Deferred[None]]] = []
+
+    @property
+    def settings(self) -> Settings:
+        """
+        The current L{Settings}: those the service started with, then
+        those of each reconfig (keeping what needs a restart as it was).
+        """
+        return self._reconfigurer.settings
 
     # -- the services ----------------------------------------------------
 
@@ -264,6 +322,19 @@ class PlugmgrService(MultiService):
         bot.setName("irc")
         bot.setServiceParent(self)
         return bot
+
+    def _make_web(self, settings: Settings, web_config: WebConfig) -> IService:
+        from .web import make_web_service
+
+        token = settings.web_token or settings.token
+        try:
+            web = make_web_service(self.manager, web_config, token, self._reactor,
+                                   reconfig=self.reconfig)
+        except ValueError as e:
+            raise StartupError(f"{settings.config.filename}: [web]: {e}") from None
+        web.setName("web")
+        web.setServiceParent(self)
+        return web
 
     def privilegedStartService(self) -> None:
         """
@@ -292,11 +363,15 @@ class PlugmgrService(MultiService):
             self.log.critical("cannot start: {error}", error=str(e))
             raise StartupError(str(e)) from None
         self.running = 1
+        # The watchdog pings from the reactor from now on: a reactor that
+        # stops turning (a plugin blocking it) stops them.
+        self.notifier.start_watchdog()
         config = self.settings.config
+        config_file = self.settings.config_file
         self.log.info(
             "plugmgr starting: config {config}, control {control}, {count} plugins enabled",
-            config=self.settings.config_file or "(none)", control=self.settings.control,
-            count=len(config.enabled()),
+            config=os.path.abspath(config_file) if config_file else "none (command line only)",
+            control=endpoint_text(self.settings.control), count=len(config.enabled()),
         )
         self.manager.startService()
         loaded = self._load_all([config.plugins[name] for name in config.enabled()])
@@ -304,6 +379,8 @@ class PlugmgrService(MultiService):
             self.manager.watch()
         if self.bot is not None:
             self.bot.startService()
+        if self.web is not None:
+            self.web.startService()
         # Ready once the plugins are loaded and the reactor runs with our
         # signal handlers in place (a SIGTERM before that would end the
         # process with the signal instead of the staged shutdown).
@@ -319,10 +396,21 @@ class PlugmgrService(MultiService):
         loaded.addCallback(lambda outcome: running.addCallback(lambda _: outcome))
         loaded.addCallback(self._report_ready)
 
+    def _started(self) -> None:
+        waiting, self._starting = self._starting or [], None
+        for d in waiting:
+            d.callback(None)
+
     def _report_ready(self, outcome: Dict[str, Any]) -> Dict[str, Any]:
         failed = sorted(name for name, result in outcome.items() if result is not True)
-        self.log.info("plugmgr ready: {loaded} of {count} plugins loaded{failed}", count=len(outcome),
-                      loaded=len(outcome) - len(failed), failed=_failed_suffix(failed))
+        line = (f"{len(outcome) - len(failed)} of {len(outcome)} plugins loaded"
+                f"{_failed_suffix(failed)}")
+        self.log.info("plugmgr ready: {status}", status=line)
+        if not self._stopping:
+            # systemd: started (a plugin that failed to load is in STATUS,
+            # and in "plugmgr ready"; the manager itself serves).
+            self.notifier.ready(line)
+        self._started()
         return outcome
 
     def _load_all(self, plugins: List[PluginConfig]) -> Deferred:
@@ -333,7 +421,7 @@ class PlugmgrService(MultiService):
         outcome: Dict[str, Any] = {}
 
         def load(_: Any, plugin: PluginConfig) -> Deferred:
-            d = self.manager.load(plugin.name, _plugin_data(plugin), **plugin.policy())
+            d = self.manager.load(plugin.name, plugin_data(plugin), **plugin.policy())
             d.addCallbacks(lambda _: outcome.__setitem__(plugin.name, True),
                            lambda f: outcome.__setitem__(plugin.name, f))
             return d
@@ -352,7 +440,10 @@ class PlugmgrService(MultiService):
         """
         self._stopping = True
         self.running = 0
-        self.log.info("plugmgr stopping")
+        self._started()  # a reconfig still waiting for the start: refused
+        mode = self.settings.config.manager.shutdown_mode.value
+        self.log.info("plugmgr stopping ({mode} shutdown)", mode=mode)
+        self.notifier.stopping(f"stopping ({mode} shutdown)")
 
         def stop(service: Optional[IService]) -> Callable[[Any], Deferred]:
             def do(_: Any) -> Deferred:
@@ -369,10 +460,16 @@ class PlugmgrService(MultiService):
             d.addCallback(lambda _: self.manager.unwatch())
         d.addCallback(stop(self.manager))
         d.addCallback(stop(self.bot))
+        d.addCallback(stop(self.web))
         d.addCallback(stop(self.control))
         d.addBoth(self._restore_signals)
         d.addCallback(lambda _: self.log.info("plugmgr stopped"))
+        d.addBoth(self._close_notifier)
         return d
+
+    def _close_notifier(self, result: Any) -> Any:
+        self.notifier.close()
+        return result
 
     def _shutdown_requested(self) -> None:
         """
@@ -415,7 +512,8 @@ class PlugmgrService(MultiService):
         name = signal.Signals(signum).name
         if signum == signal.SIGHUP:
             self.log.info("received SIGHUP, reconfiguring")
-            self.reconfig()
+            # Each outcome is logged where it happens, in one line.
+            self.reconfig().addErrback(lambda f: f.trap(ReconfigRefused) and None)
             return
         if self._stopping:
             self.log.info("received {signal}, already shutting down (waiting for plugins, "
@@ -426,9 +524,10 @@ class PlugmgrService(MultiService):
         self._stopping = True
         self._stop_reactor()
 
-    # -- reconfig --------------------------------------------------------
 
-    def reconfig(self) -> Deferred:
+    # -- reconfig and readiness ----------------------------------------------
+
+    def reconfig(self) -> Deferred[ReconfigOutcome]:
         """
         Re-read the config file and make the plugins match it: load the
         enabled plugins that are not loaded, unload those removed or
@@ -438,166 +537,40 @@ class PlugmgrService(MultiService):
         whose data changed too), and the manager its new default restart
         policy (C{set_restart_policy}); leave the others alone. An invalid
         file changes nothing. A reconfig asked for while one runs runs once
-        after it.
+        after it, and one asked for during the startup loads runs once they
+        are done. Under systemd: C{RELOADING=1} before, C{READY=1} after.
 
-        @return: a Deferred firing when this reconfig (or the one it was
-            folded into) is done.
+        @return: a Deferred firing with the L{ReconfigOutcome} of the run
+            this request was folded into, or failing with
+            L{ReconfigRefused} (one line naming the file or the plugin, and
+            why) when nothing changed.
         """
-        waiter: Deferred = Deferred()
-        if self._reconfiguring:
-            self._queued.append(waiter)
+        if self._starting is None or not self.running:
+            return self._reconfigurer.reconfig()
+        started: Deferred[None] = Deferred()
+        self._starting.append(started)
+        return started.addCallback(lambda _: self._reconfigurer.reconfig())
+
+    def _reconfigured(self, result: Any) -> None:
+        if isinstance(result, Failure):
+            self.notifier.reloaded(
+                f"reconfig refused, nothing changed: {result.getErrorMessage()}")
         else:
-            self._run_reconfig([waiter])
-        return waiter
+            self.notifier.reloaded(f"reconfig done: {result.summary()}")
 
-    def _run_reconfig(self, waiters: List[Deferred]) -> None:
-        self._reconfiguring = True
-
-        def finished(_: Any) -> None:
-            self._reconfiguring = False
-            for waiter in waiters:
-                waiter.callback(None)
-            queued, self._queued = self._queued, []
-            if queued:
-                if self._stopping:
-                    for waiter in queued:
-                        waiter.callback(None)
-                else:
-                    self._run_reconfig(queued)
-
-        self._reconfig_once().addBoth(finished)
-
-    def _reconfig_once(self) -> Deferred:
-        filename = self.settings.config_file
-        if filename is None:
-            self.log.info("reconfig: no config file; nothing to do")
-            return succeed(None)
-        if self._stopping:
-            return succeed(None)
-        d = run_blocking(self._reactor, read_config, filename, self.settings.overrides)
-        d.addCallbacks(self._apply, self._aborted)
-        d.addErrback(lambda f: self.log.failure("reconfig failed", failure=f))
-        return d
-
-    def _aborted(self, failure: Failure) -> None:
-        if failure.check(ConfigError):
-            self.log.error("reconfig aborted, nothing changed: {error}",
-                           error=str(failure.value))
-        else:
-            self.log.failure("reconfig aborted, nothing changed", failure=failure)
-
-    def _apply(self, settings: Settings) -> Deferred:
-        old = self._applied
-        new = settings.config
-        self._warn_restart_needed(self.settings, settings)
-        loaded = set(self.manager.plugin_table())
-        unload = [name for name in loaded
-                  if (name in old.plugins and old.plugins[name].enabled
-                      and (name not in new.plugins or not new.plugins[name].enabled))
-                  or (name in new.plugins and not new.plugins[name].enabled)]
-        kept = [name for name in new.enabled()
-                if name in loaded and name not in unload and name in old.plugins]
-        reload = [name for name in kept if old.plugins[name].data != new.plugins[name].data]
-        # A plugin whose restart policy keys changed gets them with
-        # set_policy(); unless its data changed too, it is not reloaded.
-        policy = [name for name in kept
-                  if old.plugins[name].policy() != new.plugins[name].policy()]
-        load = [name for name in new.enabled() if name not in loaded]
-        failed: List[str] = []
-        manager_policy = _policy_changes(self.settings.config.manager, new.manager)
-        applied = self.settings.config.manager
-        if manager_policy:
-            if self._set_manager_policy(manager_policy):
-                applied = attr.evolve(applied, **{k: getattr(new.manager, k)
-                                                  for k in POLICY_KEYS})
-            else:
-                failed.append("manager restart policy")
-        # Keep the new manager-level settings that need no restart (the
-        # restart policy, once applied), and the new plugin settings.
-        self.settings = attr.evolve(self.settings, config=attr.evolve(
-            self.settings.config, manager=applied, plugins=new.plugins))
-        self._applied = new
-        self.log.info("reconfig: unload {unload}, reload {reload}, load {load}, "
-                      "restart policy {policy}",
-                      unload=unload, reload=reload, load=load, policy=policy)
-
-        return ReconfigTransaction(self.manager, new, self._set_policy, self.log).run(
-            unload, reload, load, policy, failed)
-
-    def _set_manager_policy(self, changes: Dict[str, Any]) -> bool:
+    def readiness(self) -> Dict[str, str]:
         """
-        Set the manager's default restart policy keys C{changes}; log what
-        was applied, or why not.
-
-        @return: whether it was applied.
+        Where each plugin the current config enables is: its
+        L{PluginState} value (C{"running"} when it serves), or C{"not
+        loaded"}. Broadcasts nothing (a readiness probe asks often).
         """
-        try:
-            self.manager.set_restart_policy(**changes)
-        except ValueError as e:
-            self.log.error("reconfig: manager restart policy not applied: {error}",
-                           error=str(e))
-            return False
-        self.log.info("reconfig: manager restart policy: {changes}; in effect: {policy}",
-                      changes=_format_policy(changes),
-                      policy=_format_policy(self.manager.restart_policy.as_dict()))
-        return True
-
-    def _set_policy(self, name: str, given: Dict[str, Any], reloaded: bool) -> bool:
-        """
-        Give plugin C{name} the restart policy keys C{given} (those of its
-        section: a key it no longer gives goes back to its class's or the
-        manager's default); log what was applied, or why not.
-
-        @return: whether it was applied.
-        """
-        try:
-            effective = self.manager.set_policy(name, **given)
-        except (NoSuchPlugin, ValueError) as e:
-            self.log.error("reconfig: restart policy of {name} not applied: {error}",
-                           name=name, error=str(e))
-            return False
-        except Exception:
-            self.log.failure("reconfig: restart policy of {name} not applied", name=name)
-            return False
-        self.log.info("reconfig: restart policy of {name}: {given}{how}; in effect: {policy}",
-                      name=name, given=_format_policy(given),
-                      how=" (before its reload)" if reloaded else " (not reloaded)",
-                      policy=_format_policy(effective.as_dict()))
-        return True
-
-    def _warn_restart_needed(self, current: Settings, new: Settings) -> None:
-        old_m, new_m = current.config.manager, new.config.manager
-        # The restart policy keys are applied without a restart.
-        changed = [f.name for f in attr.fields(type(old_m))
-                   if f.name not in POLICY_KEYS
-                   and getattr(old_m, f.name) != getattr(new_m, f.name)]
-        if current.config.irc != new.config.irc:
-            changed.append("[irc]")
-        if current.token != new.token:
-            changed.append("control token")
-        if changed:
-            self.log.warn("reconfig: {changed} changed; restart to apply",
-                          changed=", ".join(changed))
-
-
-def _policy_changes(old: ManagerConfig, new: ManagerConfig) -> Dict[str, Any]:
-    """
-    The manager's restart policy keys to set when the C{[manager]} section
-    goes from C{old} to C{new}: those whose value changed, a key the file no
-    longer gives going back to L{RestartPolicy}'s built-in default.
-    """
-    before = RestartPolicy().evolve(**old.policy()).as_dict()
-    after = RestartPolicy().evolve(**new.policy()).as_dict()
-    return {key: after[key] for key in POLICY_KEYS if before[key] != after[key]}
-
-
-def _format_policy(keys: Mapping[str, Any]) -> str:
-    """
-    Restart policy keys for a log line: C{restart='no', restart_burst=2}.
-    """
-    if not keys:
-        return "none given"
-    return ", ".join(f"{key}={keys[key]!r}" for key in POLICY_KEYS if key in keys)
+        states: Dict[str, str] = {}
+        for name in self.settings.config.enabled():
+            try:
+                states[name] = self.manager.info(name).state.value
+            except NoSuchPlugin:
+                states[name] = "not loaded"
+        return states
 
 
 def _failed_suffix(failed: List[str]) -> str:

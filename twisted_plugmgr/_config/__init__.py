@@ -40,6 +40,11 @@ The file::
     nick = "plugbot"
     channels = ["#plugmgr"]
 
+    [web]
+    endpoint = "tcp:9180:interface=127.0.0.1"   # metrics and the dashboard
+    token_file = "web-token"              # or token = "..."; else the control token
+    metrics_public = false                # /metrics without the token off loopback
+
 One module per section or concern, all of them pure:
 
   - C{_error}: L{ConfigError}, and how it names keys and found values;
@@ -49,7 +54,7 @@ One module per section or concern, all of them pure:
   - C{_values}: the checks of single values (a table, a string, ...);
   - C{_restart}: the restart policy keys both C{[manager]} and
     C{[plugins.NAME]} take, checked by L{twisted_plugmgr._policy}'s rules;
-  - C{_manager}, C{_plugins}, C{_irc}: one section each, its model and its
+  - C{_manager}, C{_plugins}, C{_irc}, C{_web}: one section each, its model and its
     validation;
   - C{_file}: the whole file, L{Config} and L{parse_config}.
 """
@@ -59,6 +64,7 @@ from __future__ import annotations
 from ._endpoints import (
     DEFAULT_SOCKET_NAME,
     check_client_endpoint,
+    check_server_endpoint,
     default_control,
     endpoint_kind,
     join_endpoint,
@@ -70,6 +76,7 @@ from ._file import Config, parse_config
 from ._irc import FloodConfig, IRCConfig
 from ._manager import ManagerConfig
 from ._plugins import PluginConfig
+from ._web import WebConfig
 
 __all__ = [
     "ConfigError",
@@ -78,11 +85,13 @@ __all__ = [
     "PluginConfig",
     "IRCConfig",
     "FloodConfig",
+    "WebConfig",
     "parse_config",
     "split_endpoint",
     "join_endpoint",
     "endpoint_kind",
     "check_client_endpoint",
+    "check_server_endpoint",
     "resolve_unix_endpoint",
     "default_control",
     "DEFAULT_SOCKET_NAME",

@@ -23,6 +23,7 @@ __all__ = [
     "resolve_unix_endpoint",
     "default_control",
     "check_client_endpoint",
+    "check_server_endpoint",
 ]
 
 #: The file name of the default control socket, next to the config file.
@@ -179,6 +180,21 @@ def check_client_endpoint(description: str) -> None:
             raise ValueError(
                 "TLS needs pyOpenSSL and service_identity (pip install 'twisted[tls]')"
             ) from None
+        raise ValueError(f"{type(e).__name__}: {e}"[:200]) from None
+
+
+def check_server_endpoint(description: str) -> None:
+    """
+    Parse C{description} as Twisted's C{serverFromString} does, against a
+    stand-in reactor, and throw the endpoint away (nothing listens).
+
+    @raise ValueError: saying what is wrong with it.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(_StandInReactor(), description)
+    except Exception as e:
         raise ValueError(f"{type(e).__name__}: {e}"[:200]) from None
 
 

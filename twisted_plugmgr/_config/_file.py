@@ -17,11 +17,12 @@ from ._irc import IRCConfig, check_irc
 from ._manager import ManagerConfig, check_manager
 from ._plugins import PluginConfig, check_plugins
 from ._values import Checker
+from ._web import WebConfig, check_web
 
 __all__ = ["Config", "parse_config", "TOP_KEYS"]
 
 #: The tables a config file may have.
-TOP_KEYS = ("manager", "plugins", "irc")
+TOP_KEYS = ("manager", "plugins", "irc", "web")
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True, kw_only=True)
@@ -35,6 +36,7 @@ class Config:
     @ivar manager: the C{[manager]} section.
     @ivar plugins: name -> L{PluginConfig}, in file order.
     @ivar irc: the C{[irc]} section, or L{None} when there is none.
+    @ivar web: the C{[web]} section, or L{None} when there is none.
     """
 
     filename: str
@@ -44,6 +46,7 @@ class Config:
         factory=lambda: types.MappingProxyType({})
     )
     irc: Optional[IRCConfig] = None
+    web: Optional[WebConfig] = None
 
     def enabled(self) -> Tuple[str, ...]:
         """
@@ -97,5 +100,6 @@ def parse_config(
         else types.MappingProxyType({})
     )
     irc = check_irc(check, document["irc"]) if "irc" in document else None
+    web = check_web(check, document["web"]) if "web" in document else None
     return Config(filename=filename, base_dir=base_dir, manager=manager,
-                  plugins=plugins, irc=irc)
+                  plugins=plugins, irc=irc, web=web)

@@ -30,6 +30,7 @@ from ._server import ControlFactory
 __all__ = [
     "ControlChannelError",
     "ControlService",
+    "check_control",
     "check_unix_socket_path",
     "client_endpoint_for",
     "unix_socket_path",
@@ -97,6 +98,23 @@ def check_unix_socket_path(path: str, allow_shared_dir: bool = False) -> None:
         raise ControlChannelError(
             endpoint, f"{path} is in use by a running process; not taking it over"
         )
+
+
+def check_control(description: str, allow_shared_dir: bool = False) -> None:
+    """
+    Check, before anything starts, that the control endpoint
+    C{description} can be listened on: for a UNIX socket, what
+    L{check_unix_socket_path} checks (a stale socket is removed); other
+    endpoints are only tried when listening.
+
+    @raise ControlChannelError: saying why not.
+    """
+    if endpoint_kind(description) != "unix":
+        return
+    path = unix_socket_path(description)
+    if not path:
+        raise ControlChannelError(description, "no socket path")
+    check_unix_socket_path(path, allow_shared_dir)
 
 
 def _check_private_directory(endpoint: str, directory: str, st: os.stat_result) -> None:
@@ -278,7 +296,9 @@ class ControlService(Service):
 
     def _listened(self, port: IListeningPort) -> None:
         self.port = port
-        self._log.info("control: listening on {endpoint}", endpoint=self.description)
+        path = unix_socket_path(self.description)
+        self._log.info("control: listening on {where}",
+                       where=f"socket {path}" if path else self.description)
 
     def stopService(self) -> Deferred[None]:
         """
