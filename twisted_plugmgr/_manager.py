@@ -38,8 +38,9 @@ from ._errors import (
 )
 from ._events import Listener, Listeners, Reporter
 from ._host import Host
-from ._instance import Version, VersionLife, import_version
+from ._instance import Version, VersionLife
 from ._interfaces import IPluginManager
+from ._isolate._isolator import Isolator
 from ._lifecycle import (
     DEFAULT_START_DEADLINE,
     ManagerLifecycle,
@@ -121,6 +122,7 @@ class PluginManager(MultiService):
         self._index = HandlerIndex()
         self._private_prefix = f"_plugmgr_{id(self):x}__"
         self._supervisor: Supervisor
+        self._isolator = Isolator(reactor, registry)  # isolated plugins: in their workers
         host = Host(registry, reporter,
                     lambda record, reason, mode: self._supervisor.end(record, reason, mode),
                     lambda record, failure, cause: self._supervisor.failed(record, failure, cause),
@@ -338,7 +340,7 @@ class PluginManager(MultiService):
             return fail(failure)
 
     def _import(self, name: str) -> Tuple[Version, Tuple[str, ...], Dict[str, Any]]:
-        return import_version(name, self.packages, self.paths, self._private_prefix)
+        return self._isolator.import_version(name, self.packages, self.paths, self._private_prefix)
 
     def _settle(self, record: Record) -> None:
         record.settled()

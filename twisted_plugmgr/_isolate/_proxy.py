@@ -1,0 +1,416 @@
+"""
+An isolated plugin, as its manager sees it: an L{IsolatedVersion} whose
+class is a L{PluginProxy} subclass made for that import, and whose instance
+-- a child service of the manager like any plugin's -- forwards the
+plugin's start, state, handlers and shutdown to its worker process, and
+what the worker sends back (posts, calls, emits, reports, logs) to the
+manager.
+
+The manager's loading, delivery, reload, transaction, supervision and table
+code paths stay the same: they see a version whose handler table, metadata,
+requirements and restart policy attributes the worker reported after it
+imported the class.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .. import _source
+from .._deferreds import Shared
+from .._dispatch import HandlerSpec
+from .._errors import CallTimedOut, InvalidMetadata, PluginCrashed, PluginError
+from .._instance import NO_STATE, Version
+from .._interfaces import IIsolated
+from .._lifecycle import ShutdownMode
+from .._plugin import Plugin
+from .._policy import POLICY_KEYS
+from ._options import DEFAULT_CALL_DEADLINE, Isolation
+from ._process import Exit, WorkerGone, WorkerPool
+from ._wire import NO_STATE_MARK, decode_failure, dumps
+
+__all__ = ["Code", "PluginProxy", "IsolatedVersion", "make_class"]
+
+
+class Code:
+    """
+    One import of an isolated plugin: where its source is, how it is
+    isolated, and what its worker reported (shared by the instances of that
+    import: a restart constructs another).
+
+    @ivar report: what the last worker reported after importing the class
+        (handler specs, metadata, callables, policy...), or L{None}.
+    """
+
+    def __init__(self, name: str, source: _source.PluginSource, isolation: Isolation,
+                 pool: WorkerPool, reactor: Any, hashes: Dict[str, str],
+                 static_requires: Tuple[str, ...]) -> None:
+        self.name = name
+        self.source = source
+        self.isolation = isolation
+        self.pool = pool
+        self.reactor = reactor
+        self.hashes = hashes
+        self.static_requires = static_requires
+        self.report: Optional[Dict[str, Any]] = None
+        self.handlers: Dict[str, str] = {}
+        self.specs: Tuple[HandlerSpec, ...] = ()
+
+
+@implementer(IIsolated)
+class PluginProxy(Plugin):
+    """
+    The manager's stand-in for an isolated plugin's instance (see the
+    module's docstring). Constructed as C{cls(api, data)} like any plugin:
+    it takes a worker (the warm spare when there is one) and has it import
+    and construct the plugin at once.
+    """
+
+    _code: Code
+    isolate = True
+
+    def __init__(self, api: Any, data: Any = None) -> None:
+        super().__init__(api, data)
+        code = self._code
+        source = code.source
+        try:
+            dumps(data)
+        except BaseException as e:
+            raise PluginError(code.name, f"its data cannot be pickled ({e!r})") from None
+        if not code.pool.usable():
+            raise PluginError(code.name, "an isolated plugin needs a reactor that runs "
+                                         "processes (IReactorProcess)")
+        self._worker = worker = code.pool.take()
+        self._logger = Logger(namespace=f"twisted_plugmgr.plugins.{code.name}")
+        worker.log = self._logger
+        worker.on_request = self._asked
+        worker.on_notify = self._told
+        worker.on_exit = self._crashed
+        self._loaded = Shared()
+        self._timers: Dict[Deferred[Any], IDelayedCall] = {}
+        self._methods: Dict[str, Any] = {}
+        load = ((code.name, source.module_name, source.origin, source.is_package, source.root),
+                [p for p in sys.path if isinstance(p, str)], dict(code.isolation.limits), data)
+        worker.request("load", load).addBoth(self._load_answered)
+
+    # -- what the version asks -------------------------------------------
+
+    def _ready(self) -> Deferred[Any]:
+        """
+        A Deferred firing once the worker imported and constructed the
+        plugin; failing with why it did not.
+        """
+        return self._loaded.wait()
+
+    def _end_worker(self, until: Optional[float]) -> Deferred[Any]:
+        """
+        End the worker: SIGTERM, then SIGKILL at the reactor time C{until}.
+        """
+        d = self._worker.end(until)
+        d.addCallback(lambda _: self._code.pool.released())
+        return d
+
+    def _load_answered(self, outcome: Any) -> None:
+        code = self._code
+        if isinstance(outcome, Failure):
+            self._loaded.fire(self._gone(outcome))
+            return
+        ok, value = outcome
+        if not ok:
+            self._loaded.fire(decode_failure(code.name, value))
+            return
+        requires = tuple(value["meta"].get("requires") or ())
+        if requires != code.static_requires:
+            self._loaded.fire(Failure(InvalidMetadata(code.name, [
+                f"an isolated plugin's requires must be a literal in its class body "
+                f"(read {code.static_requires!r}, its class says {requires!r})"])))
+            return
+        code.report = value
+        code.specs = tuple(value["specs"])
+        code.handlers = {spec.event: spec.attribute for spec in code.specs}
+        code.hashes.update(value["hashes"])
+        cls = type(self)
+        for key, item in value["meta"].items():
+            if key not in ("name", "requires"):
+                setattr(cls, key, item)
+        for key in POLICY_KEYS:
+            if key in value["policy"]:
+                setattr(cls, key, value["policy"][key])
+        self._loaded.fire(value)
+
+    def _gone(self, failure: Failure) -> Failure:
+        if failure.check(WorkerGone):
+            code, sig = failure.value.exit
+            return Failure(PluginCrashed(self._code.name, code, sig))
+        return failure
+
+    def _ask(self, op: str, value: Any, what: str) -> Deferred[Any]:
+        name = self._code.name
+        try:
+            d = self._worker.request(op, value)
+        except BaseException as e:
+            return fail(PluginError(name, f"{what}: its arguments cannot be pickled ({e!r})"))
+
+        def answered(outcome: Tuple[bool, Any]) -> Any:
+            ok, result = outcome
+            return result if ok else decode_failure(name, result)
+
+        return d.addCallbacks(answered, self._gone)
+
+    # -- the service -------------------------------------------------------
+
+    def startService(self) -> Deferred[Any]:
+        """
+        Once the worker has constructed the plugin, its C{startService}.
+        """
+        self.running = 1
+        return self._loaded.wait().addCallback(lambda _: self._ask("start", None, "startService"))
+
+    def set_state(self, state: Any) -> Deferred[Any]:
+        """
+        The plugin's C{set_state(state)}, if it has one (the state pickled).
+        """
+        def given(report: Dict[str, Any]) -> Any:
+            if "set_state" not in report["callables"]:
+                return None
+            return self._ask("set_state", state, "set_state")
+
+        return self._loaded.wait().addCallback(given)
+
+    def get_state(self) -> Deferred[Any]:
+        """
+        What the plugin's C{get_state()} returns (L{NO_STATE} without one).
+        """
+        return self._ask("get_state", None, "get_state").addCallback(
+            lambda state: NO_STATE if state == NO_STATE_MARK else state)
+
+    def migrate_state(self, old_version: Any, state: Any) -> Any:
+        """
+        The plugin's C{migrate_state(old_version, state)}; C{state} as it is
+        without one.
+        """
+        report = self._code.report
+        if report is None or "migrate_state" not in report["callables"]:
+            return state
+        return self._ask("migrate_state", (old_version, state), "migrate_state")
+
+    def shutdown(self, mode: ShutdownMode, reason: str) -> Any:
+        """
+        The plugin's C{shutdown(mode, reason)} in its worker; a worker that
+        is gone has nothing to shut down (C{reason} is the quit message).
+        """
+        if self._worker.exit is not None or self._worker.ending or self._code.report is None:
+            return reason or f"{self._code.name} unloaded"
+        return self._ask("shutdown", (ShutdownMode.coerce(mode).value, reason), "shutdown")
+
+    # -- handlers ------------------------------------------------------------
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("_"):
+            raise AttributeError(attribute)
+        code = type(self)._code
+        report = code.report
+        if report is None or not (attribute in code.handlers.values() or (
+                attribute == "default" and "default" in report["callables"])):
+            raise AttributeError(attribute)
+        methods = self.__dict__.setdefault("_methods", {})
+        method = methods.get(attribute)
+        if method is None:
+            def method(*args: Any, **kw: Any) -> Deferred[Any]:
+                return self._invoke(attribute, args, kw)
+
+            method.__name__ = attribute
+            methods[attribute] = method
+        return method
+
+    def _invoke(self, attribute: str, args: tuple, kw: dict) -> Deferred[Any]:
+        code, worker = self._code, self._worker
+        if worker.exit is not None:
+            return fail(PluginCrashed(code.name, *worker.exit))
+        try:
+            pending = worker.request("call", (attribute, args, kw))
+        except BaseException as e:
+            return fail(PluginError(code.name, f"handler {attribute}: its arguments cannot "
+                                               f"be pickled ({e!r})"))
+        result: Deferred[Any] = Deferred()
+        seconds = self._deadline()
+        timer = code.reactor.callLater(seconds, self._timed_out, result, attribute, seconds)
+
+        def answered(outcome: Any) -> None:
+            if timer.active():
+                timer.cancel()
+            if result.called:
+                return
+            if isinstance(outcome, Failure):
+                result.errback(self._gone(outcome))
+                return
+            ok, value = outcome
+            if ok:
+                result.callback(value)
+            else:
+                result.errback(decode_failure(code.name, value))
+
+        pending.addBoth(answered)
+        return result
+
+    def _deadline(self) -> float:
+        code = self._code
+        if code.isolation.call_deadline is not None:
+            return code.isolation.call_deadline
+        declared = (code.report or {}).get("meta", {}).get("call_deadline")
+        if isinstance(declared, (int, float)) and not isinstance(declared, bool) and declared > 0:
+            return float(declared)
+        return DEFAULT_CALL_DEADLINE
+
+    def _timed_out(self, result: Deferred[Any], attribute: str, seconds: float) -> None:
+        error = CallTimedOut(self._code.name, attribute, seconds)
+        self._worker.kill()
+        self._worker.ended().addCallback(lambda _: self._code.pool.released())
+        if not result.called:
+            result.errback(Failure(error))
+        self._fail(Failure(error), "timeout")
+
+    def _crashed(self, status: Exit) -> None:
+        code, sig = status
+        self._code.pool.released()
+        self._fail(Failure(PluginCrashed(self._code.name, code, sig)), "crash")
+
+    def _fail(self, failure: Failure, cause: str) -> None:
+        self.api.host.fail_plugin(self._code.name, self.api, failure, cause)
+
+    # -- what the worker sends ---------------------------------------------
+
+    def _asked(self, op: str, value: Any) -> Any:
+        api = self.api
+        if op == "call":
+            plugin, event, args, kw = value
+            return api.call(plugin, event, *args, **kw)
+        if op == "emit":
+            event, args, kw = value
+            return api.emit(event, *args, **kw)
+        if op == "stop":
+            reason, mode = value
+            return api.stop(reason, mode)
+        raise PluginError(self._code.name, f"unknown request {op!r} from its worker")
+
+    def _told(self, op: str, value: Any) -> None:
+        api, name = self.api, self._code.name
+        host = api.host
+        if op == "post":
+            plugin, event, args, kw = value
+            try:
+                api.post(plugin, event, *args, **kw)
+            except PluginError:
+                host.report_error(name, Failure())
+        elif op == "error":
+            host.report_error(name, decode_failure(name, value))
+        elif op == "warning":
+            host.report_warning(name, str(value))
+        elif op == "timer_error":
+            encoded, report = value
+            host.timer_error(name, api, decode_failure(name, encoded), report)
+        elif op == "fail":
+            encoded, cause = value
+            host.fail_plugin(name, api, decode_failure(name, encoded), str(cause))
+        elif op == "log":
+            self._relog(value)
+
+    def _relog(self, record: Mapping[str, Any]) -> None:
+        """
+        Emit a log event of the worker under the plugin's namespace (events
+        of other namespaces under C{<plugin namespace>.worker}).
+        """
+        name = self._code.name
+        base = f"twisted_plugmgr.plugins.{name}"
+        namespace = str(record.get("namespace", ""))
+        fields = {k: v for k, v in dict(record.get("fields", {})).items()
+                  if k not in ("format", "level")}
+        fields["worker_pid"] = self._worker.pid
+        if not namespace.startswith(base):
+            fields["worker_namespace"] = namespace
+            namespace = base + ".worker"
+        if record.get("failure") is not None:
+            fields["log_failure"] = decode_failure(name, record["failure"])
+        try:
+            level = LogLevel.levelWithName(str(record.get("level")))
+        except Exception:
+            level = LogLevel.info
+        Logger(namespace=namespace).emit(level, record.get("format"), **fields)
+
+
+class IsolatedVersion(Version):
+    """
+    A version of an isolated plugin: its class is a L{PluginProxy}
+    subclass; its handler table is what its worker reported.
+    """
+
+    isolated = True
+
+    @property
+    def specs(self) -> Tuple[HandlerSpec, ...]:
+        """The handlers its worker reported (none before it did)."""
+        return self.cls._code.specs  # type: ignore[attr-defined]
+
+    @specs.setter
+    def specs(self, value: Tuple[HandlerSpec, ...]) -> None:
+        pass  # reported by the worker
+
+    @property
+    def handlers(self) -> Dict[str, str]:
+        """Event -> handler method name, as its worker reported."""
+        return self.cls._code.handlers  # type: ignore[attr-defined]
+
+    @handlers.setter
+    def handlers(self, value: Dict[str, str]) -> None:
+        pass  # reported by the worker
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The process id of its worker, once constructed."""
+        return self.instance._worker.pid if self.instance is not None else None
+
+    def ready(self) -> Deferred[Any]:
+        """Fires once its worker imported and constructed the plugin."""
+        return self.instance._ready() if self.instance is not None else succeed(None)
+
+    def end(self, until: Optional[float] = None) -> Deferred[Any]:
+        """End its worker (SIGTERM, then SIGKILL at C{until})."""
+        if self.instance is None:
+            return succeed(None)
+        return self.instance._end_worker(until)
+
+    def purge(self) -> None:
+        """Nothing of its code is in this process."""
+
+    def retire_to(self, oldcode: Any, name: str) -> None:
+        """Its code lived in its worker, which is gone: nothing to watch."""
+
+    def fresh(self) -> IsolatedVersion:
+        """The same import, not constructed yet: a new worker at construct."""
+        return IsolatedVersion(self.imported, self.cls, ())
+
+
+def make_class(name: str, code: Code) -> type:
+    """
+    The L{PluginProxy} subclass of one import of plugin C{name}.
+    """
+    return type(f"Isolated_{name}", (PluginProxy,), {
+        "_code": code, "name": name, "requires": code.static_requires,
+        "__module__": __name__, "__doc__": f"The isolated plugin {name!r}, in its worker."})
+
+
+def placeholder(source: _source.PluginSource, hashes: Dict[str, str]) -> _source.ImportedPlugin:
+    """
+    What stands for the import of an isolated plugin in the manager: its
+    source, an empty module never put in C{sys.modules}, its hashes (once
+    its worker reported them).
+    """
+    return _source.ImportedPlugin(source, types.ModuleType(source.module_name), {}, hashes)

@@ -1,0 +1,183 @@
+"""
+What travels between the manager and an isolated plugin's worker: the two
+AMP commands, the argument type that carries pickles of any size, and how
+values and errors are pickled and rebuilt.
+
+Everything crosses pickled: the operator trusts the plugin's code (the
+worker runs it), and the worker trusts the manager that started it. A value
+that cannot be pickled fails that one request, with an error saying what it
+was.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, Dict, List, Optional, Tuple
+
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+from .. import _errors
+from .._errors import PluginError, RemoteError
+
+__all__ = ["Chunks", "Request", "Notify", "QuietAMP", "dumps", "loads", "encode_failure",
+           "decode_failure", "CHUNK", "NO_STATE_MARK"]
+
+#: What C{get_state} answers for a plugin without one.
+NO_STATE_MARK = "__plugmgr_no_state__"
+
+
+class QuietAMP(amp.AMP):
+    """
+    L{amp.AMP} without a log line per connection (quiet by default: one
+    channel per worker).
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        """Connect, without logging it."""
+        self._transportPeer = transport.getPeer()
+        self._transportHost = transport.getHost()
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        """Disconnect, without logging it."""
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
+
+#: The largest value of one AMP key is 65535 bytes: pickles are cut below it.
+CHUNK = 60000
+
+
+class Chunks(amp.Argument):
+    """
+    Bytes of any length, carried in as many AMP keys as needed
+    (C{name}, C{name.1}, C{name.2}...).
+    """
+
+    def fromBox(self, name: bytes, strings: Dict[bytes, bytes], objects: Dict[str, Any],
+                proto: Any) -> None:
+        """
+        Join the pieces of C{name} into C{objects}.
+        """
+        parts: List[bytes] = [strings.get(name, b"")]
+        i = 1
+        while True:
+            key = name + b".%d" % i
+            piece = strings.get(key)
+            if piece is None:
+                break
+            parts.append(piece)
+            i += 1
+        objects[name.decode("ascii")] = b"".join(parts)
+
+    def toBox(self, name: bytes, strings: Dict[bytes, bytes], objects: Dict[str, Any],
+              proto: Any) -> None:
+        """
+        Cut C{objects[name]} into pieces under C{name}, C{name.1}...
+        """
+        value: bytes = objects[name.decode("ascii")]
+        strings[name] = value[:CHUNK]
+        for i, start in enumerate(range(CHUNK, len(value), CHUNK), 1):
+            strings[name + b".%d" % i] = value[start:start + CHUNK]
+
+
+class Request(amp.Command):
+    """
+    One request, either way: C{op} names what is asked, C{payload} is the
+    pickle of its arguments. The answer says whether it succeeded and
+    carries the pickle of the result (or of the encoded error).
+    """
+
+    arguments = [(b"op", amp.Unicode()), (b"payload", Chunks())]
+    response = [(b"ok", amp.Boolean()), (b"payload", Chunks())]
+
+
+class Notify(amp.Command):
+    """
+    A one-way message (a post, a log event, a report): no answer.
+    """
+
+    arguments = [(b"op", amp.Unicode()), (b"payload", Chunks())]
+    requiresAnswer = False
+
+
+def dumps(value: Any) -> bytes:
+    """
+    C{value} pickled (highest protocol).
+
+    @raise pickle.PicklingError: or anything its C{__reduce__} raises.
+    """
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+def loads(data: bytes) -> Any:
+    """
+    The value pickled in C{data}.
+    """
+    return pickle.loads(data)
+
+
+#: An encoded error: (the pickle of the exception or None, the qualified
+#: name of its type, its message, the traceback text, and, for a
+#: PluginError of this package, (class name, plugin, detail)).
+Encoded = Tuple[Optional[bytes], str, str, str, Optional[Tuple[str, Any, str]]]
+
+
+def encode_failure(failure: Failure) -> Encoded:
+    """
+    C{failure} in a form that always pickles: the exception itself when it
+    pickles and unpickles, its type, message and traceback as text always.
+    """
+    exc = failure.value
+    cls = type(exc)
+    type_name = f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        message = str(exc)
+    except BaseException:
+        message = "<an error whose message cannot be shown>"
+    try:
+        text = failure.getTraceback()
+    except BaseException:
+        text = f"{type_name}: {message}\n"
+    plugmgr: Optional[Tuple[str, Any, str]] = None
+    pickled: Optional[bytes] = None
+    if isinstance(exc, PluginError) and getattr(_errors, cls.__name__, None) is cls:
+        plugin = exc.plugin if isinstance(exc.plugin, (str, type(None))) else repr(exc.plugin)
+        plugmgr = (cls.__name__, plugin, str(exc.detail))
+    else:
+        try:
+            pickled = dumps(exc)
+            loads(pickled)
+        except BaseException:
+            pickled = None
+    return pickled, type_name, message, text, plugmgr
+
+
+def decode_failure(plugin: str, encoded: Encoded) -> Failure:
+    """
+    The Failure of an error encoded by L{encode_failure}: the same exception
+    type when it unpickles here, a L{RemoteError} with the remote traceback
+    otherwise. A L{PluginError} of this package keeps its class, its plugin
+    and its message; its cause is the remote traceback.
+    """
+    pickled, type_name, message, text, plugmgr = encoded
+    remote = RemoteError(plugin, type_name, message, text)
+    if plugmgr is not None:
+        name, about, detail = plugmgr
+        cls = getattr(_errors, name, PluginError)
+        error = cls.__new__(cls)
+        Exception.__init__(error, message)
+        error.plugin, error.detail, error.failure = about, detail, Failure(remote)
+        return Failure(error)
+    if pickled is not None:
+        try:
+            exc = loads(pickled)
+        except BaseException:
+            exc = None
+        if isinstance(exc, BaseException):
+            try:
+                exc.remote_traceback = text  # type: ignore[attr-defined]
+            except BaseException:  # __slots__, a read-only property
+                pass
+            return Failure(exc)
+    return Failure(remote)
