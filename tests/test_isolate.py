@@ -755,3 +755,72 @@ async def test_manager_killed_leaves_no_worker(plugins, tmp_path):
     process.signalProcess("KILL")
     await ended
     await until(lambda: not its_workers(), 1.0)
+
+
+# -- the config file and a real `twist plugmgr` ----------------------------------
+
+
+def test_config_isolation_keys():
+    """
+    C{[plugins.NAME]} takes C{isolate}, C{call_deadline} and C{limits},
+    given to the plugin's load.
+    """
+    from twisted_plugmgr._config import parse_config
+
+    config = parse_config(textwrap.dedent('''
+        [plugins.iso]
+        isolate = true
+        call_deadline = 2
+        limits = { memory_mb = 256, open_files = 64 }
+
+        [plugins.plain]
+    '''), "plugmgr.toml", base_dir="/")
+    assert config.plugins["iso"].isolation() == {
+        "isolate": True, "call_deadline": 2.0, "limits": {"memory_mb": 256, "open_files": 64}}
+    assert config.plugins["plain"].isolation() == {}
+
+
+@pytest.mark.parametrize("body, key", [
+    ('isolate = "yes"', "plugins.iso.isolate"),
+    ("call_deadline = 0", "plugins.iso.call_deadline"),
+    ("limits = { memory = 1 }", "plugins.iso.limits"),
+    ("limits = { cpu_seconds = -1 }", "plugins.iso.limits"),
+])
+def test_config_bad_isolation_keys(body, key):
+    """
+    A bad isolation key in the config is a L{ConfigError} naming it.
+    """
+    from twisted_plugmgr._config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse_config(f"[plugins.iso]\n{body}\n", "plugmgr.toml", base_dir="/")
+
+
+@pytest_twisted.ensureDeferred
+async def test_twist_plugmgr_runs_isolated_plugin_and_dies_with_it(tmp_path):
+    """
+    C{isolate = true} in the config of a real C{twist plugmgr}: the status
+    shows the plugin isolated with its worker's pid; SIGKILLed, the
+    service leaves no worker alive a second later.
+    """
+    import json
+
+    from _processes import Daemon, make_home
+
+    home = make_home(tmp_path, "[manager]\npaths = [\"plugins\"]\n\n[plugins.local]\n"
+                               "isolate = true\ncall_deadline = 5\n")
+    write(home / "plugins", "local", LOCAL)
+    daemon = Daemon(home, "--config", "plugmgr.toml")
+    try:
+        await daemon.ready()
+        code, out, err = await daemon.cli("--json", "status")
+        assert code == 0, err
+        (row,) = [r for r in json.loads(out) if r["name"] == "local"]
+        assert row["isolated"] is True and row["pid"] not in (None, daemon.transport.pid)
+        worker = row["pid"]
+        assert alive(worker)
+        daemon.signal("KILL")
+        await daemon.ended()
+        await until(lambda: not alive(worker), 1.0)
+    finally:
+        await daemon.kill()

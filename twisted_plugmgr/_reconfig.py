@@ -104,7 +104,8 @@ class ReconfigTransaction:
                 self.log.info("reconfig done")
 
         def load_one(_: Any, name: str) -> Deferred[Any]:
-            d = manager.load(name, plugin_data(new.plugins[name]), **new.plugins[name].policy())
+            d = manager.load(name, plugin_data(new.plugins[name]), **new.plugins[name].policy(),
+                             **new.plugins[name].isolation())
             return d.addCallback(lambda _: loaded.append(name))
 
         def reload_all(_: Any) -> Deferred[Any]:

@@ -21,7 +21,7 @@ from .. import _errors
 from .._errors import PluginError, RemoteError
 
 __all__ = ["Chunks", "Request", "Notify", "QuietAMP", "dumps", "loads", "encode_failure",
-           "decode_failure", "CHUNK", "NO_STATE_MARK"]
+           "decode_failure", "RemoteFailure", "CHUNK", "NO_STATE_MARK"]
 
 #: What C{get_state} answers for a plugin without one.
 NO_STATE_MARK = "__plugmgr_no_state__"
@@ -123,6 +123,38 @@ def loads(data: bytes) -> Any:
 Encoded = Tuple[Optional[bytes], str, str, str, Optional[Tuple[str, Any, str]]]
 
 
+def _framework(filename: str) -> bool:
+    import os
+
+    import twisted
+    import twisted_plugmgr
+
+    for package in (twisted, twisted_plugmgr):
+        root = os.path.dirname(os.path.abspath(package.__file__ or ""))
+        if os.path.abspath(filename).startswith(root + os.sep):
+            return True
+    return False
+
+
+def plugin_traceback(failure: Failure, type_name: str, message: str) -> str:
+    """
+    The traceback of C{failure} as text, without the frames of Twisted and
+    of twisted-plugmgr (what the plugin's author wrote is what is shown).
+    """
+    import linecache
+
+    lines = ["Traceback (most recent call last):"]
+    for function, filename, lineno, _, _ in failure.frames:
+        if _framework(filename):
+            continue
+        lines.append(f'  File "{filename}", line {lineno}, in {function}')
+        source = linecache.getline(filename, lineno).strip()
+        if source:
+            lines.append(f"    {source}")
+    lines.append(f"{type_name}: {message}")
+    return "\n".join(lines) + "\n"
+
+
 def encode_failure(failure: Failure) -> Encoded:
     """
     C{failure} in a form that always pickles: the exception itself when it
@@ -136,7 +168,7 @@ def encode_failure(failure: Failure) -> Encoded:
     except BaseException:
         message = "<an error whose message cannot be shown>"
     try:
-        text = failure.getTraceback()
+        text = plugin_traceback(failure, type_name, message)
     except BaseException:
         text = f"{type_name}: {message}\n"
     plugmgr: Optional[Tuple[str, Any, str]] = None
@@ -153,6 +185,34 @@ def encode_failure(failure: Failure) -> Encoded:
     return pickled, type_name, message, text, plugmgr
 
 
+class RemoteFailure(Failure):
+    """
+    A L{Failure} of an exception raised in a worker: its traceback is the
+    worker's (the plugin author's code), as text.
+
+    @ivar remote_traceback: the traceback text from the worker.
+    """
+
+    remote_traceback = ""
+
+    def getTraceback(self, elideFrameworkCode: int = 0, detail: str = "default") -> str:
+        """The worker's traceback, headed by where it came from."""
+        return "(in the plugin's worker process)\n" + self.remote_traceback
+
+    def printTraceback(self, file: Any = None, elideFrameworkCode: bool = False,
+                       detail: str = "default") -> None:
+        """Write the worker's traceback to C{file} (standard error by default)."""
+        import sys
+
+        (file if file is not None else sys.stderr).write(self.getTraceback())
+
+
+def _remote(exc: BaseException, text: str) -> Failure:
+    failure = RemoteFailure(exc)
+    failure.remote_traceback = text
+    return failure
+
+
 def decode_failure(plugin: str, encoded: Encoded) -> Failure:
     """
     The Failure of an error encoded by L{encode_failure}: the same exception
@@ -167,8 +227,8 @@ def decode_failure(plugin: str, encoded: Encoded) -> Failure:
         cls = getattr(_errors, name, PluginError)
         error = cls.__new__(cls)
         Exception.__init__(error, message)
-        error.plugin, error.detail, error.failure = about, detail, Failure(remote)
-        return Failure(error)
+        error.plugin, error.detail, error.failure = about, detail, _remote(remote, text)
+        return _remote(error, text)
     if pickled is not None:
         try:
             exc = loads(pickled)
@@ -179,5 +239,5 @@ def decode_failure(plugin: str, encoded: Encoded) -> Failure:
                 exc.remote_traceback = text  # type: ignore[attr-defined]
             except BaseException:  # __slots__, a read-only property
                 pass
-            return Failure(exc)
-    return Failure(remote)
+            return _remote(exc, text)
+    return _remote(remote, text)
