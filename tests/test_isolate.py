@@ -590,7 +590,7 @@ async def test_shutdown_leaves_no_worker(manager):
     """
     await manager.load("iso")
     await manager.load("local", isolate=True)
-    assert len(workers()) == 3  # two plugins and the spare
+    await until(lambda: len(workers()) == 3)  # two plugins and the spare
     await manager.shutdown()
     await until_gone()
 

@@ -31,6 +31,9 @@ Exit = Tuple[Optional[int], Optional[int]]
 
 _log = Logger(namespace="twisted_plugmgr.isolate")
 
+#: Seconds after a worker is taken before the next spare starts.
+SPARE_DELAY = 0.05
+
 
 class _Channel(QuietAMP):
     """
@@ -322,6 +325,7 @@ class WorkerPool:
         self.keep_spare = spare
         self._spare: Optional[Worker] = None
         self._check: Optional[IDelayedCall] = None
+        self._refill: Optional[IDelayedCall] = None
 
     def usable(self) -> bool:
         """
@@ -338,9 +342,16 @@ class WorkerPool:
         worker, self._spare = self._spare, None
         if worker is None or worker.exit is not None:
             worker = self._spawn()
-        if self.keep_spare:
-            self._spare = self._spawn()
+        if self.keep_spare and (self._refill is None or not self._refill.active()):
+            # A little later: the new spare's start would compete for the
+            # CPU with the plugin starting in the worker just taken.
+            self._refill = self._reactor.callLater(SPARE_DELAY, self._make_spare)
         return worker
+
+    def _make_spare(self) -> None:
+        self._refill = None
+        if self.keep_spare and self._spare is None and self._wanted():
+            self._spare = self._spawn()
 
     def _spawn(self) -> Worker:
         worker = Worker(self._reactor)
@@ -367,8 +378,11 @@ class WorkerPool:
 
     def close(self) -> Deferred[Any]:
         """
-        End the spare, if any.
+        End the spare, if any (and one about to start).
         """
+        if self._refill is not None and self._refill.active():
+            self._refill.cancel()
+        self._refill = None
         spare, self._spare = self._spare, None
         if spare is None:
             d: Deferred[Any] = Deferred()
