@@ -963,6 +963,10 @@ REPORTED_AS = {
     "InvalidTransition": InvalidTransitionError,
     "PluginQuarantined": PluginQuarantinedError,
     "ReloadFailed": ReloadFailedError,
+    # Isolated plugins' errors: no wire error of their own (yet).
+    "CallTimedOut": PluginFailedError,
+    "PluginCrashed": PluginFailedError,
+    "RemoteError": PluginFailedError,
 }
 
 

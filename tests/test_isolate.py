@@ -824,3 +824,87 @@ async def test_twist_plugmgr_runs_isolated_plugin_and_dies_with_it(tmp_path):
         await until(lambda: not alive(worker), 1.0)
     finally:
         await daemon.kill()
+
+
+# -- more of the plugin API across the boundary -----------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_requires_loads_the_requirement_first(manager, plugins):
+    """
+    An isolated plugin's literal C{requires} is honoured: the requirement is
+    loaded first, and it is unloaded with it.
+    """
+    write(plugins, "iso", iso_source(extra='requires = ("local",)'))
+    await manager.load("iso")
+    assert manager.info("local").state.value == "running"
+    assert await manager.call("iso", "ask", "local", "pid") == os.getpid()
+    await manager.unload("local")
+    assert "iso" not in manager.plugin_table()
+
+
+@pytest_twisted.ensureDeferred
+async def test_api_fail_in_worker_restarts_it(manager, plugins, logged_failures):
+    """
+    C{api.fail()} in the worker is a failure like any other (C{cause="fail"}):
+    the plugin restarts in a new worker.
+    """
+    write(plugins, "iso", iso_source(extra='''
+        @handler("break")
+        def break_it(self):
+            self.api.fail("upstream gone")
+    '''))
+    events = Events(manager)
+    await manager.load("iso")
+    first = await manager.call("iso", "pid")
+    started = events.next("plugin_started", "iso")
+    await manager.call("iso", "break")
+    await started
+    (failed,) = events.of("plugin_failed")
+    assert failed.cause == "fail" and "upstream gone" in failed.message
+    assert await manager.call("iso", "pid") != first
+    logged_failures.flush(PluginError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_api_stop_in_worker_unloads_it(manager, plugins):
+    """
+    C{api.stop()} in the worker ends the plugin as for any plugin: it is
+    unloaded (C{stopped_itself}) and its worker ends.
+    """
+    write(plugins, "iso", iso_source(extra='''
+        @handler("quit")
+        def quit(self):
+            self.api.stop("done here")
+    '''))
+    events = Events(manager)
+    await manager.load("iso")
+    pid = await manager.call("iso", "pid")
+    unloaded = events.next("plugin_unloaded", "iso")
+    await manager.call("iso", "quit")
+    event = await unloaded
+    assert event.reason == "stopped_itself" and event.quit_message == "iso bye smart"
+    await until(lambda: not alive(pid))
+
+
+@pytest_twisted.ensureDeferred
+async def test_isolation_needs_a_reactor_with_processes(plugins, logged_failures):
+    """
+    On a reactor that cannot run processes (a L{Clock}), an isolated load
+    fails with an error saying so; nothing is left.
+    """
+    from twisted.internet.task import Clock
+
+    from twisted_plugmgr import InitFailed
+
+    clock = Clock()
+    m = PluginManager(paths=[str(plugins)], reactor=clock, old_code_grace=None)
+    m.startService()
+    failure = []
+    m.load("iso").addErrback(failure.append)
+    (f,) = failure
+    assert f.check(InitFailed) and "IReactorProcess" in str(f.value)
+    assert "iso" not in m.plugin_table() and workers() == []
+    logged_failures.flush(InitFailed)
+    m.shutdown()
+    clock.advance(10)
