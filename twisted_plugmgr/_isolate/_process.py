@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import Any, Callable, Dict, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import ProcessExitedAlready
@@ -46,18 +46,18 @@ class _Channel(QuietAMP):
         self.worker = worker
 
     @Request.responder
-    def request(self, op: str, payload: bytes) -> Deferred[Dict[str, Any]]:
+    def request(self, p: bytes) -> Any:
         """A request of the plugin (C{call}, C{emit}, C{stop})."""
-        return self.worker.answer(op, payload)
+        return self.worker.answer(p)
 
     @Notify.responder
-    def notified(self, op: str, payload: bytes) -> Dict[str, Any]:
+    def notified(self, p: bytes) -> Dict[str, Any]:
         """A one-way message of the plugin (a post, a report, a log event)."""
-        self.worker.notified(op, payload)
+        self.worker.notified(p)
         return {}
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        """The channel closed: the process is ending."""
+        """The channel closed (what was pending has failed): the process is ending."""
         super().connectionLost(reason)
         self.worker.channel_lost()
 
@@ -88,7 +88,8 @@ class Worker(ProcessProtocol):
         self.on_exit: Callable[[Exit], None] = lambda status: None
         self._channel = _Channel(self)
         self._buffers: Dict[int, bytes] = {1: b"", 2: b""}
-        self._pending: Set[Deferred[Any]] = set()
+        self._channel_open = True
+        self._told = False
         self._waiting_exit: list = []
         self._kill_call: Optional[IDelayedCall] = None
 
@@ -121,71 +122,51 @@ class Worker(ProcessProtocol):
         Ask the worker C{op} with C{value} (pickled first: what cannot be
         pickled raises here, before anything is sent).
 
-        @return: a Deferred with the answer: C{(True, result)} or C{(False,
-            encoded error)}; failing with L{Exit} wrapped in
-            L{WorkerGone} if the process ends first. Cancelling it forgets
-            the answer.
+        @return: a Deferred with the answer, C{(True, result)} or C{(False,
+            encoded error)}; failing with L{WorkerGone} if the process ends
+            first. Cancelling it forgets the answer.
         """
-        payload = dumps(value)
+        payload = dumps((op, value))
         if self.exit is not None:
             return fail(WorkerGone(self.exit))
-        answer: Deferred[Any] = Deferred(lambda d: self._pending.discard(d))
-        self._pending.add(answer)
+        return self._channel.callRemote(Request, p=payload).addCallbacks(self._unbox, self._lost)
 
-        def answered(box: Dict[str, Any]) -> None:
-            if answer in self._pending:
-                self._pending.discard(answer)
-                answer.callback((box["ok"], loads(box["payload"])))
+    @staticmethod
+    def _unbox(box: Dict[str, Any]) -> Any:
+        return loads(box["p"])
 
-        def lost(failure: Failure) -> None:
-            pass  # the process's end fails what is pending, with how it ended
-
-        self._channel.callRemote(Request, op=op, payload=payload).addCallbacks(answered, lost)
-        return answer
+    def _lost(self, failure: Failure) -> Any:
+        if failure.check(CancelledError, WorkerGone):
+            return failure
+        # The channel closed: fail with how the process ended, once it has.
+        return self.ended().addCallback(lambda status: Failure(WorkerGone(status)))
 
     def notify(self, op: str, value: Any) -> None:
         """
         Send C{op} one way.
         """
         if self.exit is None:
-            self._channel.callRemote(Notify, op=op, payload=dumps(value))
+            self._channel.callRemote(Notify, p=dumps((op, value)))
 
-    def answer(self, op: str, payload: bytes) -> Deferred[Dict[str, Any]]:
+    def answer(self, p: bytes) -> Any:
         """
         Answer a request of the worker (see L{on_request}).
         """
-        d: Deferred[Any] = Deferred()
         try:
-            value = loads(payload)
+            op, value = loads(p)
             outcome = self.on_request(op, value)
         except BaseException:
-            d.errback(Failure())
-        else:
-            if isinstance(outcome, Deferred):
-                outcome.chainDeferred(d)
-            else:
-                d.callback(outcome)
+            return _error(Failure())
+        if isinstance(outcome, Deferred):
+            return outcome.addCallbacks(_ok, _error)
+        return _ok(outcome)
 
-        def ok(result: Any) -> Dict[str, Any]:
-            try:
-                return {"ok": True, "payload": dumps(result)}
-            except BaseException as e:
-                from .._errors import PluginError
-
-                return error(Failure(PluginError(None, f"api.{op}: its result cannot be "
-                                                       f"pickled ({e!r})")))
-
-        def error(failure: Failure) -> Dict[str, Any]:
-            return {"ok": False, "payload": dumps(encode_failure(failure))}
-
-        return d.addCallbacks(ok, error)
-
-    def notified(self, op: str, payload: bytes) -> None:
+    def notified(self, p: bytes) -> None:
         """
         A one-way message of the worker (see L{on_notify}).
         """
         try:
-            value = loads(payload)
+            op, value = loads(p)
         except BaseException:
             self.log.failure("a message from worker {pid} cannot be read", pid=self.pid)
             return
@@ -241,8 +222,12 @@ class Worker(ProcessProtocol):
         """
         The channel closed; the process ends (it is killed if it lingers).
         """
-        if self.exit is None and self._kill_call is None:
-            self._kill_call = self._reactor.callLater(1.0, self._signal, "KILL")
+        self._channel_open = False
+        if self.exit is None:
+            if self._kill_call is None:
+                self._kill_call = self._reactor.callLater(1.0, self._signal, "KILL")
+        else:
+            self._gone()
 
     # -- ProcessProtocol ---------------------------------------------------
 
@@ -279,15 +264,40 @@ class Worker(ProcessProtocol):
         if self._kill_call is not None and self._kill_call.active():
             self._kill_call.cancel()
         self._kill_call = None
-        pending, self._pending = self._pending, set()
-        for answer in pending:
-            if not answer.called:
-                answer.errback(Failure(WorkerGone(self.exit)))
         waiting, self._waiting_exit = self._waiting_exit, []
-        for d in waiting:
+        for d in waiting:  # what was pending when the channel closed, first
             d.callback(self.exit)
-        if not self.ending:
+        if self._channel_open:
+            # Its channel closes too (a child of the plugin may hold the
+            # other end: abort it); its end is told once it has closed.
+            transport = self._channel.transport
+            if transport is not None:
+                transport.abortConnection()  # type: ignore[attr-defined]
+        else:
+            self._gone()
+
+    def _gone(self) -> None:
+        """
+        The process and its channel have both ended: tell C{on_exit}, unless
+        the end was asked for.
+        """
+        if not self.ending and not self._told:
+            self._told = True
+            assert self.exit is not None
             self.on_exit(self.exit)
+
+
+def _ok(result: Any) -> Dict[str, Any]:
+    try:
+        return {"p": dumps((True, result))}
+    except BaseException as e:
+        from .._errors import PluginError
+
+        return _error(Failure(PluginError(None, f"the result cannot be pickled ({e!r})")))
+
+
+def _error(failure: Failure) -> Dict[str, Any]:
+    return {"p": dumps((False, encode_failure(failure)))}
 
 
 def _refuse(op: str, value: Any) -> Any:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -95,7 +95,10 @@ class PluginProxy(Plugin):
         worker.on_notify = self._told
         worker.on_exit = self._crashed
         self._loaded = Shared()
-        self._timers: Dict[Deferred[Any], IDelayedCall] = {}
+        #: the calls in flight: their deadline, handler and seconds.
+        self._inflight: Dict[Deferred[Any], Tuple[float, str, float]] = {}
+        self._expired: Dict[Deferred[Any], CallTimedOut] = {}
+        self._sweep: Optional[IDelayedCall] = None
         self._methods: Dict[str, Any] = {}
         load = ((code.name, source.module_name, source.origin, source.is_package, source.root),
                 [p for p in sys.path if isinstance(p, str)], dict(code.isolation.limits), data)
@@ -114,6 +117,9 @@ class PluginProxy(Plugin):
         """
         End the worker: SIGTERM, then SIGKILL at the reactor time C{until}.
         """
+        if self._sweep is not None and self._sweep.active():
+            self._sweep.cancel()
+        self._sweep = None
         d = self._worker.end(until)
         d.addCallback(lambda _: self._code.pool.released())
         return d
@@ -240,26 +246,39 @@ class PluginProxy(Plugin):
         except BaseException as e:
             return fail(PluginError(code.name, f"handler {attribute}: its arguments cannot "
                                                f"be pickled ({e!r})"))
-        result: Deferred[Any] = Deferred()
+        # One timer for all the calls in flight: their deadlines come in the
+        # order they were made (the deadline is the same for all of them).
         seconds = self._deadline()
-        timer = code.reactor.callLater(seconds, self._timed_out, result, attribute, seconds)
+        self._inflight[pending] = (code.reactor.seconds() + seconds, attribute, seconds)
+        if self._sweep is None:
+            self._sweep = code.reactor.callLater(seconds, self._check_deadlines)
+        return pending.addCallbacks(self._answered, self._call_failed, callbackArgs=(pending,),
+                                    errbackArgs=(pending,))
 
-        def answered(outcome: Any) -> None:
-            if timer.active():
-                timer.cancel()
-            if result.called:
-                return
-            if isinstance(outcome, Failure):
-                result.errback(self._gone(outcome))
-                return
-            ok, value = outcome
-            if ok:
-                result.callback(value)
-            else:
-                result.errback(decode_failure(code.name, value))
+    def _answered(self, outcome: Tuple[bool, Any], pending: Deferred[Any]) -> Any:
+        self._inflight.pop(pending, None)
+        ok, value = outcome
+        return value if ok else decode_failure(self._code.name, value)
 
-        pending.addBoth(answered)
-        return result
+    def _call_failed(self, failure: Failure, pending: Deferred[Any]) -> Failure:
+        self._inflight.pop(pending, None)
+        expired = self._expired.pop(pending, None)
+        if expired is not None:
+            return Failure(expired)
+        return self._gone(failure)
+
+    def _check_deadlines(self) -> None:
+        self._sweep = None
+        reactor = self._code.reactor
+        now = reactor.seconds()
+        expired = []
+        for pending, (deadline, attribute, seconds) in self._inflight.items():
+            if deadline > now:
+                self._sweep = reactor.callLater(deadline - now, self._check_deadlines)
+                break
+            expired.append((pending, attribute, seconds))
+        if expired:
+            self._timed_out(expired)
 
     def _deadline(self) -> float:
         code = self._code
@@ -270,13 +289,19 @@ class PluginProxy(Plugin):
             return float(declared)
         return DEFAULT_CALL_DEADLINE
 
-    def _timed_out(self, result: Deferred[Any], attribute: str, seconds: float) -> None:
-        error = CallTimedOut(self._code.name, attribute, seconds)
+    def _timed_out(self, expired: List[Tuple[Deferred[Any], str, float]]) -> None:
+        """
+        Calls passed their deadline: the worker is killed, they fail with
+        L{CallTimedOut} (the other calls in flight with L{PluginCrashed}),
+        and the plugin fails (C{cause="timeout"}).
+        """
         self._worker.kill()
         self._worker.ended().addCallback(lambda _: self._code.pool.released())
-        if not result.called:
-            result.errback(Failure(error))
-        self._fail(Failure(error), "timeout")
+        for pending, attribute, seconds in expired:
+            self._expired[pending] = CallTimedOut(self._code.name, attribute, seconds)
+            pending.cancel()
+        _, attribute, seconds = expired[0]
+        self._fail(Failure(CallTimedOut(self._code.name, attribute, seconds)), "timeout")
 
     def _crashed(self, status: Exit) -> None:
         code, sig = status

@@ -83,21 +83,23 @@ class Chunks(amp.Argument):
 
 class Request(amp.Command):
     """
-    One request, either way: C{op} names what is asked, C{payload} is the
-    pickle of its arguments. The answer says whether it succeeded and
-    carries the pickle of the result (or of the encoded error).
+    One request, either way: C{p} is the pickle of C{(op, value)}, C{op}
+    naming what is asked. The answer's C{p} is the pickle of C{(True,
+    result)} or C{(False, encoded error)}. (One key each way: AMP parses
+    every key as two strings, and a call is two boxes.)
     """
 
-    arguments = [(b"op", amp.Unicode()), (b"payload", Chunks())]
-    response = [(b"ok", amp.Boolean()), (b"payload", Chunks())]
+    arguments = [(b"p", Chunks())]
+    response = [(b"p", Chunks())]
 
 
 class Notify(amp.Command):
     """
-    A one-way message (a post, a log event, a report): no answer.
+    A one-way message (a post, a log event, a report): C{p} is the pickle
+    of C{(op, value)}; no answer.
     """
 
-    arguments = [(b"op", amp.Unicode()), (b"payload", Chunks())]
+    arguments = [(b"p", Chunks())]
     requiresAnswer = False
 
 

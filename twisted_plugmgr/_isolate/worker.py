@@ -161,62 +161,62 @@ class WorkerProtocol(QuietAMP):
         instead.
         """
         try:
-            payload = dumps(value)
+            payload = dumps((op, value))
         except BaseException as e:
-            payload = dumps(encode_failure(Failure(PluginError(
-                self.name, f"{op}: a value that cannot be pickled ({e!r})"))))
-            op = "error"
-        self.callRemote(Notify, op=op, payload=payload)
+            payload = dumps(("error", encode_failure(Failure(PluginError(
+                self.name, f"{op}: a value that cannot be pickled ({e!r})")))))
+        self.callRemote(Notify, p=payload)
 
     def ask(self, op: str, value: Any) -> Deferred[Any]:
         """
         Send C{op} and wait for its answer (its result, or its error).
         """
         try:
-            payload = dumps(value)
+            payload = dumps((op, value))
         except BaseException as e:
             return fail(PluginError(self.name, f"api.{op}: its arguments cannot be pickled "
                                                f"({e!r})"))
-        return self.callRemote(Request, op=op, payload=payload).addCallback(self._answered)
+        return self.callRemote(Request, p=payload).addCallback(self._answered)
 
     def _answered(self, box: Dict[str, Any]) -> Any:
-        value = loads(box["payload"])
-        if box["ok"]:
+        ok, value = loads(box["p"])
+        if ok:
             return value
         return decode_failure(self.name, value)
 
     # -- from the manager --------------------------------------------------
 
     @Request.responder
-    def request(self, op: str, payload: bytes) -> Deferred[Dict[str, Any]]:
+    def request(self, p: bytes) -> Any:
         """
-        Run C{op} with the unpickled C{payload}; answer its result or error.
+        Run the op pickled in C{p}; answer its result or its error (at once
+        when it is not a Deferred).
         """
+        what = "the request"
         try:
-            action = self._ops[op]
-            value = loads(payload)
+            op, value = loads(p)
+            what = f"handler {value[0]}" if op == "call" else op
+            result = self._ops[op](value)
         except BaseException:
-            d: Deferred[Any] = Deferred()
-            d.errback(Failure())
-        else:
-            d = maybeDeferred(action, value)
-        return d.addCallbacks(self._ok, self._error, callbackArgs=(op,))
+            return self._error(Failure())
+        if isinstance(result, Deferred):
+            return result.addCallbacks(self._ok, self._error, callbackArgs=(what,))
+        return self._ok(result, what)
 
     @Notify.responder
-    def notified(self, op: str, payload: bytes) -> Dict[str, Any]:
+    def notified(self, p: bytes) -> Dict[str, Any]:
         """The manager sends nothing one way yet."""
         return {}
 
-    def _ok(self, result: Any, op: str) -> Dict[str, Any]:
+    def _ok(self, result: Any, what: str) -> Dict[str, Any]:
         try:
-            return {"ok": True, "payload": dumps(result)}
+            return {"p": dumps((True, result))}
         except BaseException as e:
-            what = f"handler {op}" if op != "call" else "the handler"
             return self._error(Failure(PluginError(
                 self.name, f"{what}: its result cannot be pickled ({e!r})")))
 
     def _error(self, failure: Failure) -> Dict[str, Any]:
-        return {"ok": False, "payload": dumps(encode_failure(failure))}
+        return {"p": dumps((False, encode_failure(failure)))}
 
     # -- the operations --------------------------------------------------
 
