@@ -908,3 +908,28 @@ async def test_isolation_needs_a_reactor_with_processes(plugins, logged_failures
     logged_failures.flush(InitFailed)
     m.shutdown()
     clock.advance(10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_whose_import_hangs_keeps_the_old_worker(plugins, logged_failures):
+    """
+    A new version whose import never ends (in its worker) fails the reload
+    at the start deadline; the old worker, never stopped, serves again.
+    """
+    from twisted_plugmgr import StartTimedOut
+
+    m = PluginManager(paths=[str(plugins)], reactor=reactor, start_deadline=1.0,
+                      old_code_grace=None)
+    m.startService()
+    try:
+        await m.load("iso")
+        old = await m.call("iso", "pid")
+        write(plugins, "iso", iso_source("2", "import time; time.sleep(60)"))
+        with pytest.raises(StartTimedOut):
+            await m.reload("iso")
+        logged_failures.flush(StartTimedOut)
+        assert await m.call("iso", "pid") == old
+        assert await m.call("iso", "version") == "1"
+    finally:
+        await m.shutdown(ShutdownMode.IMMEDIATE)
+    await until_gone()

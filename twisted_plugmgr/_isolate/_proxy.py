@@ -27,10 +27,10 @@ from zope.interface import implementer
 from .. import _source
 from .._deferreds import Shared
 from .._dispatch import HandlerSpec
-from .._errors import CallTimedOut, InvalidMetadata, PluginCrashed, PluginError
+from .._errors import CallTimedOut, InvalidMetadata, PluginCrashed, PluginError, StartTimedOut
 from .._instance import NO_STATE, Version
 from .._interfaces import IIsolated
-from .._lifecycle import ShutdownMode
+from .._lifecycle import DEFAULT_START_DEADLINE, ShutdownMode
 from .._plugin import Plugin
 from .._policy import POLICY_KEYS
 from ._options import DEFAULT_CALL_DEADLINE, Isolation
@@ -102,7 +102,18 @@ class PluginProxy(Plugin):
         self._methods: Dict[str, Any] = {}
         load = ((code.name, source.module_name, source.origin, source.is_package, source.root),
                 [p for p in sys.path if isinstance(p, str)], dict(code.isolation.limits), data)
+        # The import and constructor in the worker get the start deadline:
+        # a reload waits for them before it stops the old version.
+        seconds = float(getattr(api.manager, "start_deadline", DEFAULT_START_DEADLINE))
+        self._load_timer: Optional[IDelayedCall] = code.reactor.callLater(
+            seconds, self._load_timed_out, seconds)
         worker.request("load", load).addBoth(self._load_answered)
+
+    def _load_timed_out(self, seconds: float) -> None:
+        self._load_timer = None
+        self._worker.kill()
+        self._worker.ended().addCallback(lambda _: self._code.pool.released())
+        self._loaded.fire(Failure(StartTimedOut(self._code.name, seconds)))
 
     # -- what the version asks -------------------------------------------
 
@@ -117,15 +128,21 @@ class PluginProxy(Plugin):
         """
         End the worker: SIGTERM, then SIGKILL at the reactor time C{until}.
         """
-        if self._sweep is not None and self._sweep.active():
-            self._sweep.cancel()
-        self._sweep = None
+        for timer in (self._sweep, self._load_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._sweep = self._load_timer = None
         d = self._worker.end(until)
         d.addCallback(lambda _: self._code.pool.released())
         return d
 
     def _load_answered(self, outcome: Any) -> None:
         code = self._code
+        if self._load_timer is None:
+            return  # too late: it timed out
+        if self._load_timer.active():
+            self._load_timer.cancel()
+        self._load_timer = None
         if isinstance(outcome, Failure):
             self._loaded.fire(self._gone(outcome))
             return

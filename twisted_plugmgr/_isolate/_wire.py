@@ -11,11 +11,14 @@ was.
 
 from __future__ import annotations
 
+import os
 import pickle
 from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.protocols import amp
 from twisted.python.failure import Failure
+
+import twisted
 
 from .. import _errors
 from .._errors import PluginError, RemoteError
@@ -125,17 +128,16 @@ def loads(data: bytes) -> Any:
 Encoded = Tuple[Optional[bytes], str, str, str, Optional[Tuple[str, Any, str]]]
 
 
+#: Where Twisted's and twisted-plugmgr's own code live (their frames are
+#: left out of a plugin's traceback).
+_FRAMEWORK = tuple(
+    os.path.dirname(os.path.abspath(path)) + os.sep
+    for path in (twisted.__file__ or "", os.path.dirname(os.path.abspath(__file__)))
+)
+
+
 def _framework(filename: str) -> bool:
-    import os
-
-    import twisted
-    import twisted_plugmgr
-
-    for package in (twisted, twisted_plugmgr):
-        root = os.path.dirname(os.path.abspath(package.__file__ or ""))
-        if os.path.abspath(filename).startswith(root + os.sep):
-            return True
-    return False
+    return os.path.abspath(filename).startswith(_FRAMEWORK)
 
 
 def plugin_traceback(failure: Failure, type_name: str, message: str) -> str:
