@@ -933,3 +933,67 @@ async def test_reload_whose_import_hangs_keeps_the_old_worker(plugins, logged_fa
     finally:
         await m.shutdown(ShutdownMode.IMMEDIATE)
     await until_gone()
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_files_and_cpu_limits(manager, plugins, logged_failures):
+    """
+    C{open_files} and C{cpu_seconds} are applied in the worker: opening
+    past the one fails there (C{OSError}), spinning past the other ends the
+    worker (SIGXCPU: a crash, restarted).
+    """
+    write(plugins, "iso", iso_source(extra='''
+        @handler("open_many")
+        def open_many(self, n):
+            return [open(os.devnull) for _ in range(n)] and n
+
+        @handler("spin")
+        def spin(self):
+            while True:
+                pass
+    '''))
+    events = Events(manager)
+    await manager.load("iso", limits={"open_files": 64, "cpu_seconds": 1}, call_deadline=20)
+    with pytest.raises(OSError):
+        await manager.call("iso", "open_many", 100)
+    started = events.next("plugin_started", "iso")
+    with pytest.raises(PluginCrashed) as info:
+        await manager.call("iso", "spin")
+    assert info.value.signal in (signal.SIGXCPU, signal.SIGKILL)
+    await started
+    assert events.of("plugin_failed")[0].cause == "crash"
+    logged_failures.flush(OSError, PluginCrashed)
+
+
+@pytest_twisted.ensureDeferred
+async def test_worker_ignoring_sigterm_is_killed_at_the_deadline(manager, plugins):
+    """
+    Unload ends the worker with SIGTERM; one that ignores it is killed with
+    SIGKILL at the mode's deadline.
+    """
+    write(plugins, "iso", iso_source(extra='''
+        @handler("deaf")
+        def deaf(self):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    '''))
+    await manager.load("iso")
+    pid = await manager.call("iso", "pid")
+    await manager.call("iso", "deaf")
+    started = reactor.seconds()
+    await manager.unload("iso", ShutdownMode.IMMEDIATE)  # its deadline: 0.5 s
+    assert reactor.seconds() - started >= 0.4
+    assert not alive(pid)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reload_changed_sees_the_files_the_worker_compiled(manager, plugins):
+    """
+    C{reload_changed} reloads an isolated plugin whose source changed (the
+    worker reported the hashes of what it compiled).
+    """
+    await manager.load("iso")
+    assert await manager.reload_changed() == {}
+    write(plugins, "iso", iso_source("4"))
+    result = await manager.reload_changed()
+    assert list(result) == ["iso"]
+    assert await manager.call("iso", "version") == "4"
