@@ -997,3 +997,26 @@ async def test_reload_changed_sees_the_files_the_worker_compiled(manager, plugin
     result = await manager.reload_changed()
     assert list(result) == ["iso"]
     assert await manager.call("iso", "version") == "4"
+
+
+@pytest_twisted.ensureDeferred
+async def test_time_in_the_worker_is_in_the_table(manager, plugins):
+    """
+    The time an isolated handler spends in its worker is in the plugin's
+    C{busy_time} and C{longest_call}, as for any plugin (and the manager
+    was not blocked meanwhile).
+    """
+    write(plugins, "iso", iso_source(extra='''
+        @handler("slow")
+        def slow(self):
+            import time
+            time.sleep(0.3)
+            return "done"
+    '''))
+    await manager.load("local")
+    await manager.load("iso")
+    slow = manager.call("iso", "slow")
+    assert await manager.call("local", "pid") == os.getpid()  # not blocked
+    assert await slow == "done"
+    info = manager.info("iso")
+    assert info.calls == 1 and 0.3 <= info.longest_call < 5 and info.busy_time >= 0.3

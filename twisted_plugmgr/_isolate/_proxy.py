@@ -275,7 +275,13 @@ class PluginProxy(Plugin):
     def _answered(self, outcome: Tuple[bool, Any], pending: Deferred[Any]) -> Any:
         self._inflight.pop(pending, None)
         ok, value = outcome
-        return value if ok else decode_failure(self._code.name, value)
+        if not ok:
+            return decode_failure(self._code.name, value)
+        elapsed, result = value
+        charge = getattr(self.api.host, "charge", None)  # the time spent in the worker
+        if charge is not None:
+            charge(self._code.name, self.api, elapsed)
+        return result
 
     def _call_failed(self, failure: Failure, pending: Deferred[Any]) -> Failure:
         self._inflight.pop(pending, None)

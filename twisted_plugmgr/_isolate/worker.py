@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from time import perf_counter
 from typing import Any, Callable, Dict
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred
@@ -292,8 +293,17 @@ class WorkerProtocol(QuietAMP):
         return self.plugin.migrate_state(old_version, state)
 
     def _call(self, value: Any) -> Any:
+        """
+        Call a handler; answer C{(seconds, result)}: the time its
+        synchronous part took (as the manager times an in-process handler).
+        """
         attribute, args, kw = value
-        return getattr(self.plugin, attribute)(*args, **kw)
+        started = perf_counter()
+        result = getattr(self.plugin, attribute)(*args, **kw)
+        elapsed = perf_counter() - started
+        if isinstance(result, Deferred):
+            return result.addCallback(lambda outcome: (elapsed, outcome))
+        return elapsed, result
 
     def _shutdown(self, value: Any) -> Any:
         from .._lifecycle import ShutdownMode
