@@ -1020,3 +1020,44 @@ async def test_time_in_the_worker_is_in_the_table(manager, plugins):
     assert await slow == "done"
     info = manager.info("iso")
     assert info.calls == 1 and 0.3 <= info.longest_call < 5 and info.busy_time >= 0.3
+
+
+@pytest_twisted.ensureDeferred
+async def test_rollback_and_restart_run_the_code_that_was_running(manager, plugins,
+                                                                   logged_failures):
+    """
+    A new version that fails to start is rolled back to the old code -- the
+    code its worker compiled, not the file on disk -- in a fresh worker,
+    with the state; a restart after a crash runs that code too.
+    """
+    state = '''
+        def get_state(self):
+            return {"kept": "yes"}
+
+        def set_state(self, state):
+            type(self).seen = state
+
+        @handler("seen")
+        def get_seen(self):
+            return self.seen
+    '''
+    write(plugins, "iso", iso_source("1", state))
+    await manager.load("iso")
+    old = await manager.call("iso", "pid")
+    write(plugins, "iso", iso_source("2", state + '''
+        def startService(self):
+            raise RuntimeError("version 2 does not start")
+    '''))
+    with pytest.raises(PluginError, match="does not start|startService"):
+        await manager.reload("iso")
+    assert await manager.call("iso", "version") == "1"
+    assert await manager.call("iso", "seen") == {"kept": "yes"}
+    rolled_back = await manager.call("iso", "pid")
+    assert rolled_back != old
+    events = Events(manager)
+    started = events.next("plugin_started", "iso")
+    with pytest.raises(PluginCrashed):
+        await manager.call("iso", "exit", 1)
+    await started
+    assert await manager.call("iso", "version") == "1"  # not the file's "2"
+    logged_failures.flush(RuntimeError, PluginCrashed, PluginError)

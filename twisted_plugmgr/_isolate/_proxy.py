@@ -61,6 +61,9 @@ class Code:
         self.hashes = hashes
         self.static_requires = static_requires
         self.report: Optional[Dict[str, Any]] = None
+        #: path -> the bytes the first worker compiled: a restart or a
+        #: rollback runs that code again, whatever is on disk by then.
+        self.sources: Dict[str, bytes] = {}
         self.handlers: Dict[str, str] = {}
         self.specs: Tuple[HandlerSpec, ...] = ()
 
@@ -101,7 +104,8 @@ class PluginProxy(Plugin):
         self._sweep: Optional[IDelayedCall] = None
         self._methods: Dict[str, Any] = {}
         load = ((code.name, source.module_name, source.origin, source.is_package, source.root),
-                [p for p in sys.path if isinstance(p, str)], dict(code.isolation.limits), data)
+                [p for p in sys.path if isinstance(p, str)], dict(code.isolation.limits), data,
+                code.sources)
         # The import and constructor in the worker get the start deadline:
         # a reload waits for them before it stops the old version.
         seconds = float(getattr(api.manager, "start_deadline", DEFAULT_START_DEADLINE))
@@ -157,6 +161,8 @@ class PluginProxy(Plugin):
                 f"(read {code.static_requires!r}, its class says {requires!r})"])))
             return
         code.report = value
+        if not code.sources:  # the first worker of this version: what it compiled
+            code.sources = dict(value["sources"])
         code.specs = tuple(value["specs"])
         code.handlers = {spec.event: spec.attribute for spec in code.specs}
         code.hashes.update(value["hashes"])

@@ -229,7 +229,7 @@ class WorkerProtocol(QuietAMP):
         from .._plugin import PluginAPI
         from .._policy import RestartPolicy, class_policy
 
-        (name, module_name, origin, is_package, root), path, limits, data = value
+        (name, module_name, origin, is_package, root), path, limits, data, sources = value
         self.name = name
         sys.path[:] = path
         if limits:
@@ -237,7 +237,7 @@ class WorkerProtocol(QuietAMP):
         self._start_forwarding_logs()
         source = _source.PluginSource(name, module_name, origin, is_package, root)
         try:
-            imported = _source.import_plugin(source)
+            imported, compiled = _import_from(source, sources)
         except BaseException:
             from .._errors import CompileFailed
 
@@ -273,7 +273,8 @@ class WorkerProtocol(QuietAMP):
         callables = [key for key in ("default", "get_state", "set_state", "migrate_state")
                      if callable(read(key))]
         return {"specs": specs, "meta": meta, "policy": policy, "callables": callables,
-                "missing": missing, "hashes": dict(imported.hashes), "pid": os.getpid()}
+                "missing": missing, "hashes": dict(imported.hashes), "pid": os.getpid(),
+                "sources": compiled}
 
     def _set_state(self, state: Any) -> Any:
         set_state = getattr(self.plugin, "set_state", None)
@@ -337,6 +338,36 @@ class WorkerProtocol(QuietAMP):
         """The manager is gone: so is this worker."""
         super().connectionLost(reason)
         self._on_lost()
+
+
+def _import_from(source: Any, sources: Dict[str, bytes]) -> Any:
+    """
+    Import the plugin at C{source} as L{_source.import_plugin} does, the
+    files named in C{sources} compiled from the bytes given there (the
+    code a restart or a rollback must run again: what the first worker of
+    that version compiled), the others read from disk.
+
+    @return: the L{_source.ImportedPlugin}, and path -> the bytes compiled.
+    """
+    from .. import _source
+
+    compiled: Dict[str, bytes] = {}
+    loader = _source._FreshSourceLoader
+    read = loader.get_data
+
+    def get_data(self: Any, path: str) -> bytes:
+        data = sources[path] if path in sources else read(self, path)
+        if path.endswith(".py"):
+            compiled[path] = data
+        return data
+
+    # This process imports one plugin, once: its loader reads through
+    # get_data above for the time of the import only.
+    loader.get_data = get_data  # type: ignore[method-assign]
+    try:
+        return _source.import_plugin(source), compiled
+    finally:
+        loader.get_data = read  # type: ignore[method-assign]
 
 
 def _log_record(event: Dict[str, Any]) -> Dict[str, Any]:
