@@ -1061,3 +1061,21 @@ async def test_rollback_and_restart_run_the_code_that_was_running(manager, plugi
     await started
     assert await manager.call("iso", "version") == "1"  # not the file's "2"
     logged_failures.flush(RuntimeError, PluginCrashed, PluginError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_service_in_worker_ends_the_plugin(manager, plugins):
+    """
+    A plugin that calls its own C{stopService()} in its worker ends itself
+    as in the manager: it is unloaded (C{stopped_itself}).
+    """
+    write(plugins, "iso", iso_source(extra='''
+        @handler("stop_me")
+        def stop_me(self):
+            self.stopService()
+    '''))
+    events = Events(manager)
+    await manager.load("iso")
+    unloaded = events.next("plugin_unloaded", "iso")
+    await manager.call("iso", "stop_me")
+    assert (await unloaded).reason == "stopped_itself"

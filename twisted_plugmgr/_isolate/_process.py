@@ -361,7 +361,10 @@ class WorkerPool:
     def _make_spare(self) -> None:
         self._refill = None
         if self.keep_spare and self._spare is None and self._wanted():
-            self._spare = self._spawn()
+            try:
+                self._spare = self._spawn()
+            except Exception:  # out of processes or file descriptors: no spare
+                _log.failure("the warm spare worker could not start")
 
     def _spawn(self) -> Worker:
         worker = Worker(self._reactor)

@@ -89,6 +89,14 @@ class _RemoteManager:
         """
         return self._protocol.ask("emit", (event, args, kw))
 
+    def removeService(self, service: Any) -> Deferred[Any]:
+        """
+        The plugin left its parent (C{disownServiceParent()}): it ends
+        itself, as in the manager.
+        """
+        return self._protocol.ask("stop", (f"{self._protocol.name} was removed from its parent",
+                                           "smart"))
+
 
 @implementer(IPluginHost)
 class _RemoteHost:
@@ -254,12 +262,19 @@ class WorkerProtocol(QuietAMP):
             raise InvalidMetadata(name, [f"looking at the plugin class raised {e!r}"]) from None
         if _is_bot_plugin(cls):
             raise InvalidMetadata(name, ["an IRC bot plugin (BotPlugin) cannot be isolated"])
-        api = PluginAPI(_RemoteManager(self), name, reactor, host=_RemoteHost(self))
+        manager = _RemoteManager(self)
+        api = PluginAPI(manager, name, reactor, host=_RemoteHost(self))
         try:
             self.plugin = cls(api, data)
         except BaseException:
             raise InitFailed(name, "the constructor raised", failure=Failure()) from None
         plugin = self.plugin
+        try:
+            # Its parent is its manager, as in the manager's process: its
+            # stopService() and disownServiceParent() end it there.
+            plugin.parent = manager
+        except BaseException:
+            pass  # a read-only parent: it ends itself with api.stop()
 
         def read(attribute: str) -> Any:
             try:
