@@ -497,3 +497,21 @@ async def test_status_cuts_a_long_description_at_80_columns(server):
     assert row[start:] == ("a description " * 10)[:len(row) - start - 3] + "..."
     code, out, err = await run_cli("--control", server.path, "--json", "status")
     assert json.loads(out)[0]["longname"] == "a description " * 10
+
+
+def test_status_shows_the_worker_pid_of_an_isolated_plugin_under_its_line():
+    """
+    An isolated plugin's worker pid is on a line under its own; the
+    plugins in the manager's process have none.
+    """
+    from twisted_plugmgr._cli_format import format_status
+
+    local = {"name": "hello", "version": "1.0", "state": "running", "loaded_at": 0,
+             "reloads": 0, "restarts": 0, "longname": "hi", "isolated": False, "pid": None}
+    isolated = dict(local, name="sandboxed", isolated=True, pid=4242)
+    header, first, second, note = format_status([local, isolated]).splitlines()
+    assert first.split()[:3] == ["hello", "1.0", "running"]
+    assert second.split()[:3] == ["sandboxed", "1.0", "running"]
+    assert note.split() == ["isolated:", "worker", "process", "4242"]
+    assert note.index("isolated") == header.index("VERSION")
+    assert max(len(line) for line in (header, first, second, note)) <= 80

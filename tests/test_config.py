@@ -190,7 +190,8 @@ class TestErrors:
         e = error("[plugins.hello]\nenable = true\n")
         assert str(e) == (f"{FILE}: plugins.hello.enable: unknown key "
                           "(expected one of: enabled, data, restart, restart_delay, "
-                          "restart_delay_max, restart_burst, restart_interval, fail_on_error)")
+                          "restart_delay_max, restart_burst, restart_interval, fail_on_error, "
+                          "isolate, call_deadline, limits)")
 
     def test_wrong_type_bool(self):
         e = error('[plugins.hello]\nenabled = "yes"\n')

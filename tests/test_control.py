@@ -48,6 +48,7 @@ from twisted_plugmgr._control import (
     Available,
     BadRequestError,
     Call,
+    CallTimedOutError,
     Catalog,
     CompileFailedError,
     ControlChannelError,
@@ -68,6 +69,7 @@ from twisted_plugmgr._control import (
     ManagerStoppedError,
     NoSuchPluginError,
     NotAvailableError,
+    PluginCrashedError,
     PluginFailedError,
     PluginQuarantinedError,
     Ready,
@@ -951,6 +953,9 @@ def test_wire_protocol_is_unchanged():
         "ReloadFailedError": b"RELOAD_FAILED",
         # New: only Reconfig answers them, so older clients never see them.
         "ReconfigRefusedError": b"RECONFIG_REFUSED", "NotAvailableError": b"NOT_AVAILABLE",
+        # New: isolated plugins' handlers (Call, Emit); older clients see
+        # them only with isolated plugins, which they predate.
+        "CallTimedOutError": b"CALL_TIMED_OUT", "PluginCrashedError": b"PLUGIN_CRASHED",
         "BadRequestError": b"BAD_REQUEST", "InternalError": b"INTERNAL_ERROR",
         "AuthenticationRequired": b"AUTH_REQUIRED", "AuthenticationFailed": b"AUTH_FAILED",
     }
@@ -983,6 +988,10 @@ REPORTED_AS = {
     "InvalidTransition": InvalidTransitionError,
     "PluginQuarantined": PluginQuarantinedError,
     "ReloadFailed": ReloadFailedError,
+    "CallTimedOut": CallTimedOutError,
+    "PluginCrashed": PluginCrashedError,
+    # A handler's exception that cannot travel as itself: a plugin error.
+    "RemoteError": PluginFailedError,
 }
 
 

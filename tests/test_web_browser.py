@@ -146,10 +146,16 @@ async def test_a_reload_button_is_refused_without_the_token(browser, daemon):
     def click(driver):
         open_page(driver, daemon.url)
         reloads = int(cell(driver, "greeter", "reloads"))
-        driver.find_element("css selector", 'tr[data-plugin="greeter"] button.reload').click()
-        message = browser.until(driver, lambda d: d.find_element("id", "message"))
-        return reloads, message.get_attribute("class"), message.text, \
-            int(cell(driver, "greeter", "reloads"))
+        page = driver.find_element("tag name", "html")
+        # A live update may replace the row between finding its button and
+        # clicking it: find and click again until the click lands.
+        browser.until(driver, lambda d: d.find_element(
+            "css selector", 'tr[data-plugin="greeter"] button.reload').click() or True)
+        browser.until(driver, staleness_of(page))  # the answer is a new page
+        kind, text = browser.until(driver, lambda d: d.execute_script(
+            "var m = document.getElementById('message');"
+            " return m ? [m.getAttribute('class'), m.textContent] : null;"))
+        return reloads, kind, text, int(cell(driver, "greeter", "reloads"))
 
     reloads, kind, text, after = await browser.run(click)
     assert kind == "error" and "log in with the token first" in text
@@ -173,7 +179,8 @@ async def test_a_reload_button_works_with_the_token_and_the_stream_shows_it(brow
         reloads = int(cell(driver, "greeter", "reloads"))
         seen = count(driver, '#events li[data-kind="plugin_reloaded"]')
         shown = driver.find_element("id", "message")  # "logged in"
-        driver.find_element("css selector", 'tr[data-plugin="greeter"] button.reload').click()
+        browser.until(driver, lambda d: d.find_element(  # again if a live update replaced it
+            "css selector", 'tr[data-plugin="greeter"] button.reload').click() or True)
         browser.until(driver, staleness_of(shown))  # the next page
         text = browser.until(driver, lambda d: d.find_element("id", "message")).text
         browser.until(driver, lambda d: d.find_element("id", "live").text == "live")

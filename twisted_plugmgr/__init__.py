@@ -9,6 +9,7 @@ from ._details import PluginDetails
 from ._dispatch import STOP, handler
 from ._errors import (
     AlreadyLoaded,
+    CallTimedOut,
     CompileFailed,
     DependencyError,
     HandlerAbandoned,
@@ -19,9 +20,11 @@ from ._errors import (
     ManagerStopped,
     NoSuchHandler,
     NoSuchPlugin,
+    PluginCrashed,
     PluginError,
     PluginQuarantined,
     ReloadFailed,
+    RemoteError,
     ShutdownFailed,
     ShutdownTimedOut,
     StartTimedOut,
@@ -36,6 +39,7 @@ from ._reactor import PluginReactor
 
 __all__ = [
     "AlreadyLoaded",
+    "CallTimedOut",
     "CompileFailed",
     "DEFAULT_DEADLINES",
     "DEFAULT_START_DEADLINE",
@@ -60,10 +64,12 @@ __all__ = [
     "PluginDetails",
     "PluginInfo",
     "PluginManager",
+    "PluginCrashed",
     "PluginQuarantined",
     "PluginReactor",
     "PluginState",
     "ReloadFailed",
+    "RemoteError",
     "RestartPolicy",
     "STOP",
     "ShutdownFailed",

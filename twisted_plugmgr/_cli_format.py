@@ -70,8 +70,8 @@ def truncated(text: str, width: int) -> str:
 def format_status(plugins: List[Dict[str, Any]]) -> str:
     """
     The plugin table, a line a plugin, its description cut to end within
-    L{WIDTH} columns; under the line of a plugin that has
-    a last failure or a last reload error, each on a line of its own,
+    L{WIDTH} columns; under the line of a plugin that runs isolated (its
+    worker's pid), has a last failure or a last reload error, each on a line of its own,
     indented to the second column and cut to end within L{WIDTH} columns
     (keeping at least L{_MIN_FAILURE_WIDTH} characters of it).
     """
@@ -95,6 +95,9 @@ def format_status(plugins: List[Dict[str, Any]]) -> str:
     for line, p in zip(lines, plugins, strict=True):
         out.append(line)
         notes = []
+        if p.get("isolated"):
+            # Under the line, as the failures: a column would not fit in 80.
+            notes.append(("isolated: ", f"worker process {p.get('pid') or '(none now)'}"))
         if p.get("last_failure"):
             notes.append(("last failure: ", str(p["last_failure"])))
         if p.get("last_reload_error"):
@@ -175,6 +178,8 @@ def format_info(details: Dict[str, Any]) -> str:
     fields = [
         ("name", info.get("name")), ("description", info.get("longname")),
         ("version", info.get("version")), ("state", info.get("state")),
+        ("runs in", f"worker process {info.get('pid') or '(none now)'}"
+         if info.get("isolated") else "the manager's process"),
         ("author", info.get("author")), ("license", info.get("license")),
         ("module", info.get("module")), ("source", info.get("source")),
         ("loaded", when(info.get("loaded_at"))), ("reloads", info.get("reloads")),

@@ -31,6 +31,9 @@ __all__ = [
     "InvalidTransition",
     "PluginQuarantined",
     "ReloadFailed",
+    "CallTimedOut",
+    "PluginCrashed",
+    "RemoteError",
 ]
 
 
@@ -278,3 +281,63 @@ class ReloadFailed(PluginError):
     def describe(self) -> str:
         return "the transaction failed"
 
+
+class CallTimedOut(PluginError):
+    """
+    A handler of an isolated plugin did not answer within its
+    C{call_deadline}: its worker process was killed, and the plugin failed
+    (C{cause="timeout"}).
+
+    @ivar handler: the name of the handler method.
+    @ivar seconds: the deadline that passed.
+    """
+
+    def __init__(self, plugin: Any = None, handler: str = "", seconds: float = 0.0) -> None:
+        self.handler = handler
+        self.seconds = seconds
+        super().__init__(plugin, f"handler {handler} gave no answer within {seconds:g}s; "
+                                 "its worker was killed")
+
+    def describe(self) -> str:
+        return "call timed out"
+
+
+class PluginCrashed(PluginError):
+    """
+    The worker process of an isolated plugin ended while it was wanted (it
+    exited, or a signal killed it): the calls in flight fail with this.
+
+    @ivar exit_code: the worker's exit status, or L{None} if a signal ended it.
+    @ivar signal: the number of the signal that ended it, or L{None}.
+    """
+
+    def __init__(self, plugin: Any = None, exit_code: Optional[int] = None,
+                 signal: Optional[int] = None, detail: str = "") -> None:
+        self.exit_code = exit_code
+        self.signal = signal
+        if not detail:
+            detail = (f"killed by signal {signal}" if signal is not None
+                      else f"exit status {exit_code}")
+        super().__init__(plugin, f"its worker process ended ({detail})")
+
+    def describe(self) -> str:
+        return "isolated plugin crashed"
+
+
+class RemoteError(PluginError):
+    """
+    An isolated plugin's code raised an exception that cannot travel back
+    to the manager as itself (it cannot be pickled or unpickled).
+
+    @ivar type_name: the qualified name of the exception's type.
+    @ivar remote_traceback: the traceback, as text, from the worker.
+    """
+
+    def __init__(self, plugin: Any = None, type_name: str = "", message: str = "",
+                 remote_traceback: str = "") -> None:
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+        super().__init__(plugin, f"{type_name}: {message}" if type_name else message)
+
+    def describe(self) -> str:
+        return "error in the isolated plugin"

@@ -82,6 +82,18 @@ class Host:
         """
         self._reporter.warning(name, message)
 
+    def charge(self, name: str, api: Any, seconds: float) -> None:
+        """
+        Count C{seconds} spent by a handler of plugin C{name} elsewhere than
+        in the manager (an isolated plugin's, in its worker) in its
+        C{busy_time} and C{longest_call}, if C{api} is its serving version's.
+        """
+        record = self._current(name, api)
+        if record is not None:
+            record.busy_time += seconds
+            if seconds > record.longest_call:
+                record.longest_call = seconds
+
     def timer_error(self, name: str, api: Any, failure: Failure, report: bool = True) -> None:
         """
         L{IPluginHost.timer_error}; without C{report}, it is a failure only

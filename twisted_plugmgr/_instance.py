@@ -112,6 +112,30 @@ class Version:
         """
         return Version(self.imported, self.cls, self.specs)
 
+    #: Whether it runs in a worker process of its own (see L{_isolate}).
+    isolated = False
+
+    @property
+    def pid(self) -> Optional[int]:
+        """
+        The process id of its worker, for an isolated version; L{None}.
+        """
+        return None
+
+    def ready(self) -> Deferred[Any]:
+        """
+        A Deferred firing once its instance is ready to start (at once here;
+        an isolated version's once its worker imported and constructed it).
+        """
+        return succeed(None)
+
+    def end(self, until: Optional[float] = None) -> Deferred[Any]:
+        """
+        End what runs it beside this process (nothing here; an isolated
+        version's worker), by the reactor time C{until}.
+        """
+        return succeed(None)
+
     def __repr__(self) -> str:
         return f"<Version {self.module_name}>"
 
@@ -257,6 +281,8 @@ class VersionLife:
                 self.mark_stopped(name, instance)
             self.release(name, instance)
             self.close(name, version)
+            if version.isolated and failure.check(CompileFailed, InvalidMetadata, InitFailed):
+                return failure  # its worker's import or constructor failed
             return Failure(InitFailed(name, f"{step} failed", failure=failure))
 
         def start(_: Any) -> Deferred[Any]:
@@ -328,5 +354,7 @@ class VersionLife:
         def report(failure: Failure) -> None:
             self._reporter.error(name, failure)
 
-        return closed.addCallbacks(lambda _: None, report)
+        assert version is not None
+        return closed.addCallbacks(lambda _: None, report).addCallback(
+            lambda _: version.end(until)).addCallbacks(lambda _: None, report)
 

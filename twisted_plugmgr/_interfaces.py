@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.application.service import IService
 from zope.interface import Attribute, Interface
 
-__all__ = ["IPlugin", "IPluginAPI", "IPluginManager", "IPluginHost"]
+__all__ = ["IPlugin", "IPluginAPI", "IPluginManager", "IPluginHost", "IIsolated"]
 
 
 class IPlugin(IService):
@@ -276,3 +276,11 @@ class IPluginHost(Interface):
             says C{reason="stopped_itself"}); failing with C{NoSuchPlugin}
             when that instance is no longer the one serving.
         """
+
+
+class IIsolated(Interface):
+    """
+    Marks the manager's stand-in for a plugin that runs in a worker process
+    of its own: it cannot be reached through a live reference
+    (C{api.plugin()}), only with C{api.call}, C{api.post} and C{api.emit}.
+    """

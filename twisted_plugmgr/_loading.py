@@ -18,6 +18,7 @@ from ._dispatch import HandlerIndex
 from ._errors import AlreadyLoaded, DependencyError, ManagerStopped, NoSuchPlugin, PluginError
 from ._events import Reporter
 from ._instance import Version, VersionLife
+from ._isolate._options import check_options, split_options
 from ._lifecycle import ManagerLifecycle, ShutdownMode
 from ._policy import RestartPolicy
 from ._registry import Record, Registry
@@ -87,14 +88,18 @@ class Loader:
         not given) is checked first; a bad key or value fails the load with
         a L{PluginError} naming it.
         """
+        policy, isolation = split_options(policy)
         try:
             RestartPolicy().evolve(**policy)
+            isolation = check_options(isolation)
         except ValueError as e:
             return self.failed(name, PluginError(name, str(e)))
-        return self.load(name, data, policy={k: v for k, v in policy.items() if v is not None})
+        return self.load(name, data, policy={k: v for k, v in policy.items() if v is not None},
+                         isolation=isolation)
 
     def load(self, name: Any, data: Any, chain: Tuple[str, ...] = (),
-             wait_start: bool = True, policy: Optional[Dict[str, Any]] = None) -> Deferred[Any]:
+             wait_start: bool = True, policy: Optional[Dict[str, Any]] = None,
+             isolation: Optional[Dict[str, Any]] = None) -> Deferred[Any]:
         """
         L{PluginManager.load}; C{chain} is the requirements being loaded
         (for cycles), without C{wait_start} the Deferred fires once the
@@ -112,12 +117,13 @@ class Loader:
             if existing is not None:
                 if existing.lifecycle.stopping and existing.stop is not None:
                     return existing.stop.wait().addBoth(
-                        lambda _: self.load(name, data, chain, wait_start, policy))
+                        lambda _: self.load(name, data, chain, wait_start, policy, isolation))
                 raise AlreadyLoaded(name, f"its state is {existing.state.value}")
         except PluginError as error:
             return self.failed(name, error)
         record = self.registry.add(name, data, self.reactor.seconds())
         record.policy = dict(policy or {})
+        record.isolation = dict(isolation or {})  # isolate, call_deadline, limits
         try:
             record.version, missing, record.displaced = self.importer(name)
             for required in record.requires:

@@ -38,8 +38,9 @@ from ._errors import (
 )
 from ._events import Listener, Listeners, Reporter
 from ._host import Host
-from ._instance import Version, VersionLife, import_version
+from ._instance import Version, VersionLife
 from ._interfaces import IPluginManager
+from ._isolate._isolator import Isolator
 from ._lifecycle import (
     DEFAULT_START_DEADLINE,
     ManagerLifecycle,
@@ -121,6 +122,7 @@ class PluginManager(MultiService):
         self._index = HandlerIndex()
         self._private_prefix = f"_plugmgr_{id(self):x}__"
         self._supervisor: Supervisor
+        self._isolator = Isolator(reactor, registry)  # imports isolated plugins in workers
         host = Host(registry, reporter,
                     lambda record, reason, mode: self._supervisor.end(record, reason, mode),
                     lambda record, failure, cause: self._supervisor.failed(record, failure, cause),
@@ -184,9 +186,8 @@ class PluginManager(MultiService):
 
     def add_package(self, package: str) -> None:
         """
-        Look for plugins in the package named C{package} too, after the
-        packages given at construction; adding one already there does
-        nothing.
+        Look for plugins in package C{package} too, after those given at
+        construction (adding one already there does nothing).
         """
         if not isinstance(package, str) or not package:
             raise TypeError(f"a package is a dotted name, not {package!r}")
@@ -343,7 +344,7 @@ class PluginManager(MultiService):
             return fail(failure)
 
     def _import(self, name: str) -> Tuple[Version, Tuple[str, ...], Dict[str, Any]]:
-        return import_version(name, self.packages, self.paths, self._private_prefix)
+        return self._isolator.import_version(name, self.packages, self.paths, self._private_prefix)
 
     def _settle(self, record: Record) -> None:
         record.settled()

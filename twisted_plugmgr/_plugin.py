@@ -16,12 +16,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._errors import PluginError
-from ._interfaces import IPlugin, IPluginAPI, IPluginHost
+from ._errors import NoSuchPlugin, PluginError
+from ._interfaces import IIsolated, IPlugin, IPluginAPI, IPluginHost
 from ._lifecycle import ShutdownMode
 from ._reactor import PluginReactor
 
-__all__ = ["Plugin", "PluginAPI", "LiveReference"]
+__all__ = ["Plugin", "PluginAPI", "LiveReference", "cross_process"]
 
 
 @implementer(IPlugin)
@@ -102,6 +102,16 @@ class Plugin(Service):
         return maybeDeferred(self.shutdown, ShutdownMode.SMART, "service stopped")
 
 
+def cross_process(caller: Optional[str], target: str) -> PluginError:
+    """
+    The error of a live reference from plugin C{caller} to C{target} across
+    a process boundary (C{target} runs isolated in its own worker).
+    """
+    return PluginError(caller, f"api.plugin({target!r}) cannot reach across processes: "
+                               f"{target!r} runs isolated in a worker process of its own, "
+                               f"{caller!r} does not; use api.call({target!r}, ...)")
+
+
 class LiveReference:
     """
     A reference to the plugin loaded under a name, whatever its instance:
@@ -111,17 +121,24 @@ class LiveReference:
     @raise NoSuchPlugin: on use, when no plugin of that name is loaded.
     """
 
-    __slots__ = ("_manager", "_name")
+    __slots__ = ("_manager", "_name", "_caller")
 
-    def __init__(self, manager: IPluginHost, name: str) -> None:
+    def __init__(self, manager: IPluginHost, name: str, caller: Optional[str] = None) -> None:
         object.__setattr__(self, "_manager", manager)
         object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_caller", caller)
+
+    def _instance(self) -> Any:
+        instance = self._manager.instance_of(self._name)
+        if IIsolated.providedBy(instance):
+            raise cross_process(self._caller, self._name)
+        return instance
 
     def __getattr__(self, attribute: str) -> Any:
-        return getattr(self._manager.instance_of(self._name), attribute)
+        return getattr(self._instance(), attribute)
 
     def __setattr__(self, attribute: str, value: Any) -> None:
-        setattr(self._manager.instance_of(self._name), attribute, value)
+        setattr(self._instance(), attribute, value)
 
     def __repr__(self) -> str:
         return f"<LiveReference to plugin {self._name!r}>"
@@ -149,6 +166,14 @@ class PluginAPI:
             reactor, name, on_error=lambda failure: self._host.timer_error(name, self, failure),
             on_crash=lambda failure: self._host.timer_error(name, self, failure, report=False),
         )
+
+    @property
+    def host(self) -> IPluginHost:
+        """
+        The L{IPluginHost} this API reports to (what an isolated plugin's
+        stand-in forwards its worker's reports to).
+        """
+        return self._host
 
     def warning(self, message: str) -> None:
         """
@@ -188,8 +213,18 @@ class PluginAPI:
     def plugin(self, name: str) -> LiveReference:
         """
         A L{LiveReference} to the plugin loaded under C{name}.
+
+        @raise PluginError: naming both plugins, when C{name} runs isolated
+            in a worker process (use L{call}); also on use of the reference
+            if it becomes so.
         """
-        return LiveReference(self._host, name)
+        try:
+            target = self._host.instance_of(name)
+        except NoSuchPlugin:
+            target = None
+        if IIsolated.providedBy(target):
+            raise cross_process(self.name, name)
+        return LiveReference(self._host, name, self.name)
 
     def looping_call(self, f: Callable[..., Any], *args: Any, **kw: Any) -> LoopingCall:
         """

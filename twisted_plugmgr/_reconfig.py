@@ -156,7 +156,8 @@ class ReconfigTransaction:
             return outcome
 
         def load_one(_: Any, name: str) -> Deferred[Any]:
-            d = manager.load(name, plugin_data(new.plugins[name]), **new.plugins[name].policy())
+            d = manager.load(name, plugin_data(new.plugins[name]), **new.plugins[name].policy(),
+                             **new.plugins[name].isolation())
             return d.addCallback(lambda _: loaded.append(name))
 
         def reload_all(_: Any) -> Deferred[Any]:

@@ -60,6 +60,8 @@ class PluginInfo:
     @ivar last_reload_error: why its last reload failed, in one line, or
         L{None} (cleared by a reload that succeeds).
     @ivar last_reload_error_at: the reactor time of that failure, or L{None}.
+    @ivar isolated: whether it runs in a worker process of its own.
+    @ivar pid: the process id of its worker (isolated), or L{None}.
     """
 
     name: str
@@ -80,6 +82,8 @@ class PluginInfo:
     last_failure: Optional[str] = None
     last_reload_error: Optional[str] = None
     last_reload_error_at: Optional[float] = None
+    isolated: bool = False
+    pid: Optional[int] = None
 
 
 @attr.s(slots=True, auto_attribs=True, eq=False)
@@ -170,6 +174,7 @@ class Record:
     start_waiters: List[Deferred[Any]] = attr.ib(factory=list)
     stop: Optional[Shared] = None
     policy: Dict[str, Any] = attr.ib(factory=dict)  # load/config-level policy keys
+    isolation: Dict[str, Any] = attr.ib(factory=dict)  # load/config-level isolation options
     window: RestartWindow = attr.ib(factory=RestartWindow)
     restarts: int = 0
     last_failure: Optional[str] = None
@@ -239,6 +244,8 @@ class Record:
             last_failure=self.last_failure,
             last_reload_error=self.last_reload_error,
             last_reload_error_at=self.last_reload_error_at,
+            isolated=version.isolated if version is not None else False,
+            pid=version.pid if version is not None else None,
         )
 
     def when_settled(self) -> Deferred[Any]:

@@ -485,13 +485,19 @@ class ReloadAttempt:
         assert self.old is not None and self.new is not None
         self.old_version = self.old.version
         record.lifecycle.fire("reload")
+        # An isolated new version is ready once its worker imported and
+        # constructed it: the old one never stops before.
+        self.new.ready().addCallbacks(self._new_ready, self._requirement_failed)
+        return self.result
+
+    def _new_ready(self, _: Any) -> None:
+        assert self.new is not None
         requires = self.new.requires
         if requires:
-            reloader.require(self.name, requires).addCallbacks(
+            self.reloader.require(self.name, requires).addCallbacks(
                 self._required, self._requirement_failed)
         else:
             self._stop_old()
-        return self.result
 
     def _required(self, loaded: List[str]) -> None:
         self.loaded = loaded

@@ -421,7 +421,8 @@ class PlugmgrService(MultiService):
         outcome: Dict[str, Any] = {}
 
         def load(_: Any, plugin: PluginConfig) -> Deferred:
-            d = self.manager.load(plugin.name, plugin_data(plugin), **plugin.policy())
+            d = self.manager.load(plugin.name, plugin_data(plugin), **plugin.policy(),
+                                  **plugin.isolation())
             d.addCallbacks(lambda _: outcome.__setitem__(plugin.name, True),
                            lambda f: outcome.__setitem__(plugin.name, f))
             return d

@@ -126,25 +126,44 @@ class Transaction:
             plugin that failed, everything as it was.
         """
         reloader = self.reloader
-        names = {e.record.name for e in self.entries}
-        for i, entry in enumerate(self.entries):
-            record = entry.record
+        for entry in self.entries:
             try:
-                entry.new, entry.old_modules = reloader.prepare(record, entry.data)
-                missing = [r for r in entry.new.requires
-                           if r not in names and not self._running(r)]
-                if missing:
-                    raise PluginError(record.name, "it would require " + ", ".join(missing)
-                                      + ", which is not running (load it first)")
+                entry.new, entry.old_modules = reloader.prepare(entry.record, entry.data)
             except PluginError as error:
-                for done in self.entries[:i + 1]:
-                    self._discard(done)
-                return self._failed(record.name, error, touched=False)
+                return self._not_prepared(entry.record.name, error)
+        # Isolated new versions: once their workers imported and constructed
+        # them (at once for the others).
+        ready = gatherResults([e.new.ready() for e in self.entries  # type: ignore[union-attr]
+                               ], consumeErrors=True)
+        ready.addCallbacks(self._prepared, self._not_ready)
+        return self.result
+
+    def _not_prepared(self, name: str, error: PluginError) -> Deferred[Any]:
+        for done in self.entries:
+            self._discard(done)
+        return self._failed(name, error, touched=False)
+
+    def _not_ready(self, failure: Failure) -> None:
+        first = getattr(failure.value, "subFailure", failure)
+        index = getattr(failure.value, "index", 0)
+        error = first.value if isinstance(first.value, PluginError) else InitFailed(
+            self.entries[index].record.name, "its new version is not ready", failure=first)
+        self._not_prepared(self.entries[index].record.name, error).chainDeferred(self.result)
+
+    def _prepared(self, _: Any) -> None:
+        names = {e.record.name for e in self.entries}
+        for entry in self.entries:
+            assert entry.new is not None
+            missing = [r for r in entry.new.requires if r not in names and not self._running(r)]
+            if missing:
+                error = PluginError(entry.record.name, "it would require " + ", ".join(missing)
+                                    + ", which is not running (load it first)")
+                self._not_prepared(entry.record.name, error).chainDeferred(self.result)
+                return
             entry.old_version = entry.old.version
         for entry in self.entries:
             entry.record.lifecycle.fire("reload")  # their messages are held from now on
         self._swap(0)
-        return self.result
 
     def _failed(self, name: str, error: PluginError, touched: bool) -> Deferred[Any]:
         """

@@ -34,6 +34,9 @@ The file::
     enabled = true
     data = { greeting = "hi" }
     restart = "always"                    # any restart policy key, for this plugin
+    isolate = true                        # in a worker process of its own, with
+    call_deadline = 5                     # a deadline on each handler call and
+    limits = { memory_mb = 512 }          # resource limits (also cpu_seconds, open_files)
 
     [irc]
     server = "tcp:irc.example.org:6667"

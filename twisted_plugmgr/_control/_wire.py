@@ -81,6 +81,7 @@ from twisted.python.failure import Failure
 
 from .._errors import (
     AlreadyLoaded,
+    CallTimedOut,
     CompileFailed,
     DependencyError,
     InitFailed,
@@ -89,6 +90,7 @@ from .._errors import (
     InvalidTransition,
     ManagerStopped,
     NoSuchPlugin,
+    PluginCrashed,
     PluginError,
     PluginQuarantined,
     ReloadFailed,
@@ -112,6 +114,8 @@ __all__ = [
     "PluginQuarantinedError",
     "ReloadFailedError",
     "PluginFailedError",
+    "CallTimedOutError",
+    "PluginCrashedError",
     "BadRequestError",
     "InternalError",
     "AuthenticationRequired",
@@ -364,6 +368,21 @@ class NotAvailableError(ControlError):
     code = b"NOT_AVAILABLE"
 
 
+class CallTimedOutError(ControlError):
+    """
+    A handler of an isolated plugin gave no answer within its
+    C{call_deadline}: its worker was killed, and the plugin failed.
+    """
+
+    code = b"CALL_TIMED_OUT"
+
+
+class PluginCrashedError(ControlError):
+    """The worker process of an isolated plugin ended while it was wanted."""
+
+    code = b"PLUGIN_CRASHED"
+
+
 class PluginFailedError(ControlError):
     """Any other plugin error."""
 
@@ -434,6 +453,8 @@ WIRE_ERRORS: Tuple[WireError, ...] = (
     WireError(InvalidTransitionError, InvalidTransition),
     WireError(PluginQuarantinedError, PluginQuarantined),
     WireError(ReloadFailedError, ReloadFailed),
+    WireError(CallTimedOutError, CallTimedOut),
+    WireError(PluginCrashedError, PluginCrashed),
     WireError(PluginFailedError, PluginError),
     WireError(ReconfigRefusedError),
     WireError(NotAvailableError),

@@ -1,0 +1,89 @@
+"""
+The manager's isolation helper: at each import of a plugin, decide whether
+it runs isolated -- from what its load (or config) gave, else from its
+class's C{isolate} attribute, read from the source without running it --
+and make the isolated version, or import the plugin in-process as usual.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from twisted.internet.interfaces import IReactorTime
+
+from .. import _source
+from .._errors import InvalidMetadata, PluginError
+from .._instance import Version, import_version
+from .._registry import Registry
+from ._options import Isolation, check_options, read_static
+from ._process import WorkerPool
+from ._proxy import Code, IsolatedVersion, make_class, placeholder
+
+__all__ = ["Isolator"]
+
+
+class Isolator:
+    """
+    Imports one manager's plugins, each in-process or isolated.
+
+    @param reactor: the manager's reactor (it must run processes for an
+        isolated plugin to load).
+    @param registry: the manager's records (each keeps the isolation
+        options its load was given).
+    @param spare: whether to keep a warm spare worker while any isolated
+        plugin is loaded.
+    """
+
+    def __init__(self, reactor: IReactorTime, registry: Registry, spare: bool = True) -> None:
+        self._reactor = reactor
+        self._registry = registry
+        self.pool = WorkerPool(reactor, self._wanted, spare)
+
+    def _wanted(self) -> bool:
+        return any(r.version is not None and r.version.isolated for r in self._registry)
+
+    def import_version(self, name: str, packages: Sequence[str], paths: Sequence[str],
+                       prefix: str) -> Tuple[Version, Tuple[str, ...], Dict[str, Any]]:
+        """
+        L{_instance.import_version}, or, for a plugin that is to be isolated,
+        an L{IsolatedVersion} (nothing of its code runs here: its worker
+        imports it when it is constructed).
+
+        @raise PluginError: as L{_instance.import_version}; L{InvalidMetadata}
+            for an isolated plugin whose class attributes are not valid
+            isolation options, or that is an IRC bot plugin.
+        """
+        record = self._registry.get(name)
+        options: Dict[str, Any] = dict(record.isolation) if record is not None else {}
+        source = _source.locate(name, packages, paths, prefix)
+        static = self._static(source, name)
+        isolate = options.get("isolate")
+        if isolate is None:
+            isolate = static.get("isolate") is True
+        if not isolate:
+            return import_version(name, packages, paths, prefix)
+        if "BotPlugin" in static.get("bases", ()):
+            raise InvalidMetadata(name, ["an IRC bot plugin (BotPlugin) cannot be isolated"])
+        try:
+            declared = check_options({k: static.get(k) for k in ("call_deadline", "limits")})
+        except ValueError as e:
+            raise InvalidMetadata(name, [str(e)]) from None
+        requires = static.get("requires") or ()
+        if not (isinstance(requires, tuple) and all(isinstance(r, str) for r in requires)):
+            raise InvalidMetadata(name, ["an isolated plugin's requires must be a literal "
+                                         "tuple of plugin names in its class body"])
+        deadline: Optional[float] = options.get("call_deadline", declared.get("call_deadline"))
+        limits = options.get("limits", declared.get("limits", {}))
+        hashes: Dict[str, str] = {}
+        code = Code(name, source, Isolation(deadline, limits), self.pool, self._reactor, hashes,
+                    requires)
+        return IsolatedVersion(placeholder(source, hashes), make_class(name, code), ()), (), {}
+
+    @staticmethod
+    def _static(source: _source.PluginSource, name: str) -> Dict[str, Any]:
+        try:
+            with open(source.origin, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise PluginError(name, f"cannot read {source.origin} ({e})") from None
+        return read_static(text, name)

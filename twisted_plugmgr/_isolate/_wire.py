@@ -1,0 +1,247 @@
+"""
+What travels between the manager and an isolated plugin's worker: the two
+AMP commands, the argument type that carries pickles of any size, and how
+values and errors are pickled and rebuilt.
+
+Everything crosses pickled: the operator trusts the plugin's code (the
+worker runs it), and the worker trusts the manager that started it. A value
+that cannot be pickled fails that one request, with an error saying what it
+was.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any, Dict, List, Optional, Tuple
+
+from twisted.protocols import amp
+from twisted.python.failure import Failure
+
+import twisted
+
+from .. import _errors
+from .._errors import PluginError, RemoteError
+
+__all__ = ["Chunks", "Request", "Notify", "QuietAMP", "dumps", "loads", "encode_failure",
+           "decode_failure", "RemoteFailure", "CHUNK", "NO_STATE_MARK"]
+
+#: What C{get_state} answers for a plugin without one.
+NO_STATE_MARK = "__plugmgr_no_state__"
+
+
+class QuietAMP(amp.AMP):
+    """
+    L{amp.AMP} without a log line per connection (quiet by default: one
+    channel per worker).
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        """Connect, without logging it."""
+        self._transportPeer = transport.getPeer()
+        self._transportHost = transport.getHost()
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        """Disconnect, without logging it."""
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
+
+#: The largest value of one AMP key is 65535 bytes: pickles are cut below it.
+CHUNK = 60000
+
+
+class Chunks(amp.Argument):
+    """
+    Bytes of any length, carried in as many AMP keys as needed
+    (C{name}, C{name.1}, C{name.2}...).
+    """
+
+    def fromBox(self, name: bytes, strings: Dict[bytes, bytes], objects: Dict[str, Any],
+                proto: Any) -> None:
+        """
+        Join the pieces of C{name} into C{objects}.
+        """
+        parts: List[bytes] = [strings.get(name, b"")]
+        i = 1
+        while True:
+            key = name + b".%d" % i
+            piece = strings.get(key)
+            if piece is None:
+                break
+            parts.append(piece)
+            i += 1
+        objects[name.decode("ascii")] = b"".join(parts)
+
+    def toBox(self, name: bytes, strings: Dict[bytes, bytes], objects: Dict[str, Any],
+              proto: Any) -> None:
+        """
+        Cut C{objects[name]} into pieces under C{name}, C{name.1}...
+        """
+        value: bytes = objects[name.decode("ascii")]
+        strings[name] = value[:CHUNK]
+        for i, start in enumerate(range(CHUNK, len(value), CHUNK), 1):
+            strings[name + b".%d" % i] = value[start:start + CHUNK]
+
+
+class Request(amp.Command):
+    """
+    One request, either way: C{p} is the pickle of C{(op, value)}, C{op}
+    naming what is asked. The answer's C{p} is the pickle of C{(True,
+    result)} or C{(False, encoded error)}. (One key each way: AMP parses
+    every key as two strings, and a call is two boxes.)
+    """
+
+    arguments = [(b"p", Chunks())]
+    response = [(b"p", Chunks())]
+
+
+class Notify(amp.Command):
+    """
+    A one-way message (a post, a log event, a report): C{p} is the pickle
+    of C{(op, value)}; no answer.
+    """
+
+    arguments = [(b"p", Chunks())]
+    requiresAnswer = False
+
+
+def dumps(value: Any) -> bytes:
+    """
+    C{value} pickled (highest protocol).
+
+    @raise pickle.PicklingError: or anything its C{__reduce__} raises.
+    """
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+def loads(data: bytes) -> Any:
+    """
+    The value pickled in C{data}.
+    """
+    return pickle.loads(data)
+
+
+#: An encoded error: (the pickle of the exception or None, the qualified
+#: name of its type, its message, the traceback text, and, for a
+#: PluginError of this package, (class name, plugin, detail)).
+Encoded = Tuple[Optional[bytes], str, str, str, Optional[Tuple[str, Any, str]]]
+
+
+#: Where Twisted's and twisted-plugmgr's own code live (their frames are
+#: left out of a plugin's traceback).
+_FRAMEWORK = tuple(
+    os.path.dirname(os.path.abspath(path)) + os.sep
+    for path in (twisted.__file__ or "", os.path.dirname(os.path.abspath(__file__)))
+)
+
+
+def _framework(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_FRAMEWORK)
+
+
+def plugin_traceback(failure: Failure, type_name: str, message: str) -> str:
+    """
+    The traceback of C{failure} as text, without the frames of Twisted and
+    of twisted-plugmgr (what the plugin's author wrote is what is shown).
+    """
+    import linecache
+
+    lines = ["Traceback (most recent call last):"]
+    for function, filename, lineno, _, _ in failure.frames:
+        if _framework(filename):
+            continue
+        lines.append(f'  File "{filename}", line {lineno}, in {function}')
+        source = linecache.getline(filename, lineno).strip()
+        if source:
+            lines.append(f"    {source}")
+    lines.append(f"{type_name}: {message}")
+    return "\n".join(lines) + "\n"
+
+
+def encode_failure(failure: Failure) -> Encoded:
+    """
+    C{failure} in a form that always pickles: the exception itself when it
+    pickles and unpickles, its type, message and traceback as text always.
+    """
+    exc = failure.value
+    cls = type(exc)
+    type_name = f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        message = str(exc)
+    except BaseException:
+        message = "<an error whose message cannot be shown>"
+    try:
+        text = plugin_traceback(failure, type_name, message)
+    except BaseException:
+        text = f"{type_name}: {message}\n"
+    plugmgr: Optional[Tuple[str, Any, str]] = None
+    pickled: Optional[bytes] = None
+    if isinstance(exc, PluginError) and getattr(_errors, cls.__name__, None) is cls:
+        plugin = exc.plugin if isinstance(exc.plugin, (str, type(None))) else repr(exc.plugin)
+        plugmgr = (cls.__name__, plugin, str(exc.detail))
+    else:
+        try:
+            pickled = dumps(exc)
+            loads(pickled)
+        except BaseException:
+            pickled = None
+    return pickled, type_name, message, text, plugmgr
+
+
+class RemoteFailure(Failure):
+    """
+    A L{Failure} of an exception raised in a worker: its traceback is the
+    worker's (the plugin author's code), as text.
+
+    @ivar remote_traceback: the traceback text from the worker.
+    """
+
+    remote_traceback = ""
+
+    def getTraceback(self, elideFrameworkCode: int = 0, detail: str = "default") -> str:
+        """The worker's traceback, headed by where it came from."""
+        return "(in the plugin's worker process)\n" + self.remote_traceback
+
+    def printTraceback(self, file: Any = None, elideFrameworkCode: bool = False,
+                       detail: str = "default") -> None:
+        """Write the worker's traceback to C{file} (standard error by default)."""
+        import sys
+
+        (file if file is not None else sys.stderr).write(self.getTraceback())
+
+
+def _remote(exc: BaseException, text: str) -> Failure:
+    failure = RemoteFailure(exc)
+    failure.remote_traceback = text
+    return failure
+
+
+def decode_failure(plugin: str, encoded: Encoded) -> Failure:
+    """
+    The Failure of an error encoded by L{encode_failure}: the same exception
+    type when it unpickles here, a L{RemoteError} with the remote traceback
+    otherwise. A L{PluginError} of this package keeps its class, its plugin
+    and its message; its cause is the remote traceback.
+    """
+    pickled, type_name, message, text, plugmgr = encoded
+    remote = RemoteError(plugin, type_name, message, text)
+    if plugmgr is not None:
+        name, about, detail = plugmgr
+        cls = getattr(_errors, name, PluginError)
+        error = cls.__new__(cls)
+        Exception.__init__(error, message)
+        error.plugin, error.detail, error.failure = about, detail, _remote(remote, text)
+        return _remote(error, text)
+    if pickled is not None:
+        try:
+            exc = loads(pickled)
+        except BaseException:
+            exc = None
+        if isinstance(exc, BaseException):
+            try:
+                exc.remote_traceback = text  # type: ignore[attr-defined]
+            except BaseException:  # __slots__, a read-only property
+                pass
+            return _remote(exc, text)
+    return _remote(remote, text)
