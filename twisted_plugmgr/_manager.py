@@ -74,8 +74,8 @@ class PluginManager(MultiService):
     @param start_deadline: seconds a plugin's C{startService} may take.
     @param stop_mode: the mode L{stopService} shuts down in.
     @param slow_call: a handler call longer than this many seconds
-        broadcasts C{plugin_warning}.
-    @param timer: the clock handler calls are measured with.
+        broadcasts C{plugin_warning}. @param timer: what handler calls are timed with.
+    @param log_tables: log C{plugin_table} events too (at debug level).
     @param old_code_grace: seconds after a plugin version goes (unload,
         reload) to warn if its module or class is still referenced (L{None}:
         never).
@@ -99,6 +99,7 @@ class PluginManager(MultiService):
         slow_call: float = 0.25,
         timer: Callable[[], float] = time.perf_counter,
         old_code_grace: Optional[float] = 5.0,
+        log_tables: bool = False,
         **policy: Any,
     ) -> None:
         super().__init__()
@@ -116,7 +117,8 @@ class PluginManager(MultiService):
         self.stop_mode = ShutdownMode.coerce(stop_mode)
         self._reactor = reactor
         self._phase = ManagerLifecycle()
-        self._listeners = Listeners(Logger(namespace="twisted_plugmgr.events"))
+        self._listeners = Listeners(Logger(namespace="twisted_plugmgr.events"),
+                                    log_tables=log_tables)
         self._reporter = reporter = Reporter(self._listeners)
         self._registry = registry = Registry()
         self._index = HandlerIndex()
@@ -166,7 +168,7 @@ class PluginManager(MultiService):
 
     @property
     def slow_call(self) -> float:
-        """A handler call longer than this many seconds broadcasts C{plugin_warning}."""
+        """A handler call longer than this many seconds warns (C{plugin_warning})."""
         return self._delivery.slow_call
 
     @property
@@ -453,10 +455,8 @@ class PluginManager(MultiService):
         @param data: the new instance's data (the current data by default).
         @param dependents: also reload, after it, the plugins that require
             it, in dependency order.
-        @return: a Deferred firing with the new instance, after
-            C{plugin_reloaded}; or failing with L{NoSuchPlugin},
-            L{CompileFailed}, L{InvalidMetadata} or L{InitFailed} (after
-            C{plugin_reload_failed}), the plugin still serving.
+        @return: a Deferred with the new instance, after C{plugin_reloaded}; or failing with
+            L{NoSuchPlugin}, L{CompileFailed}, L{InvalidMetadata} or L{InitFailed}, still serving.
         """
         try:
             return self.metrics.timed(self._reloader.reload_named(name, data, mode, dependents, self.reload))

@@ -249,6 +249,8 @@ class PlugmgrService(MultiService):
         kw: Dict[str, Any] = {"stop_mode": manager_config.shutdown_mode}
         if manager_config.start_deadline is not None:
             kw["start_deadline"] = manager_config.start_deadline
+        if manager_config.log_tables:
+            kw["log_tables"] = True
         if manager_config.old_code_grace is not None:
             grace = manager_config.old_code_grace
             kw["old_code_grace"] = None if grace is False else grace

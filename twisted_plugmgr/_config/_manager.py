@@ -43,6 +43,7 @@ class ManagerConfig(PolicyKeys):
     @ivar old_code_grace: seconds after a plugin version goes to warn if its
         code is still referenced; C{False} when the file turns the check off,
         L{None} when it does not say (the manager's default).
+    @ivar log_tables: log C{plugin_table} events too (at debug level).
     @ivar restart: the manager's default restart policy keys (as
         L{RestartPolicy}'s; C{restart}, C{restart_delay}, C{restart_delay_max},
         C{restart_burst}, C{restart_interval}, C{fail_on_error}), each
@@ -63,6 +64,7 @@ class ManagerConfig(PolicyKeys):
     control_token_file: Optional[str] = None
     allow_shared_dir: bool = False
     old_code_grace: Union[float, bool, None] = None
+    log_tables: bool = False
     restart: Optional[str] = None
     restart_delay: Optional[float] = None
     restart_delay_max: Optional[float] = None
@@ -75,7 +77,7 @@ class ManagerConfig(PolicyKeys):
 MANAGER_KEYS = (
     "packages", "paths", "watch", "control", "shutdown_mode", "deadlines",
     "start_deadline", "control_token", "control_token_file", "allow_shared_dir",
-    "old_code_grace",
+    "old_code_grace", "log_tables",
 ) + POLICY_KEYS
 
 
@@ -118,6 +120,8 @@ def check_manager(check: Checker, value: Any) -> ManagerConfig:
                              "true")
         else:
             kw["old_code_grace"] = check.positive(grace, "manager.old_code_grace")
+    if "log_tables" in section:
+        kw["log_tables"] = check.boolean(section["log_tables"], "manager.log_tables")
     if "control_token" in section:
         kw["control_token"] = check.string(section["control_token"], "manager.control_token")
     if "control_token_file" in section:
