@@ -168,11 +168,21 @@ async def test_call_arguments_are_json_else_strings(server):
     server.manager.answers["greet"] = {"hi": "there"}
     code, out, err = await run_cli("--control", server.path, "call", "hello", "greet",
                                    "3", "true", '"7"', "world", "[1, 2]", '{"a": null}', "NaN",
-                                   "{oops")
+                                   "{oops", "1e999", "[1e999]", "2.5")
     assert (code, out) == (0, '{"hi": "there"}\n'), err
     assert server.manager.calls[-1] == (
-        "call", "hello", "greet", (3, True, "7", "world", [1, 2], {"a": None}, "NaN", "{oops"),
+        "call", "hello", "greet", (3, True, "7", "world", [1, 2], {"a": None}, "NaN", "{oops",
+                                   "1e999", "[1e999]", 2.5),
         {})
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("data", ["1e999", '{"x": -1e999}', "NaN", '[Infinity]'])
+async def test_data_no_json_value_holds_is_bad_usage_and_nothing_is_sent(server, data):
+    code, out, err = await run_cli("--control", server.path, "load", "hello", "--data", data)
+    assert code == cli.EXIT_USAGE and out == ""
+    assert err.startswith("plugmgr: --data is not valid JSON: ") and "Traceback" not in err
+    assert server.manager.plugin_table() == {}
 
 
 @pytest_twisted.ensureDeferred

@@ -248,7 +248,7 @@ def parse_data(text: Optional[str]) -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return strict_json(text)
     except ValueError as e:
         raise UsageError(f"--data is not valid JSON: {e}") from None
 
@@ -294,19 +294,36 @@ def parse_policy(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     return policy or None
 
 
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+def strict_json(text: str) -> Any:
+    """
+    C{text} as JSON that the control channel can carry: C{NaN},
+    C{Infinity} and numbers too large for a float (C{1e999}) are refused
+    with C{ValueError}, as any text that is not JSON.
+    """
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+
+
 def parse_arguments(texts: Sequence[str]) -> List[Any]:
     """
     The arguments of C{call} and C{emit}: each a JSON value when it parses
     as one (C{3}, C{true}, C{"x"}, C{[1, 2]}, C{{"a": 1}}), else the plain
-    string (C{hello}).
+    string (C{hello}, and C{NaN} or C{1e999}, which no JSON value holds).
     """
-    def no_constant(name: str) -> NoReturn:
-        raise ValueError(name)  # NaN, Infinity: not JSON a manager can answer with
-
     values = []
     for text in texts:
         try:
-            values.append(json.loads(text, parse_constant=no_constant))
+            values.append(strict_json(text))
         except ValueError:
             values.append(text)
     return values
