@@ -1417,3 +1417,199 @@ async def test_control_channel_reconfig_without_a_config_file_is_not_available(h
     finally:
         await client.close()
     assert sorted(r.table()) == ["alpha"]
+
+
+# --- a refused reconfig changes nothing; isolation options are applied -------------------
+
+
+#: Handlers answering the process id of whoever serves them, and its soft
+#: limit of open files.
+PID = """
+@handler()
+def pid(self):
+    import os
+    return os.getpid()
+
+@handler()
+def open_files(self):
+    import resource
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_reconfig_puts_the_policies_back_and_is_tried_again(
+        home, running, log, logged_failures):
+    """
+    A reconfig that sets new restart policies (the manager's, and that of
+    a plugin it reloads) and then fails puts them back; the same file read
+    again is tried again, and applied once the failing plugin is fixed.
+    """
+    r = running(write_config(home, policy_config(manager=["restart_burst = 2"])))
+    await r.start()
+    settings = r.service.settings
+    manager_policy = r.manager.restart_policy
+    write_plugin(home / "plugins", "beta", body="""
+def startService(self):
+    raise RuntimeError("beta 2 cannot start")
+""")
+    write_config(home, policy_config(manager=['restart = "no"', "restart_burst = 2"],
+                                     alpha=['restart = "always"'], alpha_data="{ n = 2 }",
+                                     beta=['data = "changed"']))
+    for _ in range(2):  # the second time, the same file is tried again
+        with pytest.raises(ReconfigRefused) as info:
+            await timeout(r.service.reconfig())
+        assert "beta 2 cannot start" in info.value.reason
+        assert r.manager.restart_policy == manager_policy == RestartPolicy(restart_burst=2)
+        assert r.manager.policy_of("alpha") == RestartPolicy(restart_burst=2)
+        # The transaction's old versions serve again.
+        assert r.instance("alpha").data == {"n": 1} and r.table()["alpha"].reloads == 0
+        assert r.service.settings == settings
+    assert [line for line in log.lines if line.startswith("reconfig aborted")] == [
+        f"reconfig aborted, nothing changed: {info.value.reason}"] * 2
+    write_plugin(home / "plugins", "beta")
+    outcome = await timeout(r.service.reconfig())
+    assert outcome == ReconfigOutcome(reloaded=("alpha", "beta"), manager_policy=True)
+    assert r.manager.restart_policy == RestartPolicy(restart="no", restart_burst=2)
+    assert r.manager.policy_of("alpha") == RestartPolicy(restart="always", restart_burst=2)
+    assert r.instance("alpha").data == {"n": 2} and r.instance("beta").data == "changed"
+    assert r.service.settings.config.manager.restart == "no"
+    logged_failures.flush(Exception)
+
+
+@pytest_twisted.ensureDeferred
+async def test_readiness_does_not_move_after_a_refused_reconfig(home, running,
+                                                                 logged_failures):
+    """
+    A refused reconfig that would have loaded plugins leaves the config the
+    service reports on as it was: readiness names no plugin it rolled back.
+    """
+    r = running(write_config(home, BASE))
+    await r.start()
+    before = r.service.readiness()
+    write_config(home, BASE + "\n[plugins.delta]\n\n[plugins.nosuch]\n")
+    with pytest.raises(ReconfigRefused):
+        await timeout(r.service.reconfig())
+    assert r.service.readiness() == before == {"alpha": "running", "beta": "running"}
+    assert sorted(r.table()) == ["alpha", "beta"]
+    logged_failures.flush(NoSuchPlugin)
+
+
+def isolation_config(*alpha, data="{ n = 1 }"):
+    """
+    BASE, with C{alpha} lines (isolation options) in [plugins.alpha].
+    """
+    return BASE.replace("[plugins.alpha]\ndata = { n = 1 }\n",
+                        "[plugins.alpha]\n" + "".join(line + "\n" for line in alpha)
+                        + f"data = {data}\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconfig_applies_new_isolation_options(home, running, log):
+    """
+    A plugin whose isolate or call_deadline changed is unloaded and loaded
+    again with them (and its data): it moves into a worker, to a new one,
+    and back; the log says what was done; the others are left alone.
+    """
+    write_plugin(home / "plugins", "alpha", body=PID)
+    r = running(write_config(home, isolation_config()))
+    await r.start()
+    beta = r.instance("beta")
+    assert await timeout(r.manager.call("alpha", "pid")) == os.getpid()
+
+    write_config(home, isolation_config("isolate = true"))
+    outcome = await timeout(r.service.reconfig())
+    assert outcome == ReconfigOutcome(reloaded=("alpha",))
+    worker = await timeout(r.manager.call("alpha", "pid"))
+    assert worker != os.getpid()
+    assert (r.manager.info("alpha").isolated, r.manager.info("alpha").pid) == (True, worker)
+    assert await timeout(r.manager.call("alpha", "echo")) == {"n": 1}
+    assert log.has("reconfig: alpha unloaded and loaded again to apply isolate=True "
+                   "(its state is not handed over)")
+    assert r.instance("beta") is beta
+    # Applied: the same file again changes nothing.
+    assert await timeout(r.service.reconfig()) == ReconfigOutcome()
+
+    write_config(home, isolation_config("isolate = true", "call_deadline = 5",
+                                        data="{ n = 2 }"))
+    assert await timeout(r.service.reconfig()) == ReconfigOutcome(reloaded=("alpha",))
+    second = await timeout(r.manager.call("alpha", "pid"))
+    assert second not in (worker, os.getpid())
+    assert await timeout(r.manager.call("alpha", "echo")) == {"n": 2}
+    assert log.has("to apply isolate=True, call_deadline=5.0 (its state")
+
+    write_config(home, isolation_config("isolate = true", "call_deadline = 5",
+                                        "limits = { open_files = 200 }", data="{ n = 2 }"))
+    assert await timeout(r.service.reconfig()) == ReconfigOutcome(reloaded=("alpha",))
+    assert await timeout(r.manager.call("alpha", "pid")) not in (worker, second, os.getpid())
+    assert await timeout(r.manager.call("alpha", "open_files")) == 200
+    assert log.has("to apply isolate=True, call_deadline=5.0, limits={'open_files': 200} (")
+
+    write_config(home, isolation_config(data="{ n = 2 }"))
+    assert await timeout(r.service.reconfig()) == ReconfigOutcome(reloaded=("alpha",))
+    assert await timeout(r.manager.call("alpha", "pid")) == os.getpid()
+    assert not r.manager.info("alpha").isolated
+    assert log.has("reconfig: alpha unloaded and loaded again to apply no isolation options")
+    assert r.instance("beta") is beta
+
+
+@pytest_twisted.ensureDeferred
+async def test_new_isolation_options_of_a_required_plugin_say_what_to_do(home, running, log):
+    """
+    A plugin that others require is not unloaded to apply its new
+    isolation options: one line says how to, its data change is applied,
+    the outcome names it as failed, and each reconfig tries again until the
+    commands the line gives are run.
+    """
+    write_plugin(home / "plugins", "alpha", body=PID)
+    write_plugin(home / "plugins", "beta", body='requires = ("alpha",)\n')
+    r = running(write_config(home, isolation_config()))
+    await r.start()
+    beta = r.instance("beta")
+    write_config(home, isolation_config("isolate = true", data="{ n = 2 }"))
+    line = ("reconfig: alpha's new isolation options (isolate=True) are not applied: "
+            "required by beta; run `plugmgr unload alpha` then `plugmgr reconfig`")
+    for _ in range(2):
+        outcome = await timeout(r.service.reconfig())
+        assert outcome.failed == ("isolation alpha",)
+        assert await timeout(r.manager.call("alpha", "pid")) == os.getpid()
+        assert r.instance("beta") is beta
+    assert outcome == ReconfigOutcome(failed=("isolation alpha",))  # the data: once
+    assert [x for x in log.lines if "isolation options" in x] == [line, line]
+    assert await timeout(r.manager.call("alpha", "echo")) == {"n": 2}
+
+    await timeout(r.manager.unload("alpha"))  # beta goes first
+    outcome = await timeout(r.service.reconfig())
+    assert outcome == ReconfigOutcome(loaded=("alpha", "beta"))
+    assert await timeout(r.manager.call("alpha", "pid")) != os.getpid()
+    assert await timeout(r.manager.call("alpha", "echo")) == {"n": 2}
+    assert sorted(r.table()) == ["alpha", "beta"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_plugin_that_fails_with_new_isolation_options_is_loaded_back(
+        home, running, log, logged_failures):
+    """
+    A plugin that cannot load with its new isolation options is loaded
+    back with its old section; the outcome names it as failed, and the
+    next reconfig tries again.
+    """
+    write_plugin(home / "plugins", "alpha", body=PID + f"""
+import os as _os
+if _os.getpid() != {os.getpid()}:
+    raise RuntimeError("alpha cannot run in a worker")
+""")
+    r = running(write_config(home, isolation_config()))
+    await r.start()
+    beta = r.instance("beta")
+    write_config(home, isolation_config("isolate = true", data="{ n = 2 }"))
+    for attempt in (1, 2):
+        outcome = await timeout(r.service.reconfig())
+        assert outcome == ReconfigOutcome(failed=("isolation alpha",))
+        assert await timeout(r.manager.call("alpha", "pid")) == os.getpid()
+        assert await timeout(r.manager.call("alpha", "echo")) == {"n": 1}
+        assert not r.manager.info("alpha").isolated and r.instance("beta") is beta
+        lines = [x for x in log.lines if "failed to load with isolate=True" in x]
+        assert len(lines) == attempt and "alpha cannot run in a worker" in lines[0]
+        assert "loading it back as it was" in lines[0] and "\n" not in lines[0]
+    logged_failures.flush(Exception)

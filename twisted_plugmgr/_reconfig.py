@@ -11,15 +11,21 @@ nothing changed because the file is invalid or a step failed.
 
 The transaction: the new plugins are loaded, then those whose data changed
 are reloaded together (L{PluginManager.reload_many}); if either fails, what
-was loaded is unloaded again and nothing else changes. Then the plugins the
-file no longer enables are unloaded (an unload always removes its plugin),
-and the new restart policies are set.
+was loaded is unloaded again, the restart policies set for it are put back,
+and nothing else changes (the next reconfig of the same file tries it all
+again). Then the plugins the file no longer enables are unloaded (an unload
+always removes its plugin), the new restart policies are set, and a plugin
+whose isolation options (C{isolate}, C{call_deadline}, C{limits}) changed
+is unloaded and loaded again with them (no reload carries them); one that
+others require is left as it is, with one line saying what to do.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+import functools
+import types
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attr
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -28,12 +34,13 @@ from twisted.python.failure import Failure
 
 from ._config import Config, ConfigError, ManagerConfig, PluginConfig
 from ._deferreds import run_blocking
-from ._errors import NoSuchPlugin
+from ._errors import DependencyError, NoSuchPlugin
+from ._isolate._options import ISOLATION_KEYS
 from ._policy import POLICY_KEYS, RestartPolicy
 from ._settings import Settings, read_config
 
 __all__ = ["ReconfigOutcome", "ReconfigRefused", "ReconfigTransaction", "Reconfigurer",
-           "format_policy", "plugin_data", "policy_changes"]
+           "format_isolation", "format_policy", "plugin_data", "policy_changes"]
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -43,13 +50,15 @@ class ReconfigOutcome:
 
     @ivar loaded: the plugins it loaded.
     @ivar unloaded: the plugins it unloaded.
-    @ivar reloaded: the plugins it reloaded (their data changed).
+    @ivar reloaded: the plugins it reloaded (their data changed), and
+        those it unloaded and loaded again for their new isolation options.
     @ivar policy: the plugins given new restart policy keys, not reloaded.
     @ivar manager_policy: whether the manager's default restart policy
         changed.
     @ivar failed: what failed once the transaction had committed (C{"unload
-        NAME"}, C{"policy NAME"}, C{"manager restart policy"}); the rest
-        was applied.
+        NAME"}, C{"policy NAME"}, C{"manager restart policy"}, C{"isolation
+        NAME"}: its new isolation options are not in effect); the rest was
+        applied.
     """
 
     loaded: Tuple[str, ...] = ()
@@ -120,32 +129,50 @@ class ReconfigTransaction:
     @param set_policy: sets a plugin's restart policy keys (name, keys,
         reloaded) and says whether that worked.
     @param log: where the outcome is logged.
+    @param old: the config file as last applied (what an aborted
+        transaction puts the policies it set back to, and what a plugin
+        whose new isolation options cannot be applied is loaded back
+        with); L{None}: C{new}.
+    @param undo: what to call, last first, when the transaction is
+        aborted: the changes made before it ran (the manager's restart
+        policy); it adds its own.
     """
 
     def __init__(self, manager: Any, new: Config,
-                 set_policy: Callable[[str, Dict[str, Any], bool], bool], log: Logger) -> None:
+                 set_policy: Callable[[str, Dict[str, Any], bool], bool], log: Logger,
+                 old: Optional[Config] = None,
+                 undo: Optional[List[Callable[[], object]]] = None) -> None:
         self.manager = manager
         self.new = new
+        self.old = old if old is not None else new
         self.set_policy = set_policy
         self.log = log
+        self.undo: List[Callable[[], object]] = undo if undo is not None else []
 
     def run(self, unload: List[str], reload: List[str], load: List[str], policy: List[str],
-            failed: List[str], manager_policy: bool = False) -> Deferred[ReconfigOutcome]:
+            failed: List[str], manager_policy: bool = False,
+            restart: Sequence[str] = ()) -> Deferred[ReconfigOutcome]:
         """
         Apply the changes; C{failed} collects what failed after the
-        transaction committed (an unload, a policy).
+        transaction committed (an unload, a policy, new isolation options).
+        C{restart}: the plugins to unload and load again once it committed,
+        with the new data, restart policy and isolation options of their
+        sections.
 
         @return: a Deferred firing with the L{ReconfigOutcome}, or failing
             with L{ReconfigRefused} when a load or a reload failed (what
-            was loaded is unloaded again: nothing changed).
+            was loaded is unloaded again, the policies set are put back:
+            nothing changed).
         """
         manager, new = self.manager, self.new
         loaded: List[str] = []
         unloaded: List[str] = []
+        restarted: List[str] = []
 
         def report(_: Any = None) -> ReconfigOutcome:
             outcome = ReconfigOutcome(
-                loaded=tuple(loaded), unloaded=tuple(unloaded), reloaded=tuple(reload),
+                loaded=tuple(loaded), unloaded=tuple(unloaded),
+                reloaded=tuple(reload) + tuple(restarted),
                 policy=tuple(name for name in policy
                              if name not in reload and f"policy {name}" not in failed),
                 manager_policy=manager_policy, failed=tuple(failed))
@@ -156,15 +183,18 @@ class ReconfigTransaction:
             return outcome
 
         def load_one(_: Any, name: str) -> Deferred[Any]:
-            d = manager.load(name, plugin_data(new.plugins[name]), **new.plugins[name].policy(),
-                             **new.plugins[name].isolation())
+            d = _load(manager, new.plugins[name])
             return d.addCallback(lambda _: loaded.append(name))
 
         def reload_all(_: Any) -> Deferred[Any]:
             # A reloaded plugin's new policy is set first, so that its new
-            # instance starts under it.
+            # instance starts under it; an abort puts the old one back.
             for name in policy:
-                if name in reload and not self.set_policy(name, new.plugins[name].policy(), True):
+                if name not in reload:
+                    continue
+                if self.set_policy(name, new.plugins[name].policy(), True):
+                    self.undo.append(functools.partial(self._put_back_policy, name))
+                else:
                     failed.append(f"policy {name}")
             data = {name: plugin_data(new.plugins[name]) for name in reload}
             return manager.reload_many(reload, data) if reload else succeed({})
@@ -176,6 +206,15 @@ class ReconfigTransaction:
             d = manager.unload(name, reason="removed from the config")
             return d.addCallbacks(lambda _: unloaded.append(name), lost)
 
+        def restart_one(_: Any, name: str) -> Deferred[Any]:
+            def done(applied: bool) -> None:
+                if applied:
+                    restarted.append(name)
+                else:
+                    failed.append(f"isolation {name}")
+
+            return self._restart(name).addCallback(done)
+
         def committed(_: Any) -> Deferred[ReconfigOutcome]:
             for name in policy:
                 if name not in reload and not self.set_policy(
@@ -184,6 +223,8 @@ class ReconfigTransaction:
             d: Deferred[Any] = succeed(None)
             for name in unload:
                 d.addCallback(unload_one, name)
+            for name in restart:
+                d.addCallback(restart_one, name)
             return d.addCallback(report)
 
         def aborted(failure: Failure) -> Deferred[Any]:
@@ -193,6 +234,8 @@ class ReconfigTransaction:
             reason = _one_line(failure)
 
             def refused(_: Any) -> None:
+                for step in reversed(self.undo):
+                    step()
                 self.log.error("reconfig aborted, nothing changed: {error}", error=reason)
                 raise ReconfigRefused(reason)
 
@@ -203,6 +246,90 @@ class ReconfigTransaction:
             d.addCallback(load_one, name)
         d.addCallback(reload_all)
         return d.addCallbacks(committed, aborted)
+
+    def _put_back_policy(self, name: str) -> None:
+        """
+        Give plugin C{name} the restart policy keys of its section as last
+        applied again (an aborted transaction had set the new ones).
+        """
+        try:
+            self.manager.set_policy(name, **self.old.plugins[name].policy())
+        except NoSuchPlugin:
+            pass  # gone meanwhile: nothing to put back
+        except Exception:
+            self.log.failure("reconfig: the restart policy of {name} was not put back",
+                             name=name)
+
+    def _restart(self, name: str) -> Deferred[bool]:
+        """
+        Unload plugin C{name} and load it again with its new section (data,
+        restart policy, isolation options): only a load applies isolation
+        options. If the new load fails, load it back with its old section.
+
+        @return: a Deferred firing with whether its new options are in
+            effect (never failing; what happened is logged).
+        """
+        manager, new, old = self.manager, self.new.plugins[name], self.old.plugins[name]
+        options = format_isolation(new.isolation())
+
+        def kept(failure: Failure) -> Any:
+            if not failure.check(DependencyError):
+                return None  # NoSuchPlugin, ShutdownFailed: it is gone; load it anew
+            self.log.warn(_NEEDS_UNLOAD, name=name, options=options,
+                          error=failure.getErrorMessage())
+            return False
+
+        def unloaded(result: Any) -> Any:
+            if result is False:
+                return False
+            return _load(manager, new).addCallbacks(loaded, not_loaded)
+
+        def loaded(_: Any) -> bool:
+            self.log.info("reconfig: {name} unloaded and loaded again to apply {options} "
+                          "(its state is not handed over)", name=name, options=options)
+            return True
+
+        def not_loaded(failure: Failure) -> Deferred[bool]:
+            self.log.error("reconfig: {name} failed to load with {options} ({error}); "
+                           "loading it back as it was", name=name, options=options,
+                           error=_one_line(failure))
+
+            def lost(failure: Failure) -> bool:
+                self.log.error("reconfig: {name} could not be loaded back: {error}",
+                               name=name, error=_one_line(failure))
+                return False
+
+            return _load(manager, old).addCallbacks(lambda _: False, lost)
+
+        d: Deferred[Any] = manager.unload(name, reason="reconfig: new isolation options",
+                                          cascade=False)
+        return d.addErrback(kept).addCallback(unloaded)
+
+
+#: The line logged when a plugin's new isolation options cannot be applied.
+_NEEDS_UNLOAD = ("reconfig: {name}'s new isolation options ({options}) are not applied: "
+                 "{error}; run `plugmgr unload {name}` then `plugmgr reconfig`")
+
+
+def _load(manager: Any, plugin: PluginConfig) -> Deferred[Any]:
+    """
+    Load the plugin of section C{plugin} with its data, restart policy
+    keys and isolation options.
+    """
+    return manager.load(plugin.name, plugin_data(plugin), **plugin.policy(),
+                        **plugin.isolation())
+
+
+def format_isolation(options: Mapping[str, Any]) -> str:
+    """
+    Isolation options for a log line: C{isolate=True, call_deadline=5.0}
+    (C{limits} as a plain dict); C{"no isolation options"} when none is
+    given.
+    """
+    if not options:
+        return "no isolation options"
+    return ", ".join(f"{key}={dict(value) if key == 'limits' else value!r}"
+                     for key, value in options.items())
 
 
 class Reconfigurer:
@@ -324,34 +451,70 @@ class Reconfigurer:
                   or (name in new.plugins and not new.plugins[name].enabled)]
         kept = [name for name in new.enabled()
                 if name in loaded and name not in unload and name in old.plugins]
-        reload = [name for name in kept if old.plugins[name].data != new.plugins[name].data]
+        # Only a load applies isolation options: a plugin whose options
+        # changed is unloaded and loaded again (with its new data and
+        # policy), unless others that stay require it.
+        isolation = [name for name in kept
+                     if old.plugins[name].isolation() != new.plugins[name].isolation()]
+        restart = [name for name in isolation if not self._required(name, unload)]
+        failed: List[str] = []
+        for name in isolation:
+            if name not in restart:
+                self._log.warn(_NEEDS_UNLOAD, name=name,
+                               options=format_isolation(new.plugins[name].isolation()),
+                               error=f"required by {', '.join(self._required(name, unload))}")
+                failed.append(f"isolation {name}")
+        reload = [name for name in kept if name not in restart
+                  and old.plugins[name].data != new.plugins[name].data]
         # A plugin whose restart policy keys changed gets them with
         # set_policy(); unless its data changed too, it is not reloaded.
-        policy = [name for name in kept
-                  if old.plugins[name].policy() != new.plugins[name].policy()]
+        policy = [name for name in kept if name not in restart
+                  and old.plugins[name].policy() != new.plugins[name].policy()]
         load = [name for name in new.enabled() if name not in loaded]
-        failed: List[str] = []
+        undo: List[Callable[[], object]] = []
         manager_policy = policy_changes(self.settings.config.manager, new.manager)
         applied = self.settings.config.manager
         manager_policy_set = False
         if manager_policy:
+            before = self.manager.restart_policy
             if self._set_manager_policy(manager_policy):
                 manager_policy_set = True
+                undo.append(lambda: self.manager.set_restart_policy(**before.as_dict()))
                 applied = attr.evolve(applied, **{k: getattr(new.manager, k)
                                                   for k in POLICY_KEYS})
             else:
                 failed.append("manager restart policy")
-        # Keep the new manager-level settings that need no restart (the
-        # restart policy, once applied), and the new plugin settings.
-        self.settings = attr.evolve(self.settings, config=attr.evolve(
-            self.settings.config, manager=applied, plugins=new.plugins))
-        self._applied = new
         self._log.info("reconfig: unload {unload}, reload {reload}, load {load}, "
-                       "restart policy {policy}",
-                       unload=unload, reload=reload, load=load, policy=policy)
+                       "restart policy {policy}{restart}",
+                       unload=unload, reload=reload, load=load, policy=policy,
+                       restart=f", unload and load again {restart}" if restart else "")
 
-        return ReconfigTransaction(self.manager, new, self._set_policy, self._log).run(
-            unload, reload, load, policy, failed, manager_policy_set)
+        def commit(outcome: ReconfigOutcome) -> ReconfigOutcome:
+            # Keep the new manager-level settings that need no restart (the
+            # restart policy, once applied), and the new plugin settings,
+            # but those not in effect as they were: the next reconfig of
+            # the same file tries them again.
+            plugins = _as_applied(old, new, outcome.failed, restart)
+            self.settings = attr.evolve(self.settings, config=attr.evolve(
+                self.settings.config, manager=applied, plugins=plugins))
+            self._applied = attr.evolve(new, plugins=plugins)
+            return outcome
+
+        transaction = ReconfigTransaction(self.manager, new, self._set_policy, self._log,
+                                          old=old, undo=undo)
+        return transaction.run(unload, reload, load, policy, failed, manager_policy_set,
+                               restart).addCallback(commit)
+
+    def _required(self, name: str, unload: List[str]) -> List[str]:
+        """
+        The loaded plugins that require plugin C{name} and that this
+        reconfig does not unload.
+        """
+        try:
+            dependents = self.manager.details(name).dependents
+        except NoSuchPlugin:
+            return []
+        return [other for other in dependents if other not in unload]
 
     def _set_manager_policy(self, changes: Dict[str, Any]) -> bool:
         """
@@ -407,6 +570,35 @@ class Reconfigurer:
         if changed:
             self._log.warn("reconfig: {changed} changed; restart to apply",
                            changed=", ".join(changed))
+
+
+def _as_applied(old: Config, new: Config, failed: Sequence[str],
+                restart: Sequence[str]) -> Mapping[str, PluginConfig]:
+    """
+    The plugin sections in effect after a reconfig from C{old} to C{new}
+    that committed with C{failed}: C{new}'s, except those not in effect,
+    which stay C{old}'s (the next reconfig of the same file sees them
+    differ and tries again): the restart policy keys of a plugin whose
+    policy was not set (C{"policy NAME"}); the isolation options of one
+    whose new ones were not applied (C{"isolation NAME"}), or its whole
+    section when it was to be loaded again (in C{restart}) and was loaded
+    back as it was.
+    """
+    plugins = dict(new.plugins)
+    for what in failed:
+        kind, _, name = what.partition(" ")
+        if name not in old.plugins or name not in plugins:
+            continue
+        if kind == "isolation" and name in restart:
+            plugins[name] = old.plugins[name]
+        elif kind == "isolation":
+            plugins[name] = attr.evolve(
+                plugins[name], **{key: getattr(old.plugins[name], key)
+                                  for key in ISOLATION_KEYS})
+        elif kind == "policy":
+            plugins[name] = attr.evolve(
+                plugins[name], **{key: getattr(old.plugins[name], key) for key in POLICY_KEYS})
+    return types.MappingProxyType(plugins)
 
 
 def _restart_sections(old: Config, new: Config) -> List[str]:

@@ -174,10 +174,13 @@ def makeService(options: Mapping[str, Any], reactor: Optional[IReactorCore] = No
     The control socket is checked here too: C{twistd} builds the service
     before it forks into the background, so a second instance on the same
     socket says so on the terminal (C{plugmgr: control channel ...: ... is
-    in use by a running process}), in one line, and exits 1.
+    in use by a running process}), in one line, and exits 1. So is the
+    C{[web]} endpoint's port, when it names one (C{plugmgr: ...: [web]:
+    endpoint ... cannot listen: ...}).
 
     @param reactor: the reactor (the global one by default).
-    @raise StartupError: if the control socket cannot be used.
+    @raise StartupError: if the control socket or the web port cannot be
+        used.
     """
     if reactor is None:
         from twisted.internet import reactor as _reactor
@@ -188,6 +191,13 @@ def makeService(options: Mapping[str, Any], reactor: Optional[IReactorCore] = No
         check_control(settings.control, settings.config.manager.allow_shared_dir)
     except ControlChannelError as e:
         raise StartupError(str(e)) from None
+    if settings.config.web is not None:
+        from .web import WebListenError, check_web_port
+
+        try:
+            check_web_port(settings.config.web.endpoint)
+        except WebListenError as e:
+            raise StartupError(f"{settings.config.filename}: [web]: {e}") from None
     return PlugmgrService(settings, reactor)
 
 
@@ -198,11 +208,12 @@ class PlugmgrService(MultiService):
     C{[web]} section.
 
     Start: the control channel listens first (so that a socket in use stops
-    everything before anything started), then the manager starts and loads
-    the enabled plugins in file order, then watching, then the bot, then
-    the dashboard. Stop: the manager's staged shutdown first (the reactor
-    waits for it), then the bot, then the dashboard, then the control
-    channel.
+    everything before anything started), then the dashboard's endpoint
+    (a port in use stops everything too), then the manager starts and
+    loads the enabled plugins in file order, then watching, then the bot,
+    then the dashboard. Stop: the manager's staged shutdown first (the
+    reactor waits for it), then the bot, then the dashboard, then the
+    control channel.
 
     @ivar manager: the L{PluginManager}.
     @ivar control: the L{ControlService}.
@@ -340,30 +351,32 @@ class PlugmgrService(MultiService):
 
     def privilegedStartService(self) -> None:
         """
-        Listen on the control channel (under twistd, before privileges
-        are dropped).
+        Listen on the control channel, then on the C{[web]} endpoint
+        (under twistd, before privileges are dropped).
 
-        @raise StartupError: if the control channel cannot listen.
+        @raise StartupError: if either cannot listen.
         """
         try:
             self.control.privilegedStartService()
         except ControlChannelError as e:
             self.log.critical("cannot start: {error}", error=str(e))
             raise StartupError(str(e)) from None
+        self._listen_web()
 
     def startService(self) -> None:
         """
         Listen, start the manager, load the enabled plugins, watch, start
         the bot, and install the signal handlers.
 
-        @raise StartupError: if the control channel cannot listen; nothing
-            was started.
+        @raise StartupError: if the control channel or the C{[web]} endpoint
+            cannot listen; nothing was started.
         """
         try:
             self.control.startService()
         except ControlChannelError as e:
             self.log.critical("cannot start: {error}", error=str(e))
             raise StartupError(str(e)) from None
+        self._listen_web()
         self.running = 1
         # The watchdog pings from the reactor from now on: a reactor that
         # stops turning (a plugin blocking it) stops them.
@@ -397,6 +410,26 @@ class PlugmgrService(MultiService):
         self.ready = loaded
         loaded.addCallback(lambda outcome: running.addCallback(lambda _: outcome))
         loaded.addCallback(self._report_ready)
+
+    def _listen_web(self) -> None:
+        """
+        Listen on the C{[web]} endpoint (if any), right after the control
+        channel: the web service's C{privilegedStartService}, a no-op
+        when it already listens.
+
+        @raise StartupError: naming C{[web]}, if it cannot listen; the
+            control channel is closed again, and nothing else was started.
+        """
+        from .web import WebListenError
+
+        if self.web is None:
+            return
+        try:
+            self.web.privilegedStartService()
+        except WebListenError as e:
+            # One line: StartupError's, which twist and twistd print.
+            self.control.stopService()
+            raise StartupError(f"{self.settings.config.filename}: [web]: {e}") from None
 
     def _started(self) -> None:
         waiting, self._starting = self._starting or [], None
@@ -538,8 +571,12 @@ class PlugmgrService(MultiService):
         those whose restart policy keys changed their new keys
         (C{set_policy}, without reloading them, before the reload of those
         whose data changed too), and the manager its new default restart
-        policy (C{set_restart_policy}); leave the others alone. An invalid
-        file changes nothing. A reconfig asked for while one runs runs once
+        policy (C{set_restart_policy}); unload and load again, with them, a
+        plugin whose isolation options (C{isolate}, C{call_deadline},
+        C{limits}) changed (one that others require is left as it runs, and
+        the log says to run C{plugmgr unload NAME} then C{plugmgr
+        reconfig}); leave the others alone. An invalid file, or a step that
+        fails, changes nothing. A reconfig asked for while one runs runs once
         after it, and one asked for during the startup loads runs once they
         are done. Under systemd: C{RELOADING=1} before, C{READY=1} after.
 
