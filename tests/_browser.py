@@ -120,12 +120,14 @@ def csrf_of(page: str) -> str:
 
 class Client:
     """
-    A client of one web service, at C{base} (C{"http://127.0.0.1:PORT"}).
+    A client of one web service, at C{base} (C{"http://127.0.0.1:PORT"}),
+    connecting from C{source} (a loopback address such as C{"127.0.0.2"}:
+    another client address, as the server sees it) when given.
     """
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, source: Optional[str] = None) -> None:
         self.base = base
-        self.agent = Agent(reactor)
+        self.agent = Agent(reactor, bindAddress=(source, 0) if source else None)
         self.cookies: Dict[str, str] = {}
         self.set_cookies: List[str] = []
 
@@ -177,10 +179,11 @@ class Client:
         return await self.post("/action", {"action": action, "plugin": plugin,
                                            "csrf": csrf_of(page.text)})
 
-    async def stream(self, path: str = "/events") -> Stream:
+    async def stream(self, path: str = "/events",
+                     headers: Optional[Mapping[str, str]] = None) -> Stream:
         stream = Stream()
         response = await timeout(self.agent.request(b"GET", (self.base + path).encode(),
-                                                    self._headers()))
+                                                    self._headers(headers)))
         stream.code = response.code
         stream.content_type = response.headers.getRawHeaders(b"content-type", [b""])[0].decode()
         response.deliverBody(stream)

@@ -20,7 +20,13 @@ from tests._browser import Client, csrf_of
 from tests._processes import timeout, write_plugin
 from twisted_plugmgr import CompileFailed, PluginManager
 from twisted_plugmgr._config import WebConfig
-from twisted_plugmgr.web import EndpointRefused, WebService, loopback_only, make_web_service
+from twisted_plugmgr.web import (
+    EndpointRefused,
+    WebListenError,
+    WebService,
+    loopback_only,
+    make_web_service,
+)
 
 TOKEN = "s3cret-token"
 
@@ -140,23 +146,50 @@ def test_an_endpoint_twisted_cannot_parse_is_a_value_error_naming_web():
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_port_in_use_fails_when_listening_with_one_line(running, logged_failures):
+async def test_a_port_in_use_fails_the_start_and_leaves_nothing(running, logged_failures):
     manager, web, client = running
     port = web.address.port
     other = WebService(manager, f"tcp:{port}:interface=127.0.0.1", reactor=reactor)
     seen = []
     globalLogPublisher.addObserver(seen.append)
     try:
-        other.startService()
-        with pytest.raises(Exception, match="[Aa]ddress already in use|CannotListen"):
-            await other.when_listening()
+        with pytest.raises(WebListenError, match="[Aa]ddress already in use") as caught:
+            other.startService()
     finally:
         globalLogPublisher.removeObserver(seen.append)
-        await other.stopService()
-    lines = [e for e in seen if "cannot listen" in str(e.get("log_format", ""))]
-    assert len(lines) == 1
+    assert caught.value.endpoint == f"tcp:{port}:interface=127.0.0.1"
+    assert str(caught.value).startswith(f"endpoint 'tcp:{port}:interface=127.0.0.1' cannot")
+    assert not other.running
+    assert seen == []  # the caller says it (twist plugmgr: one line naming [web])
+    await manager.reload("beta")
+    assert other.feed.counts == {}  # it no longer hears the manager
     assert manager.metrics.enabled  # the first service still counts
     assert (await client.get("/metrics")).code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_privileged_start_listens_and_start_then_serves(plugins):
+    manager = PluginManager(paths=[str(plugins)], reactor=reactor)
+    taken = WebService(manager, "tcp:0:interface=127.0.0.1", reactor=reactor)
+    taken.privilegedStartService()  # listens, not started: nothing counted yet
+    assert not taken.running and not manager.metrics.enabled
+    try:
+        taken.startService()  # uses the port privilegedStartService opened
+        port = (await timeout(taken.when_listening())).getHost().port
+        assert (await Client(f"http://127.0.0.1:{port}").get("/metrics")).code == 200
+        again = WebService(manager, f"tcp:{port}:interface=127.0.0.1", reactor=reactor)
+        with pytest.raises(WebListenError, match="already in use"):
+            again.privilegedStartService()
+        assert not again.running
+    finally:
+        await taken.stopService()
+    # Listened (privileged) and stopped without a start: the port is closed.
+    idle = WebService(manager, f"tcp:{port}:interface=127.0.0.1", reactor=reactor)
+    idle.privilegedStartService()
+    await timeout(idle.stopService())
+    with pytest.raises(ConnectionRefusedError):
+        await Client(f"http://127.0.0.1:{port}").get("/")
+    assert not manager.metrics.enabled
 
 
 # -- /metrics ---------------------------------------------------------------

@@ -217,3 +217,50 @@ async def test_screenshot(browser, daemon):
     await browser.run(shoot)
     assert (await client.get("/")).code == 200
     assert os.path.getsize(path) > 10000
+
+
+@pytest_twisted.ensureDeferred
+async def test_off_loopback_the_page_is_the_login_form_until_logged_in_then_live(
+        browser, tmp_path):
+    home = tmp_path / "exposed"
+    home.mkdir()
+    make_home(home)
+    shutil.rmtree(home / "plugins")
+    shutil.copytree(os.path.join(REPO, "examples", "plugins"), home / "plugins")
+    write_config(home, CONFIG.replace("interface=127.0.0.1", "interface=0.0.0.0"))
+    d = Daemon(home, "--config", str(home / "plugmgr.toml"))
+    try:
+        await d.ready()
+        await d.proto.wait_for("web: dashboard and /metrics on http://")
+        url = re.search(r"web: dashboard and /metrics on (http://\S+/)", d.proto.text).group(1)
+        url = url.replace("0.0.0.0", "127.0.0.1")
+
+        def before_login(driver):
+            driver.get(url)
+            driver.delete_all_cookies()
+            driver.get(url)
+            browser.until(driver, lambda d: d.find_element("id", "private"))
+            return (count(driver, "#rows"), count(driver, "#events"),
+                    count(driver, "#login input[name=token]"))
+
+        assert await browser.run(before_login) == (0, 0, 1)
+
+        def log_in(driver):
+            driver.find_element("css selector", '#login input[name="token"]').send_keys(TOKEN)
+            driver.find_element("css selector", "#login button").click()
+            browser.until(driver, lambda d: d.find_element("id", "live").text == "live")
+            return int(cell(driver, "greeter", "reloads"))
+
+        reloads = await browser.run(log_in)
+        code, out, err = await d.cli("reload", "greeter")
+        assert code == 0, err
+
+        def updated(driver):
+            browser.until(driver, lambda d: int(cell(d, "greeter", "reloads")) == reloads + 1)
+            return True
+
+        assert await browser.run(updated)  # the stream (with the cookie) keeps it live
+    finally:
+        if d.transport is not None and not d.proto.ended.called:
+            d.signal("TERM")
+            await d.ended()

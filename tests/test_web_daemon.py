@@ -8,12 +8,16 @@ an endpoint reachable from other hosts refused at start.
 from __future__ import annotations
 
 import re
+import socket
+import sys
 
+import pytest
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.utils import getProcessOutputAndValue
 
 from tests._browser import Client
-from tests._processes import BASE, Daemon, make_home
+from tests._processes import BASE, Daemon, environment, make_home, timeout
 
 
 def scraped(text):
@@ -93,3 +97,96 @@ async def test_an_exposed_endpoint_without_a_token_is_refused_at_start(tmp_path)
     assert len(lines) == 1 and "[web]" in lines[0], text
     assert "Traceback" not in text
     assert "plugin_started" not in text  # nothing was started
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_web_port_in_use_fails_the_start_in_one_line_naming_web(tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = taken.getsockname()[1]
+        config = BASE + f'\n[web]\nendpoint = "tcp:{port}:interface=127.0.0.1"\n'
+        home = make_home(tmp_path, config)
+        daemon = Daemon(home, "--config", str(home / "plugmgr.toml"))
+        status = await daemon.ended()
+    finally:
+        taken.close()
+    assert status == 1
+    text = daemon.proto.text
+    lines = [line for line in text.splitlines() if "cannot listen" in line]
+    assert len(lines) == 1, text
+    assert "[web]" in lines[0] and f"tcp:{port}" in lines[0], text
+    assert "Traceback" not in text
+    assert "plugin_started" not in text and "plugmgr ready" not in text  # nothing started
+    # The control channel was closed again: a new start can take its socket over.
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        assert probe.connect_ex(str(home / "plugmgr.sock")) != 0
+    finally:
+        probe.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_under_twistd_a_web_port_in_use_fails_the_start_in_one_line(tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = taken.getsockname()[1]
+        config = BASE + f'\n[web]\nendpoint = "tcp:{port}:interface=127.0.0.1"\n'
+        home = make_home(tmp_path, config)
+        out, err, code = await timeout(getProcessOutputAndValue(
+            sys.executable,
+            ["-c", "from twisted.scripts.twistd import run; run()", "--pidfile=twistd.pid",
+             "--logfile=twistd.log", "plugmgr", "--config", "plugmgr.toml"],
+            env=environment(), path=str(home)))
+    finally:
+        taken.close()
+    assert code == 1
+    text = (out + err).decode().strip()
+    assert len(text.splitlines()) == 1, text
+    assert "[web]" in text and f"tcp:{port}" in text and "cannot listen" in text
+    assert not (home / "twistd.pid").exists()
+    assert not (home / "twistd.log").exists()  # refused before it forked: nothing ran
+
+
+@pytest.mark.parametrize("phase", ["startService", "privilegedStartService"])
+@pytest_twisted.ensureDeferred
+async def test_a_port_taken_after_the_check_fails_the_start_and_closes_control(
+        tmp_path, monkeypatch, phase):
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    from twisted_plugmgr._settings import StartupError
+    from twisted_plugmgr._tap import Options, makeService
+
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    config = BASE + f'\n[web]\nendpoint = "tcp:{port}:interface=127.0.0.1"\n'
+    home = make_home(tmp_path, config)
+    monkeypatch.chdir(home)
+    options = Options()
+    options.parseOptions(["--config", str(home / "plugmgr.toml")])
+    service = makeService(options, reactor)  # the port is free: the check passes
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", port))
+    taken.listen(1)
+    try:
+        with pytest.raises(StartupError) as caught:
+            getattr(service, phase)()
+    finally:
+        taken.close()
+    message = caught.value.message
+    assert "[web]" in message and f"tcp:{port}" in message and "cannot listen" in message
+    assert "\n" not in message
+    manager = service.getServiceNamed("manager")
+    assert not manager.running and manager.plugin_table() == {}
+    await deferLater(reactor, 0.05, lambda: None)  # the control port's close
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        assert probe.connect_ex(str(home / "plugmgr.sock")) != 0
+    finally:
+        probe.close()

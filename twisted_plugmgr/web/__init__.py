@@ -19,6 +19,14 @@ C{_dashboard} (the page and its forms), C{_service} (the service, the
 endpoint check, the quiet site).
 """
 
-from ._service import EndpointRefused, WebService, loopback_only, make_web_service
+from ._service import (
+    EndpointRefused,
+    WebListenError,
+    WebService,
+    check_web_port,
+    loopback_only,
+    make_web_service,
+)
 
-__all__ = ["WebService", "make_web_service", "EndpointRefused", "loopback_only"]
+__all__ = ["WebService", "make_web_service", "EndpointRefused", "WebListenError",
+           "loopback_only", "check_web_port"]

@@ -3,7 +3,9 @@ The dashboard: the page (rendered by the server, then kept live by a
 little plain JavaScript listening to C{/events}), the live fragments the
 service pushes, and the forms: login, logout and the actions (load,
 unload, reload, reconfig), each a POST carrying the session's CSRF token,
-each needing a login with the token.
+each needing a login with the token. On an endpoint reachable from other
+hosts (a I{private} dashboard) the page itself needs the login: until
+then it is the login form alone.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from .._errors import PluginError
 from .._reconfig import ReconfigRefused
-from ._auth import Sessions
+from ._auth import Sessions, client_of
 from ._chart import Samples, svg_chart
 from ._events import EventFeed, EventRow, ReloadRow
 
@@ -89,10 +91,14 @@ class Dashboard:
         C{ReconfigOutcome} (or failing with C{ReconfigRefused}), or L{None}
         when there is no config file to reconfigure from.
     @param minutes: how many minutes the charts cover (for their title).
+    @param private: whether the page needs a login (or the token as a
+        bearer token) to show anything but the login form.
     """
 
     def __init__(self, manager: Any, feed: EventFeed, samples: Samples, sessions: Sessions,
-                 reconfig: Optional[Callable[[], Deferred[Any]]], minutes: float) -> None:
+                 reconfig: Optional[Callable[[], Deferred[Any]]], minutes: float,
+                 private: bool = False) -> None:
+        self.private = private
         self.manager = manager
         self.feed = feed
         self.samples = samples
@@ -186,13 +192,18 @@ class Dashboard:
 
     # -- the page ------------------------------------------------------------
 
-    def page(self, session: str, message: Optional[str] = None, error: bool = False) -> bytes:
+    def page(self, session: str, message: Optional[str] = None, error: bool = False,
+             bearer: bool = False) -> bytes:
         """
         The whole page for C{session}, with C{message} (an error if
-        C{error}) on top.
+        C{error}) on top; the login form alone if the dashboard is
+        L{private} and C{session} is not logged in (nor the request carried
+        the token as a bearer token: C{bearer}).
         """
-        plugins = self.manager.metrics.plugins()
         sessions = self.sessions
+        if self.private and not bearer and not sessions.logged_in(session):
+            return self._login_page(session, message, error)
+        plugins = self.manager.metrics.plugins()
         csrf = f'<input type="hidden" name="csrf" value="{sessions.csrf(session)}">'
         logged_in = sessions.logged_in(session)
         if not sessions.writable:
@@ -246,6 +257,24 @@ class Dashboard:
 <script src="dashboard.js"></script>
 </body></html>
 """
+        return body.encode("utf-8")
+
+    def _login_page(self, session: str, message: Optional[str], error: bool) -> bytes:
+        csrf = f'<input type="hidden" name="csrf" value="{self.sessions.csrf(session)}">'
+        notice = ""
+        if message:
+            notice = (f'<p id="message" class="{"error" if error else "ok"}" role="status">'
+                      f'{_esc(_one_line(message))}</p>')
+        body = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>plugmgr</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>{_STYLE}</style></head>
+<body>
+<header><h1>plugmgr</h1><span class="account"><form id="login" method="post" action="login">{csrf}<input type="password" name="token" placeholder="token" autocomplete="current-password" aria-label="token"> <button>log in</button></form></span></header>
+{notice}
+<p id="private">Log in with the token to see the dashboard.</p>
+</body></html>
+"""  # noqa: E501
         return body.encode("utf-8")
 
     # -- the actions ------------------------------------------------------
@@ -361,6 +390,16 @@ class _Base(Resource):
         return fields
 
 
+def _throttled(resource: _Base, request: Request, session: str) -> bytes:
+    """
+    429: the client gave too many wrong tokens (nothing else looked at).
+    """
+    retry = resource.dashboard.sessions.throttle.retry_after(client_of(request)) or 1
+    request.setHeader(b"retry-after", str(retry).encode("ascii"))
+    return resource.refuse(request, session, FormError(
+        f"refused: too many wrong tokens from this address; try again in {retry} s", 429))
+
+
 class Page(_Base):
     """
     C{/}: the dashboard.
@@ -370,10 +409,14 @@ class Page(_Base):
         """
         The page, with the message the last form left, if any.
         """
-        session = self.dashboard.sessions.session(request)
-        message = self.dashboard.sessions.take_flash(session)
+        sessions = self.dashboard.sessions
+        session = sessions.session(request)
+        bearer = sessions.bearer(request) if self.dashboard.private else "missing"
+        if bearer == "throttled":
+            return _throttled(self, request, session)
+        message = sessions.take_flash(session)
         _html(request)
-        return self.dashboard.page(session, message)
+        return self.dashboard.page(session, message, bearer=bearer == "ok")
 
 
 class Login(_Base):
@@ -387,6 +430,8 @@ class Login(_Base):
         """
         sessions = self.dashboard.sessions
         session = sessions.session(request)
+        if sessions.throttle.retry_after(client_of(request)) is not None:
+            return _throttled(self, request, session)
         try:
             fields = self.checked(request, session, login=False)
             fresh = sessions.login(request, session, fields["token"])

@@ -23,7 +23,7 @@ from twisted.web.server import Request
 from .._delivery import RELOAD_BUCKETS
 from .._lifecycle import PluginState
 from .._registry import HANDLER_BUCKETS
-from ._auth import Sessions
+from ._auth import Sessions, client_of
 from ._events import EventFeed
 
 __all__ = ["PlugmgrCollector", "metrics_registry", "GuardedMetrics"]
@@ -119,7 +119,8 @@ def metrics_registry(metrics: Any, feed: EventFeed) -> CollectorRegistry:
 class GuardedMetrics(Resource):
     """
     C{prometheus_client}'s L{MetricsResource}, answering 401 unless the
-    request carries the token as a bearer token, when C{guarded}.
+    request carries the token as a bearer token, when C{guarded} (429 for a
+    client address that gave too many wrong tokens).
     """
 
     isLeaf = True
@@ -134,7 +135,14 @@ class GuardedMetrics(Resource):
         """
         The metrics, or 401.
         """
-        if self.guarded and not self._sessions.bearer_ok(request):
+        bearer = self._sessions.bearer(request) if self.guarded else "ok"
+        if bearer == "throttled":
+            retry = self._sessions.throttle.retry_after(client_of(request)) or 1
+            request.setResponseCode(429)
+            request.setHeader(b"retry-after", str(retry).encode("ascii"))
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"too many wrong tokens from this address: try again later\n"
+        if bearer != "ok":
             request.setResponseCode(401)
             request.setHeader(b"www-authenticate", b'Bearer realm="plugmgr"')
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
