@@ -240,7 +240,15 @@ class Delivery:
                 events[event] += 1
             except KeyError:
                 events[event] = 1
-            if elapsed > 0.0001:  # HANDLER_BUCKETS[0]; most calls are not: nothing to search
+            version = record.version
+            if version is not None and version.isolated:
+                # Bucketed by the time it takes in its worker, when it
+                # answers (Host.charge), not by its send here: counting is
+                # on for its record (it may have been created while it was).
+                counts = record.counts
+                if counts.paused_at is not None:
+                    counts.offset, counts.paused_at = 0.0, None
+            elif elapsed > 0.0001:  # HANDLER_BUCKETS[0]; most calls are not: nothing to search
                 record.counts.buckets[bisect_left(HANDLER_BUCKETS, elapsed)] += 1
             if elapsed > self.slow_call:
                 self._slow(record, method, elapsed)

@@ -6,6 +6,7 @@ plugin ending itself or declaring itself broken.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any, Callable, Optional, Union
 
 from twisted.internet.defer import Deferred, fail
@@ -16,7 +17,7 @@ from ._errors import NoSuchPlugin
 from ._events import Reporter
 from ._interfaces import IPluginHost
 from ._lifecycle import ShutdownMode
-from ._registry import Record, Registry
+from ._registry import HANDLER_BUCKETS, Record, Registry
 
 __all__ = ["Host"]
 
@@ -86,13 +87,19 @@ class Host:
         """
         Count C{seconds} spent by a handler of plugin C{name} elsewhere than
         in the manager (an isolated plugin's, in its worker) in its
-        C{busy_time} and C{longest_call}, if C{api} is its serving version's.
+        C{busy_time} and C{longest_call}, if C{api} is its serving version's;
+        while metrics are on, also in the bucket of C{plugmgr_handler_seconds}
+        that C{seconds} falls in (the call itself was counted when it was
+        sent).
         """
         record = self._current(name, api)
         if record is not None:
             record.busy_time += seconds
             if seconds > record.longest_call:
                 record.longest_call = seconds
+            counts = record.counts
+            if counts.paused_at is None and seconds > HANDLER_BUCKETS[0]:  # metrics are on
+                counts.buckets[bisect_left(HANDLER_BUCKETS, seconds)] += 1
 
     def timer_error(self, name: str, api: Any, failure: Failure, report: bool = True) -> None:
         """

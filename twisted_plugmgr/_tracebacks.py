@@ -80,6 +80,15 @@ def plugin_frames(failure: Failure) -> List[Tuple[Any, ...]]:
     return frames
 
 
+def _remote_traceback(failure: Failure) -> bool:
+    """
+    Whether C{failure} carries a traceback from an isolated plugin's worker
+    (as text: it has no frames here) that shows at least one frame.
+    """
+    text = getattr(failure, "remote_traceback", None)
+    return isinstance(text, str) and '  File "' in text  # with at least one frame
+
+
 def for_the_log(failure: Failure) -> Optional[Failure]:
     """
     What to log of C{failure}: a L{Failure} whose traceback holds only
@@ -89,6 +98,10 @@ def for_the_log(failure: Failure) -> Optional[Failure]:
         code that caused it (L{plugin_cause}); L{None} when no plugin code
         raised, or when its frames are unknown (the error's message names
         the cause already).
+      - For a L{PluginError} whose cause was raised in an isolated plugin's
+        worker (a failure carrying the worker's C{remote_traceback} text,
+        already without the manager's frames): the same error, in a failure
+        of the cause's class that shows that text as its traceback.
       - For anything else (a handler or a listener that raised): the same
         exception with the manager's frames left out; as it is when no
         other frame remains (then the fault is the manager's own).
@@ -96,6 +109,12 @@ def for_the_log(failure: Failure) -> Optional[Failure]:
     value = failure.value
     if isinstance(value, PluginError):
         cause = plugin_cause(value)
+        if cause is not None and _remote_traceback(cause):
+            # Raised in an isolated plugin's worker: the same error, with the
+            # worker's traceback of its cause (text: it has no frames here).
+            remote = type(cause)(value, failure.type, None)
+            remote.remote_traceback = cause.remote_traceback  # type: ignore[attr-defined]
+            return remote
         frames = plugin_frames(cause) if cause is not None else []
         if not frames:
             return None

@@ -27,7 +27,7 @@ from ._dispatch import HandlerIndex
 from ._errors import InitFailed, PluginError, ReloadFailed, StartTimedOut
 from ._events import Reporter
 from ._instance import NO_STATE, Version, VersionLife, attribute
-from ._lifecycle import ShutdownMode
+from ._lifecycle import PluginState, ShutdownMode
 from ._registry import Record, Registry
 
 
@@ -131,11 +131,16 @@ class Transaction:
                 entry.new, entry.old_modules = reloader.prepare(entry.record, entry.data)
             except PluginError as error:
                 return self._not_prepared(entry.record.name, error)
+        # Reloading from now on: their messages are held, and an unload, a
+        # reload or a shutdown asked meanwhile waits for the transaction.
+        for entry in self.entries:
+            entry.old_version = entry.old.version
+            entry.record.lifecycle.fire("reload")
         # Isolated new versions: once their workers imported and constructed
         # them (at once for the others).
         ready = gatherResults([e.new.ready() for e in self.entries  # type: ignore[union-attr]
                                ], consumeErrors=True)
-        ready.addCallbacks(self._prepared, self._not_ready)
+        ready.addCallbacks(self._prepared, self._not_ready).addErrback(self._broken)
         return self.result
 
     def _not_prepared(self, name: str, error: PluginError) -> Deferred[Any]:
@@ -143,26 +148,66 @@ class Transaction:
             self._discard(done)
         return self._failed(name, error, touched=False)
 
+    def _cancel(self, name: str, error: PluginError) -> None:
+        """
+        Plugin C{name} cannot be swapped (C{error}), before any old version
+        stopped: every new version is discarded (its worker ended), every
+        plugin serves on as it was, and the transaction fails.
+        """
+        for entry in self.entries:
+            self._discard(entry)
+            if self._reloading(entry):
+                entry.record.lifecycle.fire("cancelled")
+        self._failed(name, error, touched=False).chainDeferred(self.result)
+        for entry in self.entries:
+            if self.reloader.registry.current(entry.record):
+                self.reloader.after(entry.record)  # what was asked meanwhile runs now
+
+    def _reloading(self, entry: _Entry) -> bool:
+        """
+        Whether C{entry}'s plugin is still the one this transaction reloads.
+        """
+        record = entry.record
+        return (self.reloader.registry.current(record) and record.version is entry.old
+                and record.state is PluginState.RELOADING)
+
     def _not_ready(self, failure: Failure) -> None:
         first = getattr(failure.value, "subFailure", failure)
         index = getattr(failure.value, "index", 0)
         error = first.value if isinstance(first.value, PluginError) else InitFailed(
             self.entries[index].record.name, "its new version is not ready", failure=first)
-        self._not_prepared(self.entries[index].record.name, error).chainDeferred(self.result)
+        self._cancel(self.entries[index].record.name, error)
+
+    def _broken(self, failure: Failure) -> None:
+        """
+        A fault of the transaction's own code while it prepared: reported
+        as the transaction's failure, never left unhandled.
+        """
+        if not self.result.called:
+            name = self.entries[0].record.name
+            self.result.errback(Failure(ReloadFailed(name, failure=failure)))
+        else:
+            self.reloader.reporter.error(None, failure)
 
     def _prepared(self, _: Any) -> None:
         names = {e.record.name for e in self.entries}
+        for entry in self.entries:
+            if not self._reloading(entry):
+                record = entry.record
+                state = (record.state.value if self.reloader.registry.current(record)
+                         else "unloaded")
+                self._cancel(record.name, PluginError(
+                    record.name, f"it is {state} now: the transaction was cancelled while its "
+                                 "new versions were being prepared"))
+                return
         for entry in self.entries:
             assert entry.new is not None
             missing = [r for r in entry.new.requires if r not in names and not self._running(r)]
             if missing:
                 error = PluginError(entry.record.name, "it would require " + ", ".join(missing)
                                     + ", which is not running (load it first)")
-                self._not_prepared(entry.record.name, error).chainDeferred(self.result)
+                self._cancel(entry.record.name, error)
                 return
-            entry.old_version = entry.old.version
-        for entry in self.entries:
-            entry.record.lifecycle.fire("reload")  # their messages are held from now on
         self._swap(0)
 
     def _failed(self, name: str, error: PluginError, touched: bool) -> Deferred[Any]:

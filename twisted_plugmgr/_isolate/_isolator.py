@@ -7,7 +7,9 @@ and make the isolated version, or import the plugin in-process as usual.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -61,7 +63,16 @@ class Isolator:
         if isolate is None:
             isolate = static.get("isolate") is True
         if not isolate:
-            return import_version(name, packages, paths, prefix)
+            version, missing, displaced = import_version(name, packages, paths, prefix)
+            if options.get("isolate") is None and _says_isolate(version.cls):
+                where = f"{version.cls.__qualname__} in {_source_file(version.cls, source)}"
+                _source.purge(source.module_name)
+                if displaced:
+                    _source.restore_modules(source.module_name, displaced)
+                raise InvalidMetadata(name, [
+                    f"isolate must be a literal in the class body of {where} (an inherited or "
+                    f"computed isolate = True would run it in the manager's process)"])
+            return version, missing, displaced
         if "BotPlugin" in static.get("bases", ()):
             raise InvalidMetadata(name, ["an IRC bot plugin (BotPlugin) cannot be isolated"])
         try:
@@ -81,9 +92,55 @@ class Isolator:
 
     @staticmethod
     def _static(source: _source.PluginSource, name: str) -> Dict[str, Any]:
-        try:
-            with open(source.origin, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise PluginError(name, f"cannot read {source.origin} ({e})") from None
-        return read_static(text, name)
+        """
+        What L{read_static} finds in the plugin's module file; for a
+        package, in its C{__init__.py}, else in the first of its other
+        C{.py} files (in sorted path order) with a class whose body says
+        C{name = "<the plugin's name>"}.
+        """
+        found = read_static(_read(source.origin, name), name)
+        if found or not source.is_package:
+            return found
+        package = os.path.dirname(source.origin)
+        for path in _package_files(package):
+            if path != source.origin:
+                found = read_static(_read(path, name), name, named_only=True)
+                if found:
+                    return found
+        return {}
+
+
+def _read(path: str, name: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PluginError(name, f"cannot read {path} ({e})") from None
+
+
+def _package_files(package: str) -> List[str]:
+    """
+    The C{.py} files under the directory C{package}, in sorted order
+    (C{__pycache__} and hidden directories left out).
+    """
+    found: List[str] = []
+    for directory, subdirs, files in os.walk(package):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and d != "__pycache__")
+        found.extend(os.path.join(directory, f) for f in sorted(files) if f.endswith(".py"))
+    return found
+
+
+def _says_isolate(cls: type) -> bool:
+    """
+    Whether the plugin class C{cls}, imported in the manager's process,
+    asks to be isolated (an inherited or computed C{isolate = True}).
+    """
+    try:
+        return getattr(cls, "isolate", False) is True
+    except BaseException:  # plugin code: a descriptor
+        return False
+
+
+def _source_file(cls: type, source: _source.PluginSource) -> str:
+    module = sys.modules.get(getattr(cls, "__module__", ""), None)
+    return str(getattr(module, "__file__", None) or source.origin)

@@ -102,12 +102,15 @@ def _literal(node: ast.AST) -> Any:
         return None
 
 
-def read_static(source: str, name: str) -> Dict[str, Any]:
+def read_static(source: str, name: str, named_only: bool = False) -> Dict[str, Any]:
     """
     The literal class attributes C{isolate}, C{call_deadline}, C{limits},
     C{requires} and the base class names of plugin C{name}'s class, read
     from the module's C{source} text without running it (C{{}} when the
     text does not mention C{isolate}, or does not parse).
+
+    @param named_only: whether only a class whose body says C{name = <name>}
+        is the plugin's (else also the one class that mentions C{isolate}).
     """
     if "isolate" not in source:
         return {}
@@ -136,7 +139,8 @@ def read_static(source: str, name: str) -> Dict[str, Any]:
         candidates.append(values)
     named = [c for c in candidates if c.get("name") == name]
     isolating = [c for c in candidates if "isolate" in c]
-    chosen = named[0] if named else isolating[0] if len(isolating) == 1 else None
+    chosen = named[0] if named else None if named_only else isolating[0] if len(
+        isolating) == 1 else None
     if chosen is None:
         return {}
     chosen.pop("name", None)

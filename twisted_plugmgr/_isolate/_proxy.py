@@ -40,6 +40,27 @@ from ._wire import NO_STATE_MARK, decode_failure, dumps
 __all__ = ["Code", "PluginProxy", "IsolatedVersion", "make_class"]
 
 
+class _Call:
+    """
+    One call in flight to an isolated plugin's handler.
+
+    @ivar attribute: the handler's method name.
+    @ivar seconds: its deadline.
+    @ivar started: the reactor time its deadline runs from, or L{None}
+        while the call sent before it is in flight (the worker runs it
+        after that one).
+    @ivar successor: the call sent after it, if any.
+    """
+
+    __slots__ = ("attribute", "seconds", "started", "successor")
+
+    def __init__(self, attribute: str, seconds: float) -> None:
+        self.attribute = attribute
+        self.seconds = seconds
+        self.started: Optional[float] = None
+        self.successor: Optional[_Call] = None
+
+
 class Code:
     """
     One import of an isolated plugin: where its source is, how it is
@@ -98,8 +119,10 @@ class PluginProxy(Plugin):
         worker.on_notify = self._told
         worker.on_exit = self._crashed
         self._loaded = Shared()
-        #: the calls in flight: their deadline, handler and seconds.
-        self._inflight: Dict[Deferred[Any], Tuple[float, str, float]] = {}
+        #: the calls in flight, in the order they were sent.
+        self._inflight: Dict[Deferred[Any], _Call] = {}
+        #: the call sent last, while in flight.
+        self._last: Optional[_Call] = None
         self._expired: Dict[Deferred[Any], CallTimedOut] = {}
         self._sweep: Optional[IDelayedCall] = None
         self._methods: Dict[str, Any] = {}
@@ -269,17 +292,40 @@ class PluginProxy(Plugin):
         except BaseException as e:
             return fail(PluginError(code.name, f"handler {attribute}: its arguments cannot "
                                                f"be pickled ({e!r})"))
-        # One timer for all the calls in flight: their deadlines come in the
-        # order they were made (the deadline is the same for all of them).
+        # The worker runs its requests one after the other: a call's deadline
+        # runs from when it was sent or, when the call sent before it is
+        # still in flight, from that one's answer (not the time it waited
+        # in the worker's queue).
         seconds = self._deadline()
-        self._inflight[pending] = (code.reactor.seconds() + seconds, attribute, seconds)
+        previous = self._last
+        call = _Call(attribute, seconds)
+        if previous is None:
+            call.started = code.reactor.seconds()
+        else:
+            previous.successor = call
+        self._last = self._inflight[pending] = call
         if self._sweep is None:
             self._sweep = code.reactor.callLater(seconds, self._check_deadlines)
         return pending.addCallbacks(self._answered, self._call_failed, callbackArgs=(pending,),
                                     errbackArgs=(pending,))
 
+    def _done(self, pending: Deferred[Any]) -> None:
+        """
+        The call C{pending} answered (or failed): the one sent after it, if
+        it waited, starts its deadline now.
+        """
+        call = self._inflight.pop(pending, None)
+        if call is None:
+            return
+        successor = call.successor
+        if successor is not None:
+            if successor.started is None:
+                successor.started = self._code.reactor.seconds()
+        elif self._last is call:
+            self._last = None
+
     def _answered(self, outcome: Tuple[bool, Any], pending: Deferred[Any]) -> Any:
-        self._inflight.pop(pending, None)
+        self._done(pending)
         ok, value = outcome
         if not ok:
             return decode_failure(self._code.name, value)
@@ -290,7 +336,7 @@ class PluginProxy(Plugin):
         return result
 
     def _call_failed(self, failure: Failure, pending: Deferred[Any]) -> Failure:
-        self._inflight.pop(pending, None)
+        self._done(pending)
         expired = self._expired.pop(pending, None)
         if expired is not None:
             return Failure(expired)
@@ -301,13 +347,19 @@ class PluginProxy(Plugin):
         reactor = self._code.reactor
         now = reactor.seconds()
         expired = []
-        for pending, (deadline, attribute, seconds) in self._inflight.items():
-            if deadline > now:
-                self._sweep = reactor.callLater(deadline - now, self._check_deadlines)
-                break
-            expired.append((pending, attribute, seconds))
+        soonest: Optional[float] = None
+        for pending, call in self._inflight.items():
+            if call.started is None:
+                continue  # still behind the call sent before it
+            deadline = call.started + call.seconds
+            if deadline <= now:
+                expired.append((pending, call.attribute, call.seconds))
+            elif soonest is None or deadline < soonest:
+                soonest = deadline
         if expired:
             self._timed_out(expired)
+        elif soonest is not None:
+            self._sweep = reactor.callLater(soonest - now, self._check_deadlines)
 
     def _deadline(self) -> float:
         code = self._code

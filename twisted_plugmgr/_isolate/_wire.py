@@ -124,8 +124,20 @@ def loads(data: bytes) -> Any:
 
 #: An encoded error: (the pickle of the exception or None, the qualified
 #: name of its type, its message, the traceback text, and, for a
-#: PluginError of this package, (class name, plugin, detail)).
-Encoded = Tuple[Optional[bytes], str, str, str, Optional[Tuple[str, Any, str]]]
+#: PluginError of this package, L{Plugmgr}).
+Encoded = Tuple[Optional[bytes], str, str, str, Optional[Tuple[Any, ...]]]
+
+#: What travels of a PluginError of this package: (class name, plugin,
+#: detail, its other attributes that pickle (C{vars(exc)}: a
+#: L{CallTimedOut}'s handler and seconds, a L{PluginCrashed}'s exit code
+#: and signal...), and its cause, encoded, or None).
+Plugmgr = Tuple[str, Any, str, Dict[str, Any], Optional[Encoded]]
+
+#: How deep a chain of causes is encoded (the rest is left out).
+_DEPTH = 8
+
+#: The attributes of a PluginError that travel as (plugin, detail, cause).
+_CARRIED = ("plugin", "detail", "failure")
 
 
 #: Where Twisted's and twisted-plugmgr's own code live (their frames are
@@ -137,13 +149,16 @@ _FRAMEWORK = tuple(
 
 
 def _framework(filename: str) -> bool:
+    if filename.startswith("<frozen importlib"):  # the import system
+        return True
     return os.path.abspath(filename).startswith(_FRAMEWORK)
 
 
 def plugin_traceback(failure: Failure, type_name: str, message: str) -> str:
     """
-    The traceback of C{failure} as text, without the frames of Twisted and
-    of twisted-plugmgr (what the plugin's author wrote is what is shown).
+    The traceback of C{failure} as text, without the frames of Twisted, of
+    twisted-plugmgr and of the import system (what the plugin's author
+    wrote is what is shown).
     """
     import linecache
 
@@ -159,10 +174,12 @@ def plugin_traceback(failure: Failure, type_name: str, message: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def encode_failure(failure: Failure) -> Encoded:
+def encode_failure(failure: Failure, _depth: int = 0) -> Encoded:
     """
     C{failure} in a form that always pickles: the exception itself when it
-    pickles and unpickles, its type, message and traceback as text always.
+    pickles and unpickles, its type, message and traceback as text always;
+    for a L{PluginError} of this package, its attributes and its cause
+    (what the plugin's code raised, with the plugin's own traceback).
     """
     exc = failure.value
     cls = type(exc)
@@ -175,11 +192,15 @@ def encode_failure(failure: Failure) -> Encoded:
         text = plugin_traceback(failure, type_name, message)
     except BaseException:
         text = f"{type_name}: {message}\n"
-    plugmgr: Optional[Tuple[str, Any, str]] = None
+    plugmgr: Optional[Plugmgr] = None
     pickled: Optional[bytes] = None
     if isinstance(exc, PluginError) and getattr(_errors, cls.__name__, None) is cls:
         plugin = exc.plugin if isinstance(exc.plugin, (str, type(None))) else repr(exc.plugin)
-        plugmgr = (cls.__name__, plugin, str(exc.detail))
+        cause = exc.failure
+        encoded_cause: Optional[Encoded] = None
+        if isinstance(cause, Failure) and _depth < _DEPTH:
+            encoded_cause = encode_failure(cause, _depth + 1)
+        plugmgr = (cls.__name__, plugin, str(exc.detail), _plain_attributes(exc), encoded_cause)
     else:
         try:
             pickled = dumps(exc)
@@ -187,6 +208,27 @@ def encode_failure(failure: Failure) -> Encoded:
         except BaseException:
             pickled = None
     return pickled, type_name, message, text, plugmgr
+
+
+def _plain_attributes(exc: BaseException) -> Dict[str, Any]:
+    """
+    The attributes of C{exc} (other than its plugin, detail and cause)
+    whose values pickle and unpickle.
+    """
+    kept: Dict[str, Any] = {}
+    try:
+        attributes = dict(vars(exc))
+    except TypeError:
+        return kept
+    for key, value in attributes.items():
+        if key in _CARRIED or not isinstance(key, str):
+            continue
+        try:
+            loads(dumps(value))
+        except BaseException:
+            continue
+        kept[key] = value
+    return kept
 
 
 class RemoteFailure(Failure):
@@ -221,17 +263,25 @@ def decode_failure(plugin: str, encoded: Encoded) -> Failure:
     """
     The Failure of an error encoded by L{encode_failure}: the same exception
     type when it unpickles here, a L{RemoteError} with the remote traceback
-    otherwise. A L{PluginError} of this package keeps its class, its plugin
-    and its message; its cause is the remote traceback.
+    otherwise. A L{PluginError} of this package keeps its class, its plugin,
+    its message and its plain attributes; its cause is decoded in turn (the
+    plugin's own traceback, from the worker), or the remote traceback.
     """
     pickled, type_name, message, text, plugmgr = encoded
     remote = RemoteError(plugin, type_name, message, text)
     if plugmgr is not None:
-        name, about, detail = plugmgr
+        name, about, detail, attributes, cause = plugmgr
         cls = getattr(_errors, name, PluginError)
         error = cls.__new__(cls)
         Exception.__init__(error, message)
-        error.plugin, error.detail, error.failure = about, detail, _remote(remote, text)
+        for key, value in attributes.items():
+            try:
+                setattr(error, key, value)
+            except BaseException:  # a read-only property
+                pass
+        error.plugin, error.detail = about, detail
+        error.failure = (decode_failure(plugin, cause) if cause is not None
+                         else _remote(remote, text))
         return _remote(error, text)
     if pickled is not None:
         try:

@@ -22,10 +22,12 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections import deque
 from time import perf_counter
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import LogLevel, globalLogBeginner, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -38,6 +40,12 @@ __all__ = ["main", "WorkerProtocol", "LIMITS"]
 
 #: The C{limits} keys and the resource each one sets.
 LIMITS = {"memory_mb": "RLIMIT_AS", "cpu_seconds": "RLIMIT_CPU", "open_files": "RLIMIT_NOFILE"}
+
+#: Requests that arrive together run in one reactor turn while they take less
+#: than this many seconds in all; past it, the next one waits for the next
+#: turn, once the answers so far are written. (Quick calls are answered in
+#: one write; a slow handler's answer is never held back by the next one.)
+_TURN = 0.001
 
 #: Log events below this level are forwarded only from the plugin's namespace.
 _QUIET = LogLevel.warn
@@ -148,13 +156,26 @@ class WorkerProtocol(QuietAMP):
 
     @ivar name: the plugin's name, once loaded.
     @ivar plugin: the plugin's instance, once constructed.
+
+    Requests run in the order they came, in reactor turns of their own
+    (see L{_TURN}): once the requests of a turn took a millisecond, their
+    answers are written before the next handler starts (the manager times
+    a call from the answer of the one before it), never held back by a
+    slow handler that arrived in the same read.
+
+    @param on_lost: called once the channel closed.
+    @param reactor: the worker's reactor.
     """
 
-    def __init__(self, on_lost: Callable[[], None]) -> None:
+    def __init__(self, on_lost: Callable[[], None], reactor: IReactorTime) -> None:
         super().__init__()
         self.name = ""
         self.plugin: Any = None
         self._on_lost = on_lost
+        self._reactor = reactor
+        #: requests not run yet, in the order they came, with their answers.
+        self._queue: Deque[Tuple[bytes, Deferred[Dict[str, Any]]]] = deque()
+        self._turn: Optional[IDelayedCall] = None
         self._forwarding = False
         self._ops: Dict[str, Callable[[Any], Any]] = {
             "load": self._load, "set_state": self._set_state, "start": self._start,
@@ -196,10 +217,40 @@ class WorkerProtocol(QuietAMP):
     # -- from the manager --------------------------------------------------
 
     @Request.responder
-    def request(self, p: bytes) -> Any:
+    def request(self, p: bytes) -> Deferred[Dict[str, Any]]:
         """
-        Run the op pickled in C{p}; answer its result or its error (at once
-        when it is not a Deferred).
+        Queue the op pickled in C{p}, to run in a reactor turn of its own;
+        answer its result or its error.
+        """
+        answer: Deferred[Dict[str, Any]] = Deferred()
+        self._queue.append((p, answer))
+        if self._turn is None:
+            self._turn = self._reactor.callLater(0, self._next)
+        return answer
+
+    def _next(self) -> None:
+        """
+        Run the requests queued, in order, in this turn while they take
+        less than L{_TURN} in all; the rest in the next turn (so that the
+        answers so far are written first).
+        """
+        self._turn = None
+        queue = self._queue
+        began = perf_counter()
+        while queue:
+            p, answer = queue.popleft()
+            result = self._run(p)
+            if isinstance(result, Deferred):
+                result.chainDeferred(answer)
+            else:
+                answer.callback(result)
+            if queue and perf_counter() - began >= _TURN:
+                self._turn = self._reactor.callLater(0, self._next)
+                return
+
+    def _run(self, p: bytes) -> Any:
+        """
+        Run the op pickled in C{p}: its answer, or a Deferred of it.
         """
         what = "the request"
         try:
@@ -350,7 +401,11 @@ class WorkerProtocol(QuietAMP):
         globalLogPublisher.addObserver(forward)  # type: ignore[arg-type]
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        """The manager is gone: so is this worker."""
+        """The manager is gone: so is this worker (its queued requests with it)."""
+        if self._turn is not None and self._turn.active():
+            self._turn.cancel()
+        self._turn = None
+        self._queue.clear()
         super().connectionLost(reason)
         self._on_lost()
 
@@ -411,6 +466,17 @@ def _log_record(event: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
+def _leave_process_group() -> None:
+    """
+    Become the leader of a process group of this process alone (signals a
+    terminal sends to its foreground group no longer reach it).
+    """
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass  # a session leader already, or not permitted: stays where it is
+
+
 def _die_with_parent(parent: int) -> None:
     """
     Have the kernel kill this process when its parent dies (Linux), and exit
@@ -431,7 +497,15 @@ def _die_with_parent(parent: int) -> None:
 def main(fd: int = 3) -> None:
     """
     Run a worker on the channel at file descriptor C{fd}.
+
+    The worker leaves its manager's process group first: a Ctrl-C in the
+    terminal (SIGINT to the foreground group), or a SIGHUP or SIGTSTP from
+    it, reaches the manager only, whose staged shutdown then ends its
+    plugins in order (their C{shutdown()} and state hand-off included).
+    The closing socket and C{PR_SET_PDEATHSIG} still end the worker with
+    its manager.
     """
+    _leave_process_group()
     _die_with_parent(int(os.environ.get("PLUGMGR_PARENT_PID", "0")))
     from twisted.internet import reactor
     from twisted.internet.protocol import Factory
@@ -442,7 +516,7 @@ def main(fd: int = 3) -> None:
         if reactor.running:
             reactor.stop()
 
-    protocol = WorkerProtocol(lost)
+    protocol = WorkerProtocol(lost, reactor)
     factory = Factory.forProtocol(lambda: protocol)
     reactor.adoptStreamConnection(fd, socket.AF_UNIX, factory)  # type: ignore[attr-defined]
     os.close(fd)
