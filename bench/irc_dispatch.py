@@ -6,14 +6,20 @@ with 5 commands each; 1 line in 10 is a command for one of them (chosen at
 random), the rest is chatter. Lines are fed to the bot's protocol as bytes
 (no network) and the replies it writes are counted.
 
-Two dispatchers over the same loaded plugins:
+Three dispatchers over the same plugins:
 
  - indexed: the bot as shipped (one dict lookup per prefixed line);
+ - gated: the same, with every check of issue 16 on: named permissions
+   (one command in five of each plugin needs "op", which the senders hold
+   by hostmask), per-channel plugin rules for #chan and another channel,
+   owners by hostmask and account, and the per-user rate limit (set high
+   enough that no sender is ever limited);
  - naive: every line is emitted to every plugin, and each plugin parses it
    and checks whether the command is one of its own.
 
 Targets (issue 5): indexed >= 50,000 lines/s at N = 1000, and the indexed
-rate at N = 1000 at least 0.8 of the rate at N = 10.
+rate at N = 1000 at least 0.8 of the rate at N = 10. Issue 16: gated
+within 10% of indexed at N = 1000.
 
 Each figure is the best of --repeat runs (other work on the machine only
 slows a run down). Run: .venv/bin/python bench/irc_dispatch.py
@@ -67,7 +73,7 @@ class Bench(BotPlugin):
 '''
 
 COMMAND = '''
-    @command("{word}")
+    @command("{word}"{needs})
     def {word}(self, ctx):
         return "ok {word}"
 '''
@@ -102,9 +108,10 @@ class NaiveBot(IRCBot):
                 ctx.reply(result)
 
 
-def write_plugins(directory: Path, count: int) -> List[str]:
+def write_plugins(directory: Path, count: int, needs: bool = False) -> List[str]:
     """
-    Write C{count} plugin modules; return every command word.
+    Write C{count} plugin modules (with C{needs}, each one's first command
+    needs the C{op} permission); return every command word.
     """
     words = []
     for i in range(count):
@@ -112,7 +119,9 @@ def write_plugins(directory: Path, count: int) -> List[str]:
         words.extend(mine)
         source = PLUGIN.format(
             name=f"p{i}", mine=sorted(mine),
-            commands="".join(COMMAND.format(word=w) for w in mine),
+            commands="".join(
+                COMMAND.format(word=w, needs=', needs="op"' if needs and k == 0 else "")
+                for k, w in enumerate(mine)),
         )
         (directory / f"p{i}.py").write_text(textwrap.dedent(source))
     return words
@@ -133,12 +142,23 @@ def make_lines(words: List[str], count: int, seed: int = 1) -> List[bytes]:
     return lines
 
 
-def setup(directory: Path, count: int, bot_class: type) -> Tuple[Any, Any, Any]:
+#: The checks of the gated bot (see the module's docstring).
+GATED = dict(
+    owners=("owner!*@owner.example", "account:owner"),
+    permissions={"op": ("*!*@host.example", "account:alice"), "admin": ("account:admin",)},
+    channel_plugins={"#chan": {"disabled": ["nobody"]}, "#other": {"enabled": ["p0"]}},
+    user_flood=(1e12, 10**9),
+)
+
+
+def setup(directory: Path, count: int, bot_class: type, gated: bool = False
+          ) -> Tuple[Any, Any, Any]:
     clock = Clock()
     manager = PluginManager(paths=[str(directory)], reactor=clock)
     endpoint = _Endpoint()
+    extra: Any = GATED if gated else {}
     bot = bot_class(manager, endpoint, "bot", clock, channels=("#chan",),
-                    flood_rate=1e12, flood_burst=10**9, admin=False, max_queue=10**9)
+                    flood_rate=1e12, flood_burst=10**9, admin=False, max_queue=10**9, **extra)
     parent = MultiService()
     manager.setServiceParent(parent)
     bot.setServiceParent(parent)
@@ -213,33 +233,38 @@ def main(argv: List[str]) -> int:
             directory = Path(tmp) / f"n{count}"
             directory.mkdir()
             words = write_plugins(directory, count)
+            gated_dir = Path(tmp) / f"g{count}"
+            gated_dir.mkdir()
+            write_plugins(gated_dir, count, needs=True)
             lines = make_lines(words, options.lines)
             indexed = setup(directory, count, IRCBot)
+            gated = setup(gated_dir, count, IRCBot, gated=True)
             naive = setup(directory, count, NaiveBot)
-            for _, proto, _ in (indexed, naive):
+            for _, proto, _ in (indexed, gated, naive):
                 run(proto, lines[:2000], options.budget)  # warm up
-            setups[count] = (lines, indexed, naive)
-        best = {(count, label): 0.0 for count in sizes for label in ("indexed", "naive")}
+            setups[count] = (lines, indexed, gated, naive)
+        labels = ("indexed", "gated", "naive")
+        best = {(count, label): 0.0 for count in sizes for label in labels}
         # Rounds: every size is measured back to back in each round, so that
         # other work on the machine weighs on all sizes alike; the best run
         # of each is kept, since such work only ever slows a run down.
         for _ in range(options.repeat):
             for count in sizes:
-                lines, indexed, naive = setups[count]
-                for label, (_, proto, _) in (("indexed", indexed), ("naive", naive)):
-                    budget = 1e9 if label == "indexed" else options.budget
+                lines, *bots = setups[count]
+                for label, (_, proto, _) in zip(labels, bots, strict=True):
+                    budget = 1e9 if label != "naive" else options.budget
                     rate = measure(proto, lines, budget)
                     best[count, label] = max(best[count, label], rate)
         for _lines, *bots in setups.values():
             for parent, _, clock in bots:
                 parent.stopService()
                 clock.advance(0)
-    print(f"{'plugins':>8} {'commands':>9} {'indexed lines/s':>16} {'naive lines/s':>14} "
-          f"{'speed-up':>9}")
+    print(f"{'plugins':>8} {'commands':>9} {'indexed lines/s':>16} {'gated lines/s':>14} "
+          f"{'gated/indexed':>14} {'naive lines/s':>14} {'speed-up':>9}")
     for count in sizes:
-        indexed, naive = best[count, "indexed"], best[count, "naive"]
-        print(f"{count:>8} {count * COMMANDS_PER_PLUGIN:>9} {indexed:>16,.0f} {naive:>14,.0f} "
-              f"{indexed / naive:>8.1f}x")
+        indexed, gated, naive = (best[count, label] for label in labels)
+        print(f"{count:>8} {count * COMMANDS_PER_PLUGIN:>9} {indexed:>16,.0f} {gated:>14,.0f} "
+              f"{gated / indexed:>14.2f} {naive:>14,.0f} {indexed / naive:>8.1f}x")
     if 10 in sizes and 1000 in sizes:
         rate = best[1000, "indexed"]
         ratio = rate / best[10, "indexed"]
@@ -247,6 +272,10 @@ def main(argv: List[str]) -> int:
               f"{'ok' if rate >= 50_000 else 'MISSED'}")
         print(f"indexed N=1000 / N=10: {ratio:.2f} (target >= 0.8): "
               f"{'ok' if ratio >= 0.8 else 'MISSED'}")
+    if 1000 in sizes:
+        kept = best[1000, "gated"] / best[1000, "indexed"]
+        print(f"gated / indexed at N=1000: {kept:.2f} (target >= 0.9): "
+              f"{'ok' if kept >= 0.9 else 'MISSED'}")
     return 0
 
 

@@ -139,11 +139,24 @@ class _AnyPassword:
 def _tracking_factory_class() -> Any:
     from twisted.words import service as words
 
+    class UnknownCommandIRCUser(words.IRCUser):  # type: ignore[misc]
+        """
+        Twisted's IRC server connection, answering a command it does not
+        know (C{CAP}, ...) with C{421} as IRC servers do (Twisted's raises
+        NotImplementedError, which is logged as an error).
+        """
+
+        def irc_unknown(self, prefix: str, command: str, params: List[str]) -> None:
+            nick = getattr(self, "name", None) or "*"
+            self.sendLine(f":{self.hostname} {irc.ERR_UNKNOWNCOMMAND} {nick} {command} :Unknown command")
+
     class TrackingIRCFactory(words.IRCFactory):  # type: ignore[misc]
         """
         Twisted's IRC server factory, remembering its connections so that
         L{IRCServer.stop} can close them.
         """
+
+        protocol = UnknownCommandIRCUser
 
         def __init__(self, realm: Any, portal: Any) -> None:
             super().__init__(realm, portal)
@@ -400,6 +413,31 @@ class TestClient(irc.IRCClient):
             )
 
         return self.wait_for(match, **kw)
+
+    def wait_notice(
+        self, sender: str, text: Optional[str] = None, **kw: Any
+    ) -> defer.Deferred[Message]:
+        """
+        Wait for a NOTICE from nick C{sender} to this client (with exactly
+        C{text}, when given).
+        """
+
+        def match(message: Message) -> bool:
+            prefix, command, params = message
+            return (
+                command == "NOTICE"
+                and prefix.split("!", 1)[0] == sender
+                and (text is None or params[-1] == text)
+            )
+
+        return self.wait_for(match, **kw)
+
+    def notices_from(self, sender: str) -> List[str]:
+        """
+        The texts of every NOTICE received from nick C{sender} so far.
+        """
+        return [params[-1] for prefix, command, params in self.messages
+                if command == "NOTICE" and prefix.split("!", 1)[0] == sender]
 
     def say(self, target: str, text: str) -> None:
         """

@@ -559,3 +559,71 @@ def test_a_bad_old_code_grace_is_refused_naming_the_key(tmp_path, value):
 
     with pytest.raises(ConfigError, match="manager.old_code_grace"):
         parse_config(f"[manager]\nold_code_grace = {value}\n", str(tmp_path / "plugmgr.toml"))
+
+
+# -- [irc]: SASL, permissions, abuse control, per-channel plugins, networks --
+
+IRC = '[irc]\nserver = "tcp:h:6667"\nnick = "b"\n'
+
+
+def test_irc_sasl_password_file_is_relative_to_the_config_file():
+    irc = parse(IRC + 'sasl = { account = "bot", password_file = "pw.txt" }\n').irc
+    assert irc.sasl.account == "bot" and irc.sasl.password_file == "/etc/plugmgr/pw.txt"
+    assert irc.sasl.mechanism == "PLAIN" and irc.sasl.required is True
+
+
+def test_irc_abuse_defaults_and_off():
+    irc = parse(IRC).irc
+    assert (irc.user_flood.rate, irc.user_flood.burst, irc.ignore_seconds) == (1.0, 5, 60.0)
+    assert parse(IRC + "user_flood = false\n").irc.user_flood is None
+
+
+def test_irc_networks_take_the_top_level_defaults_and_add_permissions():
+    irc = parse('[irc]\nnick = "b"\nchannels = ["#a"]\n'
+                '[irc.permissions]\nadmin = ["account:alice"]\n'
+                '[irc.networks.libera]\nserver = "tcp:irc.libera.chat:6667"\n'
+                '[irc.networks.libera.permissions]\nadmin = ["*!*@trusted.example"]\n'
+                '[irc.networks.oftc]\nserver = "tcp:irc.oftc.net:6667"\nnick = "c"\n').irc
+    libera, oftc = irc.networks
+    assert (libera.name, libera.nick, libera.channels) == ("libera", "b", ("#a",))
+    assert libera.permissions == {"admin": ("account:alice", "*!*@trusted.example")}
+    assert (oftc.name, oftc.nick, oftc.permissions) == ("oftc", "c", {"admin": ("account:alice",)})
+
+
+def test_irc_channel_plugins():
+    irc = parse(IRC + '[irc.channel_plugins."#quiet"]\ndisabled = ["games"]\n').irc
+    assert irc.channel_plugins["#quiet"].disabled == ("games",)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('sasl = { account = "bot" }\n',
+     'irc.sasl.password: expected one of password or password_file for SASL PLAIN'),
+    ('sasl = { mechanism = "EXTERNAL" }\n',
+     "irc.sasl.mechanism: EXTERNAL needs a tls: server with a client certificate "
+     "(certificate=, privateKey=), got a string 'tcp:h:6667'"),
+    ('sasl = { mechanism = "SCRAM", account = "a", password = "p" }\n',
+     "irc.sasl.mechanism: expected PLAIN or EXTERNAL, got a string 'SCRAM'"),
+    ('owners = ["alice"]\n',
+     "irc.owners[0]: expected nick!user@host (wildcards allowed) or account:NAME, "
+     "got a string 'alice'"),
+    ('[irc.permissions]\nop = ["bob"]\n',
+     "irc.permissions.op[0]: expected nick!user@host (wildcards allowed) or account:NAME, "
+     "got a string 'bob'"),
+    ('[irc.permissions]\nowner = ["account:a"]\n',
+     "irc.permissions.owner: owner is given by the owners key, not here"),
+    ('user_flood = { rate = 0 }\n', "irc.user_flood.rate: expected a positive number"),
+    ('[irc.channel_plugins."#a"]\nenabled = ["x"]\ndisabled = ["y"]\n',
+     'irc.channel_plugins."#a": expected one of enabled or disabled'),
+    ('[irc.networks.x]\nnick = "q"\nprefix = "."\n',
+     "irc.networks.x.prefix: unknown key (expected one of: server, nick, channels, owners, "
+     "password, username, realname, sasl, permissions)"),
+])
+def test_irc_bad_values_name_the_section_and_key(text, message):
+    e = error(IRC + text)
+    assert str(e).startswith(f"{FILE}: {message}")
+
+
+def test_irc_a_network_without_a_server_names_it():
+    e = error('[irc]\nnick = "b"\n[irc.networks.x]\nchannels = []\n')
+    assert str(e) == (f"{FILE}: irc.networks.x.server: missing (in the network, or as a "
+                      "top-level [irc] default)")

@@ -521,8 +521,8 @@ def test_help_lists_and_describes_commands(harness):
     harness.say("!help r")
     harness.say("!help nope")
     assert harness.said() == [
-        "PRIVMSG #chan :commands: !help, !load, !plugins, !reload, !roll, !unload "
-        "(!help COMMAND for more)",
+        "PRIVMSG #chan :commands: !help, !ignore, !load, !plugins, !reload, !roll, "
+        "!unignore, !unload, !whoami (!help COMMAND for more)",
         "PRIVMSG #chan :!roll (also !r): roll dice [plugin dice]",
         "PRIVMSG #chan :no command !nope",
     ]
@@ -556,7 +556,7 @@ def test_non_owners_are_refused_and_nothing_happens(harness, command):
     harness.events.clear()
     harness.say(command, sender=STRANGER)
     verb = command.split()[0][1:]
-    assert harness.said() == [f"PRIVMSG #chan :mallory: only the bot's owners may {verb} plugins"]
+    assert harness.said() == [f"NOTICE mallory :mallory: !{verb} needs the owner permission"]
     after = harness.manager.plugin_table()
     assert after.keys() == before.keys()
     assert [i.reloads for i in after.values()] == [i.reloads for i in before.values()]
@@ -567,7 +567,7 @@ def test_the_owners_nick_from_another_host_is_refused(harness):
     harness.start()
     write_bot_plugin(harness.dir, "dice", DICE)
     harness.say("!load dice", sender="alice!~al@evil.example")
-    assert "only the bot's owners" in harness.said()[0]
+    assert harness.said() == ["NOTICE alice :alice: !load needs the owner permission"]
     assert "dice" not in harness.manager.plugin_table()
 
 

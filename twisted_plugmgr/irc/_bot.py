@@ -19,41 +19,57 @@ For its operators: one log line per reconnection attempt, naming the
 server's host and port and why (L{_reconnect.ReconnectLog}); and the owners
 it sees in its channels are told in private when a file change broke a
 plugin and when it works again (L{_notify.OwnerNotifier}).
+
+Before a plugin hears a sender, the bot's L{Gate} checks the ignore list,
+the sender's rate limit, the permission a command needs and whether its
+plugin answers in that channel.
+
+Several networks: one L{IRCBot} per network, the first (the I{primary},
+the service beside the manager) sharing its command index, its ignore
+list and its channel rules with the others, which it starts and stops
+(L{add_network}). A network whose connection fails never stops the
+others: each reconnects on its own.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Set
+import os
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from .._deferreds import run_blocking
 from .._dispatch import STOP, handler_specs
 from .._errors import NoSuchHandler, NoSuchPlugin
 from .._events import PluginEvent
 from .._interfaces import IPluginManager
+from ._abuse import IGNORE_FILE, IgnoreList, UserFlood
+from ._caps import SASLSettings
+from ._channels import ChannelPlugins
 from ._context import Context, is_channel
 from ._flood import TokenBucket
-from ._hostmask import Hostmask, HostmaskPatterns
+from ._gate import Gate
+from ._hostmask import Hostmask
 from ._index import CommandIndex, bot_specs
 from ._interfaces import IBot, IConnectionOwner
 from ._lines import CONSERVATIVE_RESERVE, format_messages
 from ._notify import OwnerNotifier
 from ._parse import parse_command
+from ._permissions import Permissions, Who
 from ._plugin import BOT_SERVICE_NAME
 from ._protocol import BotFactory, BotProtocol
 from ._reconnect import QuietClientService, ReconnectLog
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .._manager import PluginManager
+__all__ = ["IRCBot", "ADMIN_PACKAGE", "ADMIN_PLUGIN", "DEFAULT_NETWORK"]
 
-__all__ = ["IRCBot", "make_bot_service", "ADMIN_PACKAGE", "ADMIN_PLUGIN"]
+#: The name of the one network of a single C{[irc]} section.
+DEFAULT_NETWORK = "default"
 
 #: The package of the bot's built-in plugins.
 ADMIN_PACKAGE = "twisted_plugmgr.irc.plugins"
@@ -75,7 +91,18 @@ class IRCBot(Service):
 
     @ivar manager: the L{PluginManager} whose plugins serve IRC.
     @ivar index: the L{CommandIndex}.
-    @ivar owners: the owners' L{HostmaskPatterns}.
+    @ivar owners: the owners (a L{Who}: hostmask patterns and
+        C{account:NAME}).
+    @ivar permissions: the L{Permissions} (the owners hold every one).
+    @ivar network: the name of this bot's network.
+    @ivar bots: every network's bot by name, this one included (one dict,
+        shared by all of them).
+    @ivar primary: the bot whose index this one shares (itself, for the
+        service beside the manager).
+    @ivar gate: the L{Gate}: ignore list, user flood, permissions,
+        channel rules.
+    @ivar login_error: the last required SASL login that failed, or
+        L{None}.
     @ivar connection: the current L{BotProtocol}, or L{None}.
     @ivar sign_ons: how many times the bot has signed on (a reconnection
         adds one).
@@ -107,14 +134,27 @@ class IRCBot(Service):
         admin: bool = True,
         regain_interval: float = 60.0,
         rejoin_delay: float = 10.0,
+        network: str = DEFAULT_NETWORK,
+        sasl: Optional[SASLSettings] = None,
+        permissions: Optional[Mapping[str, Iterable[str]]] = None,
+        user_flood: Optional[Tuple[float, int]] = None,
+        ignore_seconds: float = 60.0,
+        channel_plugins: Optional[Mapping[str, Any]] = None,
+        ignores: Optional[IgnoreList] = None,
+        primary: Optional[IRCBot] = None,
     ) -> None:
         TokenBucket(flood_rate, flood_burst, reactor)  # check the settings now
+        flood = None if user_flood is None else UserFlood(*user_flood, ignore_seconds, reactor)
         self.log = Logger(namespace="twisted_plugmgr.irc", source=self)
         self.manager = manager
         self.reactor = reactor
         self.nick = nick
         self.channels = tuple(channels)
-        self.owners = HostmaskPatterns(owners)
+        self.owners = Who(owners)
+        self.permissions = Permissions(self.owners, permissions)
+        self.network = network
+        self.sasl = sasl
+        self.login_error: Optional[Exception] = None
         self.prefix = prefix
         self.flood_rate = flood_rate
         self.flood_burst = flood_burst
@@ -126,11 +166,26 @@ class IRCBot(Service):
         self.admin = admin
         self.regain_interval = regain_interval
         self.rejoin_delay = rejoin_delay
-        self.index = CommandIndex()
         self.connection: Optional[BotProtocol] = None
         self.sign_ons = 0
         self.notifier = OwnerNotifier(self.owner_nicks, self.msg)
-        self._message_plugins: Set[str] = set()
+        self.primary: IRCBot = primary if primary is not None else self
+        if primary is None:
+            self.index = CommandIndex()
+            self._message_plugins: Set[str] = set()
+            self.bots: Dict[str, IRCBot] = {network: self}
+            if ignores is None:
+                path = None if data_dir is None else os.path.join(data_dir, IGNORE_FILE)
+                ignores = IgnoreList(path)
+            self.ignores = ignores
+            self.channel_plugins = ChannelPlugins(channel_plugins)
+        else:
+            self.index = primary.index
+            self._message_plugins = primary._message_plugins
+            self.bots = primary.bots
+            self.ignores = primary.ignores
+            self.channel_plugins = primary.channel_plugins
+        self.gate = Gate(self.permissions, self.ignores, flood, self.channel_plugins, reactor)
         self._sign_on_waiters: List[defer.Deferred[BotProtocol]] = []
         self._reconnect = ReconnectLog(
             endpoint, retry_policy or backoffPolicy(initialDelay=1.0, maxDelay=60.0), self.log)
@@ -148,14 +203,34 @@ class IRCBot(Service):
         started, or while it was stopped) are forgotten.
         """
         super().startService()
-        self.manager.register(self._plugin_event)
-        installed = self._plugins()
-        if installed or self.admin:
-            loaded = self.manager.plugin_table()
-            self._forget(plugin for plugin in installed if plugin not in loaded)
-            if self.admin and ADMIN_PLUGIN not in loaded:
-                self.manager.load(ADMIN_PLUGIN).addErrback(self._admin_failed)
+        if self.primary is self:
+            self.manager.register(self._plugin_event)
+            installed = self._plugins()
+            if installed or self.admin:
+                loaded = self.manager.plugin_table()
+                self._forget(plugin for plugin in installed if plugin not in loaded)
+                if self.admin and ADMIN_PLUGIN not in loaded:
+                    self.manager.load(ADMIN_PLUGIN).addErrback(self._admin_failed)
+            for bot in self.bots.values():
+                if bot is not self and not bot.running:
+                    bot.startService()
         self._client.startService()
+
+    def add_network(self, bot: IRCBot) -> None:
+        """
+        Serve network C{bot.network} too: C{bot} (built with
+        C{primary=self}) is started and stopped with this bot.
+
+        @raise ValueError: for a network name taken, or a bot of another
+            primary.
+        """
+        if bot.primary is not self or self.primary is not self:
+            raise ValueError(f"network {bot.network!r}: built for another bot")
+        if bot.network in self.bots:
+            raise ValueError(f"network {bot.network!r}: defined twice")
+        self.bots[bot.network] = bot
+        if self.running:
+            bot.startService()
 
     def _admin_failed(self, failure: Failure) -> None:
         # The manager has broadcast (and logged) why already.
@@ -167,13 +242,18 @@ class IRCBot(Service):
         connection is closed. The bot stops listening to the manager.
         """
         super().stopService()
-        self.manager.unregister(self._plugin_event)
+        stopping = [self._client.stopService()]
+        if self.primary is self:
+            self.manager.unregister(self._plugin_event)
+            stopping.extend(bot.stopService() for bot in self.bots.values()
+                            if bot is not self and bot.running)
         if self.connection is not None:
             self.connection.quit_now("shutting down")
         for waiter in self._sign_on_waiters:
             waiter.cancel()
         self._sign_on_waiters = []
-        return self._client.stopService()
+        done = defer.gatherResults(stopping, consumeErrors=True)
+        return done.addCallback(lambda _: None)
 
     # -- connections ----------------------------------------------------
 
@@ -189,11 +269,28 @@ class IRCBot(Service):
         L{when_signed_on} waiters.
         """
         self.sign_ons += 1
+        self.login_error = None
         self.log.info("IRC server {address}: signed on as {nick}",
                       address=self._reconnect.address, nick=proto.nickname)
         waiters, self._sign_on_waiters = self._sign_on_waiters, []
         for waiter in waiters:
             waiter.callback(proto)
+
+    def handle_casemapping(self, mapping: str) -> None:
+        """
+        Compare owners, permissions, the ignore list and channel names
+        with the server's C{CASEMAPPING}.
+        """
+        self.permissions.casemapping = mapping
+        self.ignores.casemapping = mapping
+        self.channel_plugins.casemapping = mapping
+
+    def handle_login_failed(self, proto: BotProtocol, error: Exception) -> None:
+        """
+        A required SASL login failed: remember it (the protocol has logged
+        it and is disconnecting; reconnection goes on as for any loss).
+        """
+        self.login_error = error
 
     def handle_disconnected(self, proto: BotProtocol, reason: Failure) -> None:
         """
@@ -228,12 +325,27 @@ class IRCBot(Service):
             return []
         return proto.people.matching(self.owners)
 
-    def is_owner(self, sender: Any) -> bool:
+    def is_owner(self, sender: Any, account: Optional[str] = None) -> bool:
         """
-        Whether C{sender} (a L{Hostmask} or C{"nick!user@host"}) is one of
-        the bot's owners.
+        Whether C{sender} (a L{Hostmask} or C{"nick!user@host"}, with
+        C{account} when known) is one of the bot's owners.
         """
-        return self.owners.matches(sender)
+        return self.owners.matches(sender, account)
+
+    def has_permission(self, permission: Optional[str], sender: Any,
+                       account: Optional[str] = None) -> bool:
+        """
+        Whether C{sender} (with C{account}) holds C{permission}; owners
+        hold every one.
+        """
+        mask = sender if isinstance(sender, Hostmask) else Hostmask.parse(str(sender))
+        return self.permissions.has(permission, mask, account)
+
+    def save_ignores(self) -> defer.Deferred[None]:
+        """
+        Write the ignore list (in a thread); fires once written.
+        """
+        return run_blocking(self.reactor, self.ignores.save)
 
     # -- the index ------------------------------------------------------
 
@@ -252,7 +364,8 @@ class IRCBot(Service):
             self._message_plugins.discard(plugin)
 
     def _plugin_event(self, event: PluginEvent) -> None:
-        self.notifier(event)
+        for bot in self.bots.values():  # the owners of every network
+            bot.notifier(event)
         gone = event.kind in ("plugin_unloaded", "plugin_init_failed")
         if gone and isinstance(event.plugin, str):
             self._forget([event.plugin])
@@ -282,24 +395,47 @@ class IRCBot(Service):
         proto.people.follow("message", prefix, proto.nickname, channel)
         parsed = parse_command(text, proto.nickname, self.prefix, private, proto.casemapping)
         sender = None
+        account = None
+        gate = self.gate
         entry = self.index.lookup(parsed.name) if parsed is not None else None
-        if parsed is not None and entry is not None:
+        # Chatter no plugin would see costs no screening.
+        if gate.screening and (entry is not None or self.index.rules or self._message_plugins):
             sender = Hostmask.parse(prefix)
-            ctx = Context(bot=self, kind="command", sender=sender, target=target,
-                          channel=channel, text=text, command=parsed.name,
-                          args=parsed.args, plugin=entry.plugin)
-            self._call(entry.plugin, entry.spec.event, ctx)
+            account = proto.account_of(sender.nick)
+            if not gate.hears(sender, account):
+                return
+        if parsed is not None and entry is not None:
+            if sender is None:
+                sender = Hostmask.parse(prefix)
+                account = proto.account_of(sender.nick)
+            runs, notice = gate.command(sender, account, channel, entry.plugin,
+                                        entry.spec.needs, self.prefix + parsed.name)
+            if notice is not None:
+                self.notice(sender.nick, notice)
+            if runs:
+                ctx = Context(bot=self, kind="command", sender=sender, target=target,
+                              channel=channel, text=text, command=parsed.name,
+                              args=parsed.args, plugin=entry.plugin, account=account,
+                              tags=proto.tags)
+                self._call(entry.plugin, entry.spec.event, ctx)
         else:
+            answers = gate.channels.answers
             for plugin, rule in self.index.rules:
                 match = rule.pattern.search(text)
-                if match is not None:
-                    sender = sender or Hostmask.parse(prefix)
+                if match is not None and answers(plugin, channel):
+                    if sender is None:
+                        sender = Hostmask.parse(prefix)
+                        account = proto.account_of(sender.nick)
                     ctx = Context(bot=self, kind="rule", sender=sender, target=target,
-                                  channel=channel, text=text, match=match, plugin=plugin)
+                                  channel=channel, text=text, match=match, plugin=plugin,
+                                  account=account, tags=proto.tags)
                     self._call(plugin, rule.event, ctx)
         if self._message_plugins:
-            ctx = Context(bot=self, kind="message", sender=sender or Hostmask.parse(prefix),
-                          target=target, channel=channel, text=text)
+            if sender is None:
+                sender = Hostmask.parse(prefix)
+                account = proto.account_of(sender.nick)
+            ctx = Context(bot=self, kind="message", sender=sender, target=target,
+                          channel=channel, text=text, account=account, tags=proto.tags)
             self.manager.emit("irc_message", ctx).addErrback(self._emit_failed, "message")
 
     def handle_event(self, kind: str, prefix: str, channel: Optional[str] = None,
@@ -307,11 +443,16 @@ class IRCBot(Service):
         """
         Emit C{irc_<kind>} with a L{Context} to the plugins that handle it.
         """
-        if self.connection is not None:
-            self.connection.people.follow(kind, prefix, self.connection.nickname,
-                                          channel=channel, **fields)
-        ctx = Context(bot=self, kind=kind, sender=Hostmask.parse(prefix), channel=channel,
-                      target=target or channel or "", **fields)
+        proto = self.connection
+        sender = Hostmask.parse(prefix)
+        account = None
+        tags: Dict[str, str] = {}
+        if proto is not None:
+            account = proto.account_of(sender.nick)
+            tags = proto.tags
+            proto.people.follow(kind, prefix, proto.nickname, channel=channel, **fields)
+        ctx = Context(bot=self, kind=kind, sender=sender, channel=channel,
+                      target=target or channel or "", account=account, tags=tags, **fields)
         self.manager.emit(f"irc_{kind}", ctx).addErrback(self._emit_failed, kind)
 
     def _emit_failed(self, failure: Failure, kind: str) -> None:
@@ -381,74 +522,3 @@ class IRCBot(Service):
         As L{msg}, as a CTCP ACTION (C{/me}).
         """
         return self._send("PRIVMSG", target, text, ctcp="ACTION")
-
-
-def _field(config: Any, name: str, default: Any = None) -> Any:
-    if isinstance(config, dict):
-        return config.get(name, default)
-    return getattr(config, name, default)
-
-
-def make_bot_service(
-    manager: PluginManager,
-    irc_config: Any,
-    reactor: IReactorTime,
-    *,
-    retry_policy: Optional[Callable[[int], float]] = None,
-    admin: bool = True,
-) -> IRCBot:
-    """
-    Build the IRC bot for C{manager} from the C{[irc]} configuration.
-
-    The caller puts the returned service in the same parent as the manager
-    (C{bot.setServiceParent(parent)}). With C{admin} (the default), the
-    package of the built-in plugins (L{ADMIN_PACKAGE}) is added to the
-    packages the manager searches (C{manager.add_package}), and the bot
-    loads L{ADMIN_PLUGIN} when it starts. The manager is left as it was
-    when the configuration is refused.
-
-    @param irc_config: an C{IRCConfig} (from C{twisted_plugmgr._config}) or
-        a dict with the same keys: C{server} (a client endpoint string),
-        C{nick}, C{channels}, C{owners}, C{prefix}, C{flood} (with C{rate}
-        and C{burst}), C{data_dir}, C{password}, C{username},
-        C{realname}.
-    @param reactor: the reactor.
-    @param retry_policy: seconds to wait before reconnection attempt N
-        (backoff from 1 s up to 60 s by default).
-    @raise ValueError: for a server that is not a client endpoint string,
-        an owner pattern that is not C{nick!user@host}, or bad flood
-        settings.
-    """
-    flood = _field(irc_config, "flood")
-    rate = _field(flood, "rate", 1.0) if flood is not None else 1.0
-    burst = _field(flood, "burst", 4) if flood is not None else 4
-    server = _field(irc_config, "server")
-    try:
-        endpoint = clientFromString(reactor, server)
-    except Exception as e:
-        # A dict config has not been through _config's check: a bad string
-        # is a TypeError, KeyError, ImportError... there.
-        raise ValueError(
-            f"server {server!r}: not a Twisted client endpoint string "
-            f"({type(e).__name__}: {e})"[:300]
-        ) from None
-    bot = IRCBot(
-        manager,
-        endpoint,
-        _field(irc_config, "nick"),
-        reactor,
-        channels=_field(irc_config, "channels", ()) or (),
-        owners=_field(irc_config, "owners", ()) or (),
-        prefix=_field(irc_config, "prefix", "!"),
-        flood_rate=rate,
-        flood_burst=burst,
-        data_dir=_field(irc_config, "data_dir"),
-        password=_field(irc_config, "password"),
-        username=_field(irc_config, "username"),
-        realname=_field(irc_config, "realname"),
-        retry_policy=retry_policy,
-        admin=admin,
-    )
-    if admin:
-        manager.add_package(ADMIN_PACKAGE)
-    return bot

@@ -5,7 +5,7 @@ how to answer.
 
 from __future__ import annotations
 
-from typing import Any, List, Match, Optional
+from typing import Any, Dict, List, Match, Optional
 
 import attr
 
@@ -47,6 +47,11 @@ class Context:
     @ivar plugin: the name of the plugin being called.
     @ivar kicked: the nick kicked out (C{kick}).
     @ivar new_nick: the nick taken (C{nick}).
+    @ivar account: the sender's account, as the server says
+        (C{account-tag}, C{extended-join}, C{account-notify}), or L{None}
+        (not logged in, or not known): never guessed from the nick.
+    @ivar tags: the IRCv3 message tags of the line (C{time} with
+        C{server-time}, ...).
     """
 
     bot: IBot
@@ -61,6 +66,30 @@ class Context:
     plugin: Optional[str] = None
     kicked: Optional[str] = None
     new_nick: Optional[str] = None
+    account: Optional[str] = None
+    tags: Dict[str, str] = attr.ib(factory=dict)
+
+    @property
+    def network(self) -> str:
+        """
+        The network it came from (C{"default"} for a single C{[irc]}
+        section); replies go back there.
+        """
+        return str(self.bot.network)
+
+    @property
+    def permissions(self) -> List[str]:
+        """
+        The permissions the sender holds here (C{owner} first for an
+        owner).
+        """
+        return list(self.bot.permissions.of(self.sender, self.account))
+
+    def has(self, permission: str) -> bool:
+        """
+        Whether the sender holds C{permission} (owners hold every one).
+        """
+        return bool(self.bot.has_permission(permission, self.sender, self.account))
 
     @property
     def nick(self) -> str:
@@ -100,10 +129,11 @@ class Context:
     @property
     def is_owner(self) -> bool:
         """
-        Whether the sender's full C{nick!user@host} matches one of the
-        owner patterns (checked anew on each use).
+        Whether the sender is an owner: its full C{nick!user@host} matches
+        an owner pattern, or its account is an owner account (checked anew
+        on each use).
         """
-        return self.bot.is_owner(self.sender)
+        return self.bot.is_owner(self.sender, self.account)
 
     @property
     def reply_target(self) -> str:

@@ -73,12 +73,15 @@ class CommandSpec:
     @ivar aliases: other names for it (lower case).
     @ivar help: a one-line description, for C{!help}.
     @ivar event: the manager event its handler is registered under.
+    @ivar needs: the permission a sender must hold (C{"owner"},
+        C{"admin"}, ...), or L{None} for anyone.
     """
 
     name: str
     aliases: Tuple[str, ...] = ()
     help: str = ""
     event: str = ""
+    needs: Optional[str] = None
 
     @property
     def words(self) -> Tuple[str, ...]:
@@ -99,10 +102,14 @@ class RuleSpec:
     event: str
 
 
-def command(name: str, aliases: Iterable[str] = (), help: str = "") -> Callable[[_F], _F]:
+def command(name: str, aliases: Iterable[str] = (), help: str = "",
+            needs: Optional[str] = None) -> Callable[[_F], _F]:
     """
     Declare a bot plugin method as the handler of command C{name}
     (C{!name args}), with other names C{aliases} and a one-line C{help}.
+    With C{needs}, only senders holding that permission (C{[irc.permissions]};
+    the owners hold every one) may run it: others are told which permission
+    it needs (once a minute) and the method is not called.
 
     The method receives a L{Context}; what it returns (a string or a
     Deferred firing with one) is sent back to the caller with
@@ -112,12 +119,13 @@ def command(name: str, aliases: Iterable[str] = (), help: str = "") -> Callable[
     spec_aliases = tuple(_word(a, "command alias") for a in aliases)
     if not isinstance(help, str):
         raise TypeError(f"command help must be a str, not {help!r}")
+    spec_needs = None if needs is None else _word(needs, "command permission")
 
     def mark(function: _F) -> _F:
         if getattr(function, _COMMAND_MARK, None) is not None:
             raise ValueError(f"{function.__name__} already declares a command")
         event = command_event(spec_name)
-        spec = CommandSpec(spec_name, spec_aliases, help.strip(), event)
+        spec = CommandSpec(spec_name, spec_aliases, help.strip(), event, spec_needs)
         setattr(function, _COMMAND_MARK, spec)
         return handler(event)(function)
 

@@ -30,6 +30,11 @@ class IBot(Interface):
     data_dir = Attribute("The directory of the plugins' data files, or None.")
     index = Attribute("The CommandIndex: which plugin answers which command.")
     connection = Attribute("The current connection (a BotProtocol), or None.")
+    network = Attribute('The name of the network this bot serves ("default" for one [irc]).')
+    bots = Attribute("Every network's bot, by network name (this one included).")
+    permissions = Attribute("The Permissions: owners and named permissions, by hostmask or account.")
+    ignores = Attribute("The IgnoreList (hostmasks and accounts), shared by every network.")
+    channel_plugins = Attribute("The ChannelPlugins: which plugins answer in which channel.")
 
     def msg(target: str, text: str) -> int:
         """
@@ -49,10 +54,23 @@ class IBot(Interface):
         As L{msg}, as a CTCP ACTION (C{/me}).
         """
 
-    def is_owner(sender: Any) -> bool:
+    def is_owner(sender: Any, account: Optional[str] = None) -> bool:
         """
-        Whether C{sender} (a L{Hostmask} or C{"nick!user@host"}) is one of
-        the bot's owners.
+        Whether C{sender} (a L{Hostmask} or C{"nick!user@host"}, logged in
+        as C{account} when known) is one of the bot's owners.
+        """
+
+    def has_permission(permission: Optional[str], sender: Any,
+                       account: Optional[str] = None) -> bool:
+        """
+        Whether C{sender} (with C{account}) holds C{permission}; owners
+        hold every one.
+        """
+
+    def save_ignores() -> Deferred[None]:
+        """
+        Write the ignore list to the data directory (in a thread); fires
+        when written (at once without a data directory).
         """
 
     def install(plugin: str, cls: type) -> None:
@@ -82,12 +100,25 @@ class IConnectionOwner(Interface):
     realname = Attribute("The real name to register with, or None for a default.")
     password = Attribute("The server password, or None.")
     channels = Attribute("The channels to join (and rejoin after a kick), a tuple.")
-    owners = Attribute("The owners' HostmaskPatterns (they follow the server's CASEMAPPING).")
+    owners = Attribute("The owners: a Who of hostmask patterns and accounts (server CASEMAPPING).")
     flood_rate = Attribute("Lines per second sent, on average.")
     flood_burst = Attribute("Lines sent at once before the rate applies.")
     max_queue = Attribute("Lines queued at most; more are dropped.")
     regain_interval = Attribute("Seconds between attempts to reclaim the configured nick.")
     rejoin_delay = Attribute("Seconds to wait before rejoining a channel after a kick.")
+    sasl = Attribute("The SASLSettings to log in with, or None.")
+
+    def handle_casemapping(mapping: str) -> None:
+        """
+        The server's C{CASEMAPPING} is C{mapping}: compare nicks and
+        patterns with it.
+        """
+
+    def handle_login_failed(proto: Any, error: Exception) -> None:
+        """
+        The SASL login required on C{proto} failed (C{error}, a
+        L{SASLFailed}); the connection is being closed.
+        """
 
     def handle_connected(proto: Any) -> None:
         """

@@ -17,11 +17,12 @@ Plain code, no I/O: the protocol feeds it.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence, Set, Union
 
 import attr
 
 from ._hostmask import Hostmask, HostmaskPatterns, irc_lower
+from ._permissions import Who
 
 __all__ = ["People"]
 
@@ -44,6 +45,7 @@ class People:
     def __init__(self, casemapping: str = "rfc1459") -> None:
         self.casemapping = casemapping
         self._people: Dict[str, _Person] = {}
+        self._accounts: Dict[str, str] = {}
 
     def _key(self, text: str) -> str:
         return irc_lower(text, self.casemapping)
@@ -57,6 +59,24 @@ class People:
         """
         person = self._people.get(self._key(nick))
         return person.hostmask if person is not None else None
+
+    def set_account(self, nick: str, account: Optional[str]) -> None:
+        """
+        The server says C{nick} is logged in as C{account} (C{extended-join},
+        C{account-notify}); L{None} or C{"*"}: logged out.
+        """
+        key = self._key(nick)
+        if account and account != "*":
+            self._accounts[key] = account
+        else:
+            self._accounts.pop(key, None)
+
+    def account(self, nick: str) -> Optional[str]:
+        """
+        The account the server last said C{nick} is logged in as, or
+        L{None} (never guessed from the nick).
+        """
+        return self._accounts.get(self._key(nick)) if self._accounts else None
 
     def joined(self, prefix: str, channel: str) -> None:
         """
@@ -94,17 +114,22 @@ class People:
         person.channels.discard(self._key(channel))
         if not person.channels:
             del self._people[key]
+            self._accounts.pop(key, None)
 
     def quit(self, nick: str) -> None:
         """
         C{nick} left the network.
         """
         self._people.pop(self._key(nick), None)
+        self._accounts.pop(self._key(nick), None)
 
     def renamed(self, old: str, new: str) -> None:
         """
         C{old} is called C{new} from now on.
         """
+        account = self._accounts.pop(self._key(old), None)
+        if account is not None:
+            self._accounts[self._key(new)] = account
         person = self._people.pop(self._key(old), None)
         if person is not None:
             person.hostmask = person.hostmask._replace(nick=new)
@@ -151,9 +176,13 @@ class People:
         elif kind == "nick" and fields.get("new_nick"):
             self.renamed(nick, fields["new_nick"])
 
-    def matching(self, patterns: HostmaskPatterns) -> List[str]:
+    def matching(self, patterns: Union[HostmaskPatterns, Who]) -> List[str]:
         """
-        The nicks (sorted) whose hostmask matches one of C{patterns}.
+        The nicks (sorted) whose hostmask matches one of C{patterns} (or,
+        for a L{Who}, whose account is one of its accounts).
         """
+        if isinstance(patterns, Who):
+            return sorted(p.hostmask.nick for key, p in self._people.items()
+                          if patterns.matches(p.hostmask, self._accounts.get(key)))
         return sorted(p.hostmask.nick for p in self._people.values()
                       if patterns.matches(p.hostmask))

@@ -11,7 +11,7 @@ that its IRC handlers receive a L{Context}.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Dict, Optional, TypeVar
 
 from twisted.internet.defer import Deferred
 
@@ -89,10 +89,20 @@ class BotPlugin(Plugin):
     C{super().startService()} first: that is where its commands enter the
     bot's index.
 
-    @ivar bot: the L{IRCBot} (set by C{startService}).
+    @ivar bot: the L{IRCBot} (set by C{startService}): with several
+        networks, the first one's; C{ctx.bot} is always the bot of the
+        network a message came from.
     """
 
     bot: IBot
+
+    @property
+    def bots(self) -> Dict[str, IBot]:
+        """
+        Every network's bot, by network name (C{"default"} for a single
+        C{[irc]} section).
+        """
+        return dict(self.bot.bots)
 
     def startService(self) -> Any:
         """

@@ -6,7 +6,9 @@ L{IConnectionOwner}).
 The protocol speaks IRC and nothing else: what it receives for plugins it
 hands to its owner (C{handle_privmsg}, C{handle_event}), and it tells its
 owner when it connects, signs on and goes away. Everything it sends goes
-through the connection's L{OutgoingQueue} (flood control).
+through the connection's L{OutgoingQueue} (flood control), except the few
+lines of registration (IRCv3 capability negotiation and SASL,
+L{CapNegotiation}), which go out at once.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.words.protocols import irc
 
+from ._caps import CapNegotiation
 from ._context import is_channel
 from ._flood import OutgoingQueue, QueueFull, TokenBucket
 from ._hostmask import Hostmask
 from ._interfaces import IConnectionOwner
+from ._ircv3 import IRCv3Client
 from ._lines import MAX_LINE_BYTES, check_target, prefix_reserve
 from ._people import People
 
@@ -39,12 +43,15 @@ def _decode(line: bytes) -> str:
         return line.decode("latin-1")
 
 
+#: The SASL numerics (L{CapNegotiation.numeric}).
+SASL_NUMERICS = frozenset({"900", "901", "902", "903", "904", "905", "906", "907", "908"})
+
 #: The fewest parameters a command from the server must have before its
 #: handler (the bot's or L{irc.IRCClient}'s) may look at them: a shorter line
 #: is ignored, with one line in the log. Commands not named here need none.
 MIN_PARAMS: Dict[str, int] = {
     "PRIVMSG": 2, "NOTICE": 2, "JOIN": 1, "PART": 1, "KICK": 2, "NICK": 1,
-    "TOPIC": 2, "MODE": 2, "PING": 1,
+    "TOPIC": 2, "MODE": 2, "PING": 1, "CAP": 2, "ACCOUNT": 1, "AUTHENTICATE": 1,
     "RPL_TOPIC": 3, "RPL_NOTOPIC": 2, "RPL_WHOREPLY": 6, "RPL_MOTDSTART": 1, "RPL_MOTD": 1,
     "RPL_CREATED": 2, "RPL_YOURHOST": 2, "RPL_MYINFO": 2, "RPL_BOUNCE": 2,
     "RPL_LUSERCLIENT": 2, "RPL_LUSEROP": 2, "RPL_LUSERCHANNELS": 2, "RPL_LUSERME": 2,
@@ -89,7 +96,7 @@ def channel_mode_params(prefixes: Any, chanmodes: Any) -> List[str]:
     return [added, removed]
 
 
-class BotProtocol(irc.IRCClient):
+class BotProtocol(IRCv3Client, irc.IRCClient):
     """
     One connection of the bot to the server.
 
@@ -109,6 +116,9 @@ class BotProtocol(irc.IRCClient):
         it, once known (from the welcome, then from its own joins).
     @ivar queue: the L{OutgoingQueue} of this connection.
     @ivar people: the users in the bot's channels (L{People}).
+    @ivar caps: the IRCv3 negotiation (L{CapNegotiation}): C{caps.enabled}
+        are the capabilities in use, C{caps.logged_in} the SASL account.
+    @ivar tags: the message tags of the line being handled.
     """
 
     # IRCClient's own values for these are None or a URL, so Twisted's
@@ -140,6 +150,8 @@ class BotProtocol(irc.IRCClient):
         self._collisions = 0
         self._regain: Optional[IDelayedCall] = None
         self._rejoins: Dict[str, IDelayedCall] = {}
+        self.tags: Dict[str, str] = {}
+        self.caps = CapNegotiation(self._send_now, self._negotiated, getattr(bot, "sasl", None))
 
     # -- connection -----------------------------------------------------
 
@@ -228,6 +240,9 @@ class BotProtocol(irc.IRCClient):
         Decode (UTF-8, else Latin-1), parse and handle one line from the server.
         """
         self.last_received = self.reactor.seconds()
+        if isinstance(line, str):
+            line = line.encode("utf-8")
+        line = self._split_tags(line)
         if isinstance(line, bytes):
             # PING is answered from the bytes, so the token goes back as it came.
             rest = line.partition(b" ")[2].lstrip(b" ") if line.startswith(b":") else line
@@ -259,6 +274,9 @@ class BotProtocol(irc.IRCClient):
         handler needs (L{MIN_PARAMS}): that is ignored, with one line in the
         log rather than a traceback.
         """
+        if command in SASL_NUMERICS:
+            self.caps.numeric(command, params)
+            return
         needed = MIN_PARAMS.get(command, 0)
         if len(params) < needed:
             self.log.warn(
@@ -312,7 +330,8 @@ class BotProtocol(irc.IRCClient):
             mapping = mapping[0] if mapping else None
         if isinstance(mapping, str) and mapping:
             self.casemapping = mapping.lower()
-            self.bot.owners.casemapping = self.people.casemapping = self.casemapping
+            self.people.casemapping = self.casemapping
+            self.bot.handle_casemapping(self.casemapping)
 
     def alterCollidedNick(self, nickname: str) -> str:
         """
@@ -324,14 +343,6 @@ class BotProtocol(irc.IRCClient):
             return base + "_"
         suffix = str(self._collisions)
         return base[: max(1, 9 - len(suffix))] + suffix
-
-    def irc_ERR_PASSWDMISMATCH(self, prefix: str, params: List[str]) -> None:
-        """
-        The server refused the password: say so (L{irc.IRCClient} raises,
-        which only logs a traceback); the server closes the connection.
-        """
-        self.log.error("the server refused the password: {text}",
-                       text=params[-1] if params else "")
 
     def irc_ERR_NICKNAMEINUSE(self, prefix: str, params: List[str]) -> None:
         """
@@ -480,8 +491,12 @@ class BotProtocol(irc.IRCClient):
 
     def irc_JOIN(self, prefix: str, params: List[str]) -> None:
         """
-        Emit C{irc_join}; the bot's own join tells its hostmask.
+        Emit C{irc_join}; the bot's own join tells its hostmask. With
+        C{extended-join}, the joiner's account is noted.
         """
+        if "extended-join" in self.caps.enabled and len(params) >= 2:
+            self.people.set_account(prefix.split("!", 1)[0], params[1])
+            params = params[:1]
         super().irc_JOIN(prefix, params)
         if self._own(prefix) and "!" in prefix and "@" in prefix:
             self.hostmask = prefix

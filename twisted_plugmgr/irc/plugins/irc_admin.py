@@ -5,10 +5,15 @@ The IRC bot's admin commands, as a plugin.
    each plugin that was restarted or has failed, a line with its restarts
    and its last failure;
  - C{!load NAME}, C{!unload NAME [immediate|smart|lazy]}, C{!reload NAME}:
-   owners only. The sender's full C{nick!user@host} is checked against the
-   owner patterns on every command; anyone else gets a refusal and nothing
-   happens;
- - C{!help [command]}: the commands, from the command index.
+   they need the C{owner} permission, checked by the bot on every command
+   (the sender's full C{nick!user@host} against the owner patterns, or its
+   account against the owner accounts); anyone else is told, once a
+   minute, and nothing happens;
+ - C{!ignore [ENTRY]}, C{!unignore ENTRY}: owners only; the ignore list
+   (hostmask patterns and C{account:NAME}), kept in the data directory;
+ - C{!whoami}: who the bot takes the sender for, and its permissions;
+ - C{!help [command]}: the commands that answer where it is asked, from
+   the command index.
 """
 
 from __future__ import annotations
@@ -51,17 +56,10 @@ class Admin(BotPlugin):
     # Service declares name = None, which mypy takes for its type.
     name = "irc_admin"  # type: ignore[assignment]
     version = "1.0"
-    longname = "IRC bot administration: !plugins, !load, !unload, !reload, !help"
+    longname = ("IRC bot administration: !plugins, !load, !unload, !reload, !ignore, "
+                "!unignore, !whoami, !help")
     license = "MIT"
     author = "twisted-plugmgr developers"
-
-    def _refused(self, ctx: Context, what: str) -> Optional[str]:
-        if ctx.is_owner:
-            return None
-        self.api.log.warn(
-            "refused {what} by {sender}: not an owner", what=what, sender=str(ctx.sender)
-        )
-        return f"{ctx.nick}: only the bot's owners may {what} plugins"
 
     def _name(self, ctx: Context) -> Optional[str]:
         argv = ctx.argv
@@ -82,9 +80,6 @@ class Admin(BotPlugin):
         An owner's C{!load NAME} or C{!reload NAME}: C{operate(name)}, and
         the answer to give.
         """
-        refusal = self._refused(ctx, verb)
-        if refusal:
-            return refusal
         name = self._name(ctx)
         if name is None:
             return f"usage: {self.bot.prefix}{verb} NAME"
@@ -93,15 +88,13 @@ class Admin(BotPlugin):
             lambda failure: f"{verb} of {name} failed: {_short(failure)}",
         )
 
-    @command("load", help="load NAME: load a plugin (owners only)")
+    @command("load", help="load NAME: load a plugin (owners only)", needs="owner")
     def load(self, ctx: Context) -> Any:
         return self._by_name(ctx, "load", self.api.manager.load)
 
-    @command("unload", help="unload NAME [immediate|smart|lazy]: unload a plugin (owners only)")
+    @command("unload", help="unload NAME [immediate|smart|lazy]: unload a plugin (owners only)",
+             needs="owner")
     def unload(self, ctx: Context) -> Any:
-        refusal = self._refused(ctx, "unload")
-        if refusal:
-            return refusal
         argv = ctx.argv
         if not argv or len(argv) > 2:
             return f"usage: {self.bot.prefix}unload NAME [immediate|smart|lazy]"
@@ -118,27 +111,74 @@ class Admin(BotPlugin):
             lambda failure: f"unload of {name} failed: {_short(failure)}",
         )
 
-    @command("reload", help="reload NAME: reload a plugin from its source (owners only)")
+    @command("reload", help="reload NAME: reload a plugin from its source (owners only)",
+             needs="owner")
     def reload(self, ctx: Context) -> Any:
         return self._by_name(ctx, "reload", self.api.manager.reload)
+
+    @command("whoami", help="whoami: who the bot takes you for, and your permissions")
+    def whoami(self, ctx: Context) -> str:
+        account = f"logged in as {ctx.account}" if ctx.account else "not logged in"
+        held = ctx.permissions
+        what = "permissions: " + ", ".join(held) if held else "no permissions"
+        return f"{ctx.nick}: you are {ctx.sender} ({account}) on {ctx.network}; {what}"
+
+    @command("ignore", help="ignore [nick!user@host|account:NAME]: ignore someone, or list "
+             "whom (owners only)", needs="owner")
+    def ignore(self, ctx: Context) -> Any:
+        ignores = self.bot.ignores
+        argv = ctx.argv
+        if not argv:
+            entries = ignores.entries
+            return "ignoring: " + ", ".join(entries) if entries else "ignoring nobody"
+        if len(argv) != 1:
+            return f"usage: {self.bot.prefix}ignore [nick!user@host|account:NAME]"
+        try:
+            added = ignores.add(argv[0])
+        except ValueError as error:
+            return f"cannot ignore {argv[0]}: {error}"
+        if not added:
+            return f"{argv[0]} is ignored already"
+        return self._saved(f"ignoring {argv[0]}")
+
+    @command("unignore", help="unignore ENTRY: stop ignoring someone (owners only)",
+             needs="owner")
+    def unignore(self, ctx: Context) -> Any:
+        argv = ctx.argv
+        if len(argv) != 1:
+            return f"usage: {self.bot.prefix}unignore nick!user@host|account:NAME"
+        if not self.bot.ignores.remove(argv[0]):
+            return f"{argv[0]} is not ignored"
+        return self._saved(f"no longer ignoring {argv[0]}")
+
+    def _saved(self, text: str) -> Any:
+        if self.bot.ignores.path is None:
+            return text + " (in memory only: the bot has no data_dir)"
+        return self.bot.save_ignores().addCallbacks(
+            lambda _: text,
+            lambda failure: f"{text}, but saving the list failed: {_short(failure)}",
+        )
 
     @command("help", help="help [COMMAND]: the commands, or what one does")
     def help(self, ctx: Context) -> str:
         prefix = self.bot.prefix
         index = self.bot.index
+        answers = self.bot.channel_plugins.answers
         argv = ctx.argv
         if not argv:
-            names = ", ".join(prefix + entry.spec.name for entry in index.commands())
+            names = ", ".join(prefix + entry.spec.name for entry in index.commands()
+                              if answers(entry.plugin, ctx.channel))
             return f"commands: {names} ({prefix}help COMMAND for more)"
         word = argv[0].lower().removeprefix(prefix)
         entry = index.lookup(word)
-        if entry is None:
+        if entry is None or not answers(entry.plugin, ctx.channel):
             return f"no command {prefix}{word}"
         spec = entry.spec
         text = f"{prefix}{spec.name}"
         if spec.aliases:
             text += f" (also {', '.join(prefix + a for a in spec.aliases)})"
-        text += f": {spec.help or 'no help'} [plugin {entry.plugin}]"
+        text += f": {spec.help or 'no help'} [plugin {entry.plugin}"
+        text += f"; needs {spec.needs}]" if spec.needs else "]"
         return text
 
 
