@@ -14,6 +14,8 @@ import gc
 from typing import Any, Dict, List, Type
 
 import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred
 from twisted.logger import globalLogBeginner, globalLogPublisher
 from twisted.python.failure import Failure
 
@@ -120,3 +122,15 @@ def env(plugdir):
     result_of(d)
     assert clock.getDelayedCalls() == []
     assert plugin_modules(manager) == []
+
+
+@pytest.fixture
+def daemons():
+    """
+    A list for the C{tests._processes.Daemon}s a test starts (it appends
+    each one): those still running are killed at teardown.
+    """
+    started: List[Any] = []
+    yield started
+    for daemon in started:
+        pytest_twisted.blockon(Deferred.fromCoroutine(daemon.kill()))

@@ -10,22 +10,11 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import List
 
-import pytest
 import pytest_twisted
 from _processes import BASE, Daemon, environment, make_home, timeout, write_config
 from test_tap import help_faults
-from twisted.internet.defer import Deferred
 from twisted.internet.utils import getProcessOutputAndValue
-
-
-@pytest.fixture
-def daemons():
-    started: List[Daemon] = []
-    yield started
-    for daemon in started:
-        pytest_twisted.blockon(Deferred.fromCoroutine(daemon.kill()))
 
 
 async def start(home, daemons) -> Daemon:

@@ -63,14 +63,6 @@ class NotifySocket:
         self.sock.close()
 
 
-@pytest.fixture
-def daemons():
-    started: List[Daemon] = []
-    yield started
-    for daemon in started:
-        pytest_twisted.blockon(Deferred.fromCoroutine(daemon.kill()))
-
-
 @pytest.fixture(params=["path", "abstract"])
 def notify(request, tmp_path):
     if request.param == "path":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import List
 
 import pytest
 import pytest_twisted
@@ -58,14 +57,6 @@ async def start(tmp_path, config: str = BASE, *args: str) -> Daemon:
     daemon = Daemon(home, "--config", "plugmgr.toml", *args)
     await daemon.ready()
     return daemon
-
-
-@pytest.fixture
-def daemons():
-    started: List[Daemon] = []
-    yield started
-    for daemon in started:
-        pytest_twisted.blockon(Deferred.fromCoroutine(daemon.kill()))
 
 
 @pytest.fixture(scope="module")

@@ -11,26 +11,16 @@ Every wait is bounded and event-driven (log lines, the CLI's answers).
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List
+from typing import Any, Dict
 
-import pytest
 import pytest_twisted
 from _processes import BASE, Daemon, make_home, write_config, write_plugin
-from twisted.internet.defer import Deferred
 
 #: A startService that fails: the plugin's new version cannot start.
 CANNOT_START = """
 def startService(self):
     raise RuntimeError("beta 2 cannot start")
 """
-
-
-@pytest.fixture
-def daemons():
-    started: List[Daemon] = []
-    yield started
-    for daemon in started:
-        pytest_twisted.blockon(Deferred.fromCoroutine(daemon.kill()))
 
 
 async def start(home, daemons) -> Daemon:

@@ -23,11 +23,10 @@ from typing import Any, Callable, List, Mapping, Optional
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from twisted_plugmgr import PluginError, ShutdownMode
+from twisted_plugmgr import ShutdownMode
 from twisted_plugmgr._events import safe_str
 from twisted_plugmgr.irc import BotPlugin, Context, command, split_utf8
-
-_MAX_ERROR = 200
+from twisted_plugmgr.irc._notify import short_error
 
 #: The most bytes (UTF-8) of a plugin's line of restarts and failure in
 #: C{!plugins}: one IRC line, whatever the channel and the bot's hostmask.
@@ -35,17 +34,11 @@ _MAX_TROUBLE_BYTES = 300
 
 
 def _short(failure: Failure) -> str:
-    error = failure.value
-    if isinstance(error, PluginError):
-        text = error.describe()
-        if error.detail:
-            text += f": {error.detail}"
-        if error.failure is not None:
-            text += f" ({error.failure.type.__name__}: {error.failure.getErrorMessage()})"
-    else:
-        text = f"{failure.type.__name__}: {failure.getErrorMessage()}"
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_ERROR else text[: _MAX_ERROR - 3] + "..."
+    """
+    The error of C{failure} as one short line (as an owner's private
+    notice gives it: at most 300 bytes).
+    """
+    return short_error(failure.value)
 
 
 class Admin(BotPlugin):
