@@ -12,7 +12,7 @@ import pytest_twisted
 from irc_server import TIMEOUT, connect_client, free_port, start_server
 from twisted.application.service import MultiService
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred
 from twisted.logger import formatEvent, globalLogPublisher
 
 from twisted_plugmgr import PluginManager
@@ -163,8 +163,18 @@ async def test_a_network_that_refuses_connections_never_stops_the_others(servers
         await running.start("live")
         ann = await running.client(one, "ann2", "#net")
         assert await ask(ann, "!where") == "ann2 on live"
-        while not any("connection refused" in formatEvent(e) for e in logged):
-            await deferLater(reactor, 0.05, lambda: None)
+        refused: Deferred = Deferred()
+
+        def watch(event):
+            if not refused.called and "connection refused" in (formatEvent(event) or ""):
+                refused.callback(None)
+
+        globalLogPublisher.addObserver(watch)
+        try:
+            if not any("connection refused" in formatEvent(e) for e in logged):
+                await refused.addTimeout(10, reactor)
+        finally:
+            globalLogPublisher.removeObserver(watch)
     finally:
         globalLogPublisher.removeObserver(logged.append)
     assert running.bot.bots["dead"].sign_ons == 0
@@ -189,8 +199,11 @@ async def test_a_user_who_floods_is_told_once_and_ignored(servers, run):
     eve.say(BOT, "!where")
     # Another user is still answered; eve got nothing more.
     fay = await running.client(one, "fay", "#net")
+    # Eve sees the answer to fay in the channel after whatever the bot sent
+    # before it (one connection, in order): no fixed pause needed.
+    seen = eve.wait_privmsg(BOT, "#net", "fay on default")
     assert await ask(fay, "!where") == "fay on default"
-    await deferLater(reactor, 0.2, lambda: None)
+    await seen
     replies = [m for m in eve.messages if m[0].startswith(BOT + "!")
                and m[1] in ("PRIVMSG", "NOTICE")]
     assert len(replies) == 3 + 1  # two answers, the notice, fay's answer in the channel
@@ -205,7 +218,8 @@ async def test_a_plugin_disabled_in_a_channel_is_silent_there_and_answers_in_ano
     await running.start("default")
     gus = await running.client(one, "gus", "#net", "#quiet")
     gus.say("#quiet", "!where")
+    # The bot answers in order: an answer in #quiet would have come before
+    # this one.
     assert await ask(gus, "!where", target="#net") == "gus on default"
-    await deferLater(reactor, 0.2, lambda: None)
     assert not [m for m in gus.messages if m[0].startswith(BOT + "!") and m[1] == "PRIVMSG"
                 and m[2][0] == "#quiet"]
