@@ -22,6 +22,7 @@ from ._irc_networks import (
     check_sasl,
     check_user_flood,
     check_who,
+    rate_and_burst,
 )
 from ._values import Checker
 
@@ -201,11 +202,4 @@ def _networks(check: Checker, value: Any, top: Dict[str, Any]) -> Tuple[NetworkC
 
 
 def _flood(check: Checker, value: Any) -> FloodConfig:
-    flood = check.table(value, "irc.flood")
-    check.keys(flood, ("rate", "burst"), "irc", "flood")
-    kw: Dict[str, Any] = {}
-    if "rate" in flood:
-        kw["rate"] = check.positive(flood["rate"], "irc.flood.rate")
-    if "burst" in flood:
-        kw["burst"] = check.positive_int(flood["burst"], "irc.flood.burst")
-    return FloodConfig(**kw)
+    return FloodConfig(**rate_and_burst(check, value, "flood"))

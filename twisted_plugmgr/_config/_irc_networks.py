@@ -25,6 +25,7 @@ __all__ = [
     "check_sasl",
     "check_permissions",
     "check_user_flood",
+    "rate_and_burst",
     "check_channel_plugins",
     "check_who",
 ]
@@ -174,14 +175,22 @@ def check_user_flood(check: Checker, value: Any) -> Optional[UserFloodConfig]:
     """
     if value is False:
         return None
-    table = check.table(value, "irc.user_flood")
-    check.keys(table, ("rate", "burst"), "irc", "user_flood")
+    return UserFloodConfig(**rate_and_burst(check, value, "user_flood"))
+
+
+def rate_and_burst(check: Checker, value: Any, key: str) -> Dict[str, Any]:
+    """
+    The C{rate} (a positive number) and C{burst} (a positive whole number)
+    that the table C{irc.KEY} gives, for a token bucket's config class.
+    """
+    table = check.table(value, f"irc.{key}")
+    check.keys(table, ("rate", "burst"), "irc", key)
     kw: Dict[str, Any] = {}
     if "rate" in table:
-        kw["rate"] = check.positive(table["rate"], "irc.user_flood.rate")
+        kw["rate"] = check.positive(table["rate"], f"irc.{key}.rate")
     if "burst" in table:
-        kw["burst"] = check.positive_int(table["burst"], "irc.user_flood.burst")
-    return UserFloodConfig(**kw)
+        kw["burst"] = check.positive_int(table["burst"], f"irc.{key}.burst")
+    return kw
 
 
 def check_channel_plugins(check: Checker, value: Any) -> Dict[str, ChannelPluginsConfig]:
