@@ -22,7 +22,8 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._wire import Notify, QuietAMP, Request, dumps, encode_failure, loads
+from ._channel import ChannelAMP
+from ._wire import dumps, encode_failure, loads
 
 __all__ = ["Worker", "WorkerPool", "Exit"]
 
@@ -35,7 +36,7 @@ _log = Logger(namespace="twisted_plugmgr.isolate")
 SPARE_DELAY = 0.05
 
 
-class _Channel(QuietAMP):
+class _Channel(ChannelAMP):
     """
     The manager's end of a worker's channel; what the worker sends is given
     to the worker's C{on_request} and C{on_notify}.
@@ -45,16 +46,13 @@ class _Channel(QuietAMP):
         super().__init__()
         self.worker = worker
 
-    @Request.responder
-    def request(self, p: bytes) -> Any:
+    def asked(self, p: bytes, tag: bytes) -> Any:
         """A request of the plugin (C{call}, C{emit}, C{stop})."""
         return self.worker.answer(p)
 
-    @Notify.responder
-    def notified(self, p: bytes) -> Dict[str, Any]:
+    def told(self, p: bytes) -> None:
         """A one-way message of the plugin (a post, a report, a log event)."""
         self.worker.notified(p)
-        return {}
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         """The channel closed (what was pending has failed): the process is ending."""
@@ -126,16 +124,26 @@ class Worker(ProcessProtocol):
             encoded error)}; failing with L{WorkerGone} if the process ends
             first. Cancelling it forgets the answer.
         """
+        return self.send(op, value).addCallbacks(loads, self.lost)
+
+    def send(self, op: str, value: Any) -> Deferred[bytes]:
+        """
+        L{request}, its answer still pickled (the caller unpickles it, and
+        gives a failure to L{lost}): one callback less per call.
+
+        @raise pickle.PicklingError: (or anything else pickling raises) if
+            C{value} cannot be pickled; nothing is sent.
+        """
         payload = dumps((op, value))
         if self.exit is not None:
             return fail(WorkerGone(self.exit))
-        return self._channel.callRemote(Request, p=payload).addCallbacks(self._unbox, self._lost)
+        return self._channel.send_request(payload)
 
-    @staticmethod
-    def _unbox(box: Dict[str, Any]) -> Any:
-        return loads(box["p"])
-
-    def _lost(self, failure: Failure) -> Any:
+    def lost(self, failure: Failure) -> Any:
+        """
+        Why a request of L{send} failed: a cancellation as it is, else
+        L{WorkerGone} with how the process ended, once it has.
+        """
         if failure.check(CancelledError, WorkerGone):
             return failure
         # The channel closed: fail with how the process ended, once it has.
@@ -146,7 +154,7 @@ class Worker(ProcessProtocol):
         Send C{op} one way.
         """
         if self.exit is None:
-            self._channel.callRemote(Notify, p=dumps((op, value)))
+            self._channel.send_notify(dumps((op, value)))
 
     def answer(self, p: bytes) -> Any:
         """
@@ -287,17 +295,17 @@ class Worker(ProcessProtocol):
             self.on_exit(self.exit)
 
 
-def _ok(result: Any) -> Dict[str, Any]:
+def _ok(result: Any) -> bytes:
     try:
-        return {"p": dumps((True, result))}
+        return dumps((True, result))
     except BaseException as e:
         from .._errors import PluginError
 
         return _error(Failure(PluginError(None, f"the result cannot be pickled ({e!r})")))
 
 
-def _error(failure: Failure) -> Dict[str, Any]:
-    return {"p": dumps((False, encode_failure(failure)))}
+def _error(failure: Failure) -> bytes:
+    return dumps((False, encode_failure(failure)))
 
 
 def _refuse(op: str, value: Any) -> Any:

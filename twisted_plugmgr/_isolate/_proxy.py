@@ -35,7 +35,7 @@ from .._plugin import Plugin
 from .._policy import POLICY_KEYS
 from ._options import DEFAULT_CALL_DEADLINE, Isolation
 from ._process import Exit, WorkerGone, WorkerPool
-from ._wire import NO_STATE_MARK, decode_failure, dumps
+from ._wire import NO_STATE_MARK, decode_failure, dumps, loads
 
 __all__ = ["Code", "PluginProxy", "IsolatedVersion", "make_class"]
 
@@ -125,7 +125,6 @@ class PluginProxy(Plugin):
         self._last: Optional[_Call] = None
         self._expired: Dict[Deferred[Any], CallTimedOut] = {}
         self._sweep: Optional[IDelayedCall] = None
-        self._methods: Dict[str, Any] = {}
         load = ((code.name, source.module_name, source.origin, source.is_package, source.root),
                 [p for p in sys.path if isinstance(p, str)], dict(code.isolation.limits), data,
                 code.sources)
@@ -273,14 +272,13 @@ class PluginProxy(Plugin):
         if report is None or not (attribute in code.handlers.values() or (
                 attribute == "default" and "default" in report["callables"])):
             raise AttributeError(attribute)
-        methods = self.__dict__.setdefault("_methods", {})
-        method = methods.get(attribute)
-        if method is None:
-            def method(*args: Any, **kw: Any) -> Deferred[Any]:
-                return self._invoke(attribute, args, kw)
+        def method(*args: Any, **kw: Any) -> Deferred[Any]:
+            return self._invoke(attribute, args, kw)
 
-            method.__name__ = attribute
-            methods[attribute] = method
+        method.__name__ = attribute
+        # Kept on the instance: the next lookup finds it without this method
+        # (a handler reported once stays: another import is another class).
+        self.__dict__[attribute] = method
         return method
 
     def _invoke(self, attribute: str, args: tuple, kw: dict) -> Deferred[Any]:
@@ -288,7 +286,7 @@ class PluginProxy(Plugin):
         if worker.exit is not None:
             return fail(PluginCrashed(code.name, *worker.exit))
         try:
-            pending = worker.request("call", (attribute, args, kw))
+            pending = worker.send("call", (attribute, args, kw))
         except BaseException as e:
             return fail(PluginError(code.name, f"handler {attribute}: its arguments cannot "
                                                f"be pickled ({e!r})"))
@@ -324,9 +322,9 @@ class PluginProxy(Plugin):
         elif self._last is call:
             self._last = None
 
-    def _answered(self, outcome: Tuple[bool, Any], pending: Deferred[Any]) -> Any:
+    def _answered(self, answer: bytes, pending: Deferred[Any]) -> Any:
         self._done(pending)
-        ok, value = outcome
+        ok, value = loads(answer)
         if not ok:
             return decode_failure(self._code.name, value)
         elapsed, result = value
@@ -335,12 +333,15 @@ class PluginProxy(Plugin):
             charge(self._code.name, self.api, elapsed)
         return result
 
-    def _call_failed(self, failure: Failure, pending: Deferred[Any]) -> Failure:
+    def _call_failed(self, failure: Failure, pending: Deferred[Any]) -> Any:
         self._done(pending)
         expired = self._expired.pop(pending, None)
         if expired is not None:
             return Failure(expired)
-        return self._gone(failure)
+        lost = self._worker.lost(failure)  # how the worker ended, once it has
+        if isinstance(lost, Deferred):
+            return lost.addErrback(self._gone)
+        return self._gone(lost)
 
     def _check_deadlines(self) -> None:
         self._sweep = None

@@ -23,29 +23,12 @@ import twisted
 from .. import _errors
 from .._errors import PluginError, RemoteError
 
-__all__ = ["Chunks", "Request", "Notify", "QuietAMP", "dumps", "loads", "encode_failure",
+__all__ = ["Chunks", "Request", "Notify", "dumps", "loads", "encode_failure",
            "decode_failure", "RemoteFailure", "CHUNK", "NO_STATE_MARK"]
 
 #: What C{get_state} answers for a plugin without one.
 NO_STATE_MARK = "__plugmgr_no_state__"
 
-
-class QuietAMP(amp.AMP):
-    """
-    L{amp.AMP} without a log line per connection (quiet by default: one
-    channel per worker).
-    """
-
-    def makeConnection(self, transport: Any) -> None:
-        """Connect, without logging it."""
-        self._transportPeer = transport.getPeer()
-        self._transportHost = transport.getHost()
-        amp.BinaryBoxProtocol.makeConnection(self, transport)
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        """Disconnect, without logging it."""
-        amp.BinaryBoxProtocol.connectionLost(self, reason)
-        self.transport = None
 
 #: The largest value of one AMP key is 65535 bytes: pickles are cut below it.
 CHUNK = 60000
