@@ -117,6 +117,17 @@ async def test_config_file_names(script, tmp_path):
         f"{tmp_path}/plugmgr.toml"]
 
 
+@pytest_twisted.ensureDeferred
+async def test_the_offline_commands_options(script, tmp_path):
+    assert await complete(script, "plugmgr checkconfig --p") == ["--plugins"]
+    options = await complete(script, "plugmgr new hello --")
+    assert options[:3] == ["--help", "--irc", "--dir"]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "setup.cfg").write_text("")
+    # --dir completes directories only.
+    assert await complete(script, f"plugmgr new hello --dir {tmp_path}/s") == [f"{tmp_path}/src"]
+
+
 needs_plugmgr = pytest.mark.skipif(not os.access(PLUGMGR, os.X_OK),
                                    reason="the plugmgr console script is not installed")
 

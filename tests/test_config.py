@@ -422,7 +422,8 @@ class TestRestartPolicyKeys:
     def test_an_unknown_manager_key_lists_the_policy_keys(self):
         e = error("[manager]\nrestart_delays = 1\n")
         assert e.key == "manager.restart_delays"
-        assert str(e).endswith("allow_shared_dir, old_code_grace, log_tables, restart, restart_delay, "
+        assert str(e).endswith("allow_shared_dir, old_code_grace, log_tables, entry_points, restart, "
+                               "restart_delay, "
                                "restart_delay_max, "
                                "restart_burst, restart_interval, fail_on_error)")
 

@@ -85,7 +85,8 @@ async def test_an_unknown_plugin_on_sighup_is_one_line(tmp_path, daemons):
               if "#error]" in line or "#critical]" in line]
     assert errors == aborted
     assert aborted[0].endswith(f"reconfig aborted, nothing changed: plugin 'nosuch': no such "
-                               f"plugin: not found in path {home}/plugins")
+                               f"plugin: not found in path {home}/plugins, the installed "
+                               f"distributions' entry points (twisted_plugmgr.plugins)")
     assert (await daemon.cli("status"))[0] == 0
 
 

@@ -9,11 +9,13 @@ from ._details import PluginDetails
 from ._dispatch import STOP, handler
 from ._errors import (
     AlreadyLoaded,
+    AmbiguousPlugin,
     CallTimedOut,
     CompileFailed,
     DependencyError,
     HandlerAbandoned,
     InitFailed,
+    InvalidData,
     InvalidMetadata,
     InvalidName,
     InvalidTransition,
@@ -51,6 +53,8 @@ __all__ = [
     "IPluginManager",
     "InitFailed",
     "InvalidMetadata",
+    "InvalidData",
+    "AmbiguousPlugin",
     "InvalidName",
     "InvalidTransition",
     "LiveReference",

@@ -2,7 +2,8 @@
 Shell completion for C{plugmgr}: a bash script generated from the argparse
 parser itself (so it never lags behind the options), and the same script
 for zsh through zsh's C{bashcompinit}. It completes commands, options,
-option values with choices, file names where a file is expected, and
+option values with choices, file names where a file is expected
+(directories for C{new --dir}), and
 plugin names, which it asks the running manager for (C{plugmgr available
 --names}, with the C{--control}/C{--config}/token options already typed),
 silently giving nothing when that fails.
@@ -23,6 +24,9 @@ __all__ = ["bash_script", "zsh_script", "script"]
 
 #: Options whose value is a file name.
 _FILE_OPTIONS = ("--config", "--token-file")
+
+#: Options whose value is a directory (C{new --dir}).
+_DIRECTORY_OPTIONS = ("--dir",)
 
 #: Global options that say where the manager is: passed on when asking it
 #: for plugin names.
@@ -127,6 +131,7 @@ _plugmgr() {{
     done
     case "$prev" in
         {'|'.join(_FILE_OPTIONS)}) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        {'|'.join(_DIRECTORY_OPTIONS)}) COMPREPLY=($(compgen -d -- "$cur")); return ;;
 {chr(10).join(value_cases)}
     esac
     if [[ " $valued " == *" $prev "* ]]; then COMPREPLY=(); return; fi

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 __all__ = [
     "WIDTH", "when", "table", "format_status", "format_event", "format_info",
     "format_catalog", "format_result", "format_results", "format_outcome", "format_ready",
-    "format_versions", "truncated",
+    "format_versions", "truncated", "format_problem", "format_checked",
 ]
 
 #: The width lines are cut or wrapped to.
@@ -279,3 +279,43 @@ def format_versions(verb: str, plugin: Dict[str, Any], name: Optional[str] = Non
     C{VERB NAME VERSION}: the answer of a load, reload or reset.
     """
     return f"{verb} {name or plugin['name']} {plugin.get('version') or ''}".rstrip()
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+def format_problem(path: str, problem: Dict[str, Any]) -> str:
+    """
+    One problem of C{checkconfig --plugins}: C{FILE: MESSAGE} (the message
+    names the plugin, and the key for invalid data), then the traceback of
+    the plugin's code that caused it, if any, indented.
+    """
+    text = f"{path}: {problem['message']}"
+    traceback = problem.get("traceback")
+    if traceback:
+        text += "\n" + textwrap.indent(traceback, "    ")
+    return text
+
+
+def format_checked(path: str, enabled: Sequence[str], control: str,
+                   checked: Optional[Sequence[str]] = None,
+                   problems: Sequence[Dict[str, Any]] = (),
+                   failed: Sequence[str] = ()) -> str:
+    """
+    The summary line of C{checkconfig}: the file is valid and its plugins
+    enabled; with C{checked} given (C{--plugins}: the plugins imported, the
+    enabled ones and those they require), that they were imported and
+    checked, or how many problems, in which plugins.
+    """
+    names = f" ({', '.join(enabled)})" if enabled else ""
+    line = f"{path}: ok: {_plural(len(enabled), 'plugin')} enabled{names}"
+    if checked is None:
+        return f"{line}; control {control}"
+    if problems:
+        return (f"{path}: {_plural(len(problems), 'problem')} in {len(failed)} of "
+                f"{_plural(len(checked), 'plugin')} checked ({', '.join(failed)})")
+    required = [name for name in checked if name not in enabled]
+    if required:
+        line += f", and {len(required)} they require ({', '.join(required)})"
+    return f"{line}, imported and checked; control {control}"

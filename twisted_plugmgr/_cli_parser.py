@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="plugmgr",
         description="Operate a running twisted-plugmgr manager through its control channel.",
         epilog="Exit status: 0 done, 1 refused by the manager (or not ready, or an invalid "
-        "config file), 2 bad usage, 3 cannot connect or connection lost.",
+        "config file or plugin, or a file new would replace), 2 bad usage, 3 cannot connect "
+        "or connection lost.",
     )
     _add_global_options(parser, after_command=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -211,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "start (no manager needed)")
     p.add_argument("file", nargs="?", metavar="FILE",
                    help="the config file (default: --config)")
+    p.add_argument("--plugins", action="store_true",
+                   help="also import each enabled plugin here, in this process (never in a "
+                   "running manager), and check its metadata and data")
     command("ready", "exit 0 when every enabled plugin is running, else 1 naming those that "
             "are not (a readiness probe)")
     p = command("events", "print events as they happen")
@@ -218,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("shutdown", "shut the manager down (its process exits)")
     p.add_argument("--mode", choices=SHUTDOWN_MODES, help="how the plugins shut down: "
                    + _MODE_HELP.split(": ", 1)[1])
+    p = command("new", "write a new plugin and its test, to start from (no manager needed)")
+    p.add_argument("name", metavar="NAME", help="the plugin's name (a Python identifier)")
+    p.add_argument("--irc", action="store_true", help="an IRC bot plugin, with a command")
+    p.add_argument("--dir", default=".", metavar="DIR",
+                   help="where to write NAME.py and test_NAME.py (default: the current "
+                   "directory; created if missing)")
     p = command("completion", "print a shell completion script")
     p.add_argument("shell", choices=("bash", "zsh"), help="the shell: bash or zsh")
     return parser

@@ -1,13 +1,14 @@
 """
 Running C{plugmgr}: the command line parsed, where the manager is (the
-control endpoint and token), the offline commands (C{checkconfig},
-C{completion}), the connection, the command, and what each way of failing
-prints and exits with.
+control endpoint and token), the offline commands (C{checkconfig} and its
+check of the plugins, C{new}, C{completion}), the connection, the command,
+and what each way of failing prints and exits with.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -22,8 +23,11 @@ from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.internet.task import react
 from twisted.protocols import amp
 
+from . import _scaffold
+from ._checkplugins import check_plugins
 from ._cli_commands import EXIT_OK, EXIT_REFUSED, Refused, run_command
 from ._cli_completion import script
+from ._cli_format import format_checked, format_problem
 from ._cli_parser import UsageError, VersionRequested, check, parse
 from ._config import ConfigError, default_control, parse_config, resolve_unix_endpoint
 from ._control import (
@@ -34,6 +38,7 @@ from ._control import (
     connect,
 )
 from ._deferreds import run_blocking
+from ._errors import InvalidName
 from ._settings import Overrides, read_config
 
 __all__ = ["main", "run", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "EXIT_UNAVAILABLE",
@@ -212,10 +217,51 @@ async def _checkconfig(reactor: IReactorCore, args: argparse.Namespace,
     except ConfigError as e:
         return output.fail(EXIT_REFUSED, str(e))
     enabled = list(settings.config.enabled())
-    output.emit({"file": path, "ok": True, "enabled": enabled, "control": settings.control},
-                f"{path}: ok: {len(enabled)} plugin{'s' if len(enabled) != 1 else ''} "
-                f"enabled{' (' + ', '.join(enabled) + ')' if enabled else ''}; "
-                f"control {settings.control}")
+    answer: Dict[str, Any] = {"file": path, "ok": True, "enabled": enabled,
+                              "control": settings.control}
+    if not args.plugins:
+        output.emit(answer, format_checked(path, enabled, settings.control))
+        return EXIT_OK
+    # Plugin code runs here, in this process (never in a running manager),
+    # on the reactor thread, as a manager imports it. What it prints goes to
+    # standard error: standard output is the answer (JSON, for scripts).
+    with contextlib.redirect_stdout(output.err):
+        report = check_plugins(settings.config)
+    answer.update(checked=report.checked, problems=report.problems)
+    summary = format_checked(path, enabled, settings.control, report.checked,
+                             report.problems, report.failed)
+    if report.ok:
+        output.emit(answer, summary)
+        return EXIT_OK
+    if output.as_json:
+        answer.update(ok=False, error=summary, command="checkconfig", exit_status=EXIT_REFUSED)
+        output.emit(answer, "")
+        return EXIT_REFUSED
+    for problem in report.problems:
+        output.err.write(f"plugmgr: {format_problem(path, problem)}\n")
+    return output.fail(EXIT_REFUSED, summary)
+
+
+def _new(args: argparse.Namespace, output: _Output) -> int:
+    """
+    C{new NAME}: write the plugin and its test (see L{_scaffold.write}).
+    """
+    try:
+        written = _scaffold.write(args.name, args.dir, irc=args.irc)
+    except InvalidName:
+        return output.fail(EXIT_USAGE, f"new: {args.name!r} is not a plugin name (a Python "
+                           "identifier, not a keyword): nothing was written")
+    except FileExistsError as e:
+        return output.fail(EXIT_REFUSED, f"new: {e.filename} exists already: nothing was "
+                           "written")
+    except OSError as e:
+        where = e.filename if e.filename is not None else args.dir
+        return output.fail(EXIT_REFUSED, f"new: cannot write into {where}: {_reason(e)}: "
+                           "nothing was written")
+    steps = _scaffold.next_steps(args.name, args.dir, irc=args.irc)
+    output.emit({"name": args.name, "irc": args.irc, "written": written,
+                 "directory": os.path.abspath(args.dir)},
+                "\n".join(f"wrote {path}" for path in written) + "\n" + steps)
     return EXIT_OK
 
 
@@ -245,6 +291,8 @@ async def run(
             return EXIT_OK
         if args.command == "checkconfig":
             return await _checkconfig(reactor, args, output)
+        if args.command == "new":
+            return _new(args, output)
         control, token = _resolve(args, environ, err)
         check(args)
     except UsageError as e:

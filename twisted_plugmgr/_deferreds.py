@@ -1,7 +1,8 @@
 """
 Deferred helpers: one outcome for many waiters, plugin calls with a deadline
 whose timeout becomes the right error, and blocking work run in a thread (or
-inline on a reactor without threads, such as a L{Clock}).
+inline on a reactor without threads, such as a
+L{Clock<twisted.internet.task.Clock>}).
 
 Nothing here knows of plugins or of the manager.
 """
@@ -111,7 +112,8 @@ def call_with_deadline(
 def run_blocking(reactor: object, f: Callable[..., Any], *args: Any, **kw: Any) -> Deferred[Any]:
     """
     Run blocking C{f(*args, **kw)} in C{reactor}'s thread pool, or right
-    here when the reactor has no threads (a L{Clock} in tests).
+    here when the reactor has no threads (a
+    L{Clock<twisted.internet.task.Clock>} in tests).
 
     The result is handed over to a fresh Deferred, so that an idle worker
     thread, which keeps its last job's Deferred until its next job, does

@@ -21,6 +21,8 @@ __all__ = [
     "InitFailed",
     "AlreadyLoaded",
     "InvalidMetadata",
+    "InvalidData",
+    "AmbiguousPlugin",
     "ManagerStopped",
     "NoSuchHandler",
     "HandlerAbandoned",
@@ -149,6 +151,48 @@ class InvalidMetadata(PluginError):
 
     def describe(self) -> str:
         return "invalid plugin metadata"
+
+
+class InvalidData(PluginError):
+    """
+    The data a plugin was given does not fit the schema its class declares
+    (its C{Config}): a required key missing, an unknown key, a value of the
+    wrong type or not among the allowed ones. Raised before the plugin's
+    constructor runs; nothing of the plugin is left.
+
+    @ivar problems: each problem, a sentence naming the key and what was
+        expected.
+    @ivar keys: the key of each problem, in the same order (dotted for a
+        nested table, C{"servers[1].port"}; C{""} for the data as a whole).
+    """
+
+    def __init__(
+        self, plugin: Any = None, problems: Iterable[str] = (), keys: Iterable[str] = (),
+        failure: Optional[Failure] = None,
+    ) -> None:
+        self.problems = tuple(problems)
+        self.keys = tuple(keys)
+        super().__init__(plugin, "; ".join(self.problems), failure)
+
+    def describe(self) -> str:
+        return "invalid data"
+
+
+class AmbiguousPlugin(PluginError):
+    """
+    A plugin name is found in more than one kind of place: as an entry point
+    of an installed distribution and in the manager's packages or paths.
+    Nothing is imported.
+
+    @ivar places: where it was found, each described for a person.
+    """
+
+    def __init__(self, plugin: Any = None, places: Iterable[str] = ()) -> None:
+        self.places = tuple(places)
+        super().__init__(plugin, "found as " + " and as ".join(self.places))
+
+    def describe(self) -> str:
+        return "ambiguous plugin name"
 
 
 class ManagerStopped(PluginError):

@@ -24,6 +24,7 @@ from ._dispatch import HandlerSpec, handler_specs
 from ._errors import (
     CompileFailed,
     InitFailed,
+    InvalidData,
     InvalidMetadata,
     PluginError,
     ShutdownTimedOut,
@@ -33,6 +34,7 @@ from ._events import Reporter, safe_str
 from ._lifecycle import ShutdownMode
 from ._plugin import PluginAPI
 from ._policy import RestartPolicy, class_policy
+from ._schema import data_for
 
 __all__ = ["NO_STATE", "Version", "import_version", "attribute", "VersionLife"]
 
@@ -142,9 +144,12 @@ class Version:
 
 def import_version(
     name: str, packages: Sequence[str], paths: Sequence[str], prefix: str,
+    entry_points: bool = False,
 ) -> Tuple[Version, Tuple[str, ...], Dict[str, Any]]:
     """
-    Locate and import plugin C{name}, find and check its class.
+    Locate and import plugin C{name}, find and check its class (in
+    C{packages}, C{paths}, and the installed distributions' entry points if
+    C{entry_points}).
 
     @return: the new L{Version}, the names of the metadata attributes it
         lacks (not fatal), and the modules that stood under its module's
@@ -153,7 +158,7 @@ def import_version(
         or L{InvalidMetadata}; nothing of the import is left in
         C{sys.modules} then.
     """
-    source = _source.locate(name, packages, paths, prefix)
+    source = _source.locate(name, packages, paths, prefix, entry_points=entry_points)
     # Something else may have imported that module (a helper of a
     # configured package, say): keep it aside, to put back if this fails.
     displaced = _source.take_modules(source.module_name) if source.module_name in sys.modules else {}
@@ -217,6 +222,7 @@ class VersionLife:
         @raise InitFailed: when the constructor raised (what its API
             started is closed).
         """
+        data = data_for(name, version.cls, data)  # InvalidData before anything is made
         api = version.api = PluginAPI(self._parent, name, self._reactor, host=self.host)
         try:
             instance = version.cls(api, data)
@@ -281,7 +287,7 @@ class VersionLife:
                 self.mark_stopped(name, instance)
             self.release(name, instance)
             self.close(name, version)
-            if version.isolated and failure.check(CompileFailed, InvalidMetadata, InitFailed):
+            if version.isolated and failure.check(CompileFailed, InvalidMetadata, InvalidData, InitFailed):
                 return failure  # its worker's import or constructor failed
             return Failure(InitFailed(name, f"{step} failed", failure=failure))
 

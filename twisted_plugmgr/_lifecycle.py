@@ -6,7 +6,7 @@ in L{TRANSITIONS}; a transition that is not in the table is refused with
 L{InvalidTransition} before any plugin code runs. Every question the manager
 asks of a plugin's state ("may it be addressed?", "is an operation under
 way?") is one of the named predicates of L{Lifecycle}: nothing keeps a flag
-beside it.
+beside it::
 
     loading --loaded--> loaded --start--> starting --started--> running
        |                 |  |                |                     |

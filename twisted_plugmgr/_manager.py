@@ -48,6 +48,7 @@ from ._lifecycle import (
     coerce_deadlines,
 )
 from ._loading import Loader
+from ._manager_policy import PolicyMethods
 from ._oldcode import OldCode
 from ._policy import RestartPolicy
 from ._registry import PluginInfo, Record, Registry
@@ -59,7 +60,7 @@ __all__ = ["PluginManager", "PluginInfo"]
 
 
 @implementer(IPluginManager)
-class PluginManager(MultiService):
+class PluginManager(PolicyMethods, MultiService):
     """
     A L{MultiService} that loads plugins by name, runs each as a child
     service, addresses them by event name, reloads them transactionally and
@@ -76,6 +77,8 @@ class PluginManager(MultiService):
     @param slow_call: a handler call longer than this many seconds
         broadcasts C{plugin_warning}. @param timer: what handler calls are timed with.
     @param log_tables: log C{plugin_table} events too (at debug level).
+    @param entry_points: also find plugins in the entry-point group
+        C{twisted_plugmgr.plugins} of the installed distributions.
     @param old_code_grace: seconds after a plugin version goes (unload,
         reload) to warn if its module or class is still referenced (L{None}:
         never).
@@ -100,6 +103,7 @@ class PluginManager(MultiService):
         timer: Callable[[], float] = time.perf_counter,
         old_code_grace: Optional[float] = 5.0,
         log_tables: bool = False,
+        entry_points: bool = True,
         **policy: Any,
     ) -> None:
         super().__init__()
@@ -111,6 +115,7 @@ class PluginManager(MultiService):
             raise TypeError("packages and paths are sequences of names, not one string")
         self.packages: Tuple[str, ...] = tuple(packages)
         self.paths: Tuple[str, ...] = tuple(str(p) for p in paths)
+        self.entry_points = bool(entry_points)
         self.deadlines = coerce_deadlines(deadlines)
         if not start_deadline > 0:
             raise ValueError(f"invalid start_deadline {start_deadline!r}: expected a positive number")
@@ -213,49 +218,8 @@ class PluginManager(MultiService):
         """
         return self._host.instance_of(name)
 
-    # -- supervision --------------------------------------------------------
-
-    @property
-    def restart_policy(self) -> RestartPolicy:
-        """The restart policy of the plugins that do not say otherwise."""
-        return self._supervisor.defaults
-
-    def set_restart_policy(self, **policy: Any) -> RestartPolicy:
-        """
-        Change the manager's restart policy (keys of L{RestartPolicy}; the
-        others keep their value); it applies at once.
-
-        @raise ValueError: naming a bad key or value; nothing changes then.
-        """
-        self._supervisor.defaults = self._supervisor.defaults.evolve(**policy)
-        return self._supervisor.defaults
-
-    def policy_of(self, name: str) -> RestartPolicy:
-        """
-        Plugin C{name}'s restart policy: the manager's, under its class's
-        attributes, under what its load gave. @raise NoSuchPlugin: if none.
-        """
-        return self._supervisor.policy_of(self._registry.named(name))
-
-    def set_policy(self, name: str, **policy: Any) -> RestartPolicy:
-        """
-        Replace what C{load} (or the config) gave of plugin C{name}'s
-        restart policy (keys not given: its class's or the manager's); no
-        reload. @return: its restart policy now.
-        @raise NoSuchPlugin: if it is not loaded; C{ValueError} naming a
-            bad key or value (nothing changes then).
-        """
-        return self._supervisor.set_policy(self._registry.named(name), policy)
-
-    def reset(self, name: str) -> Deferred[Any]:
-        """
-        Forget plugin C{name}'s restarts; a quarantined one starts afresh.
-        @return: a Deferred with the instance; failing with L{NoSuchPlugin}.
-        """
-        try:
-            return self._supervisor.reset(self._registry.named(name))
-        except NoSuchPlugin as error:
-            return fail(error)
+    # -- supervision: restart_policy, set_restart_policy, policy_of,
+    # set_policy and reset are PolicyMethods'.
 
     def _dropped(self, record: Record, error: PluginError) -> None:
         self._reloader.dropped(record, error)
@@ -292,9 +256,10 @@ class PluginManager(MultiService):
     def available(self) -> List[str]:
         """
         The sorted names of the plugins that could be loaded from
-        C{packages} and C{paths}, found without importing them.
+        C{packages}, C{paths} and (if C{entry_points}) the installed
+        distributions' entry points, found without importing them.
         """
-        return _source.available(self.packages, self.paths)
+        return _source.available(self.packages, self.paths, self.entry_points)
 
     # -- service ----------------------------------------------------------
 
@@ -346,7 +311,8 @@ class PluginManager(MultiService):
             return fail(failure)
 
     def _import(self, name: str) -> Tuple[Version, Tuple[str, ...], Dict[str, Any]]:
-        return self._isolator.import_version(name, self.packages, self.paths, self._private_prefix)
+        return self._isolator.import_version(name, self.packages, self.paths, self._private_prefix,
+                                             self.entry_points)
 
     def _settle(self, record: Record) -> None:
         record.settled()

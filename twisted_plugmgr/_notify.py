@@ -3,7 +3,7 @@ The systemd notify protocol, spoken by the service itself: each message is
 one datagram of C{KEY=VALUE} lines sent to the UNIX socket named by
 C{$NOTIFY_SOCKET} (a path, or C{@name} for the abstract namespace), as
 C{sd_notify(3)} describes. No socket in the environment: nothing is sent
-and nothing fails.
+and nothing fails. The messages::
 
     READY=1                  the startup loads are done (STATUS= says how
                              many loaded and which failed)

@@ -152,7 +152,7 @@ class PluginAPI:
     @ivar name: the name the plugin is loaded under.
     @ivar manager: the L{PluginManager} (it provides L{IPluginManager}, and
         L{IPluginHost} for this API).
-    @ivar log: a L{Logger} namespaced to the plugin.
+    @ivar log: a L{Logger<twisted.logger.Logger>} namespaced to the plugin.
     @ivar reactor: the plugin-scoped L{PluginReactor}.
     """
 

@@ -234,43 +234,50 @@ class PluginReactor:
 
     def listenTCP(self, *args: Any, **kw: Any) -> Any:
         """
-        L{IReactorTCP.listenTCP}, the port owned by the plugin.
+        L{IReactorTCP.listenTCP<twisted.internet.interfaces.IReactorTCP.listenTCP>},
+        the port owned by the plugin.
         """
         return self._stream_port("listenTCP", *args, **kw)
 
     def listenUDP(self, *args: Any, **kw: Any) -> Any:
         """
-        L{IReactorUDP.listenUDP}, the port owned by the plugin.
+        L{IReactorUDP.listenUDP<twisted.internet.interfaces.IReactorUDP.listenUDP>},
+        the port owned by the plugin.
         """
         return self._port("listenUDP", *args, **kw)
 
     def listenUNIX(self, *args: Any, **kw: Any) -> Any:
         """
-        L{IReactorUNIX.listenUNIX}, the port owned by the plugin.
+        L{IReactorUNIX.listenUNIX<twisted.internet.interfaces.IReactorUNIX.listenUNIX>},
+        the port owned by the plugin.
         """
         return self._stream_port("listenUNIX", *args, **kw)
 
     def listenSSL(self, *args: Any, **kw: Any) -> Any:
         """
-        L{IReactorSSL.listenSSL}, the port owned by the plugin.
+        L{IReactorSSL.listenSSL<twisted.internet.interfaces.IReactorSSL.listenSSL>},
+        the port owned by the plugin.
         """
         return self._stream_port("listenSSL", *args, **kw)
 
     def connectTCP(self, *args: Any, **kw: Any) -> Any:
         """
-        L{IReactorTCP.connectTCP}, the connection owned by the plugin.
+        L{IReactorTCP.connectTCP<twisted.internet.interfaces.IReactorTCP.connectTCP>},
+        the connection owned by the plugin.
         """
         return self._connect("connectTCP", *args, **kw)
 
     def connectUNIX(self, *args: Any, **kw: Any) -> Any:
         """
-        L{IReactorUNIX.connectUNIX}, the connection owned by the plugin.
+        L{IReactorUNIX.connectUNIX<twisted.internet.interfaces.IReactorUNIX.connectUNIX>},
+        the connection owned by the plugin.
         """
         return self._connect("connectUNIX", *args, **kw)
 
     def connectSSL(self, *args: Any, **kw: Any) -> Any:
         """
-        L{IReactorSSL.connectSSL}, the connection owned by the plugin.
+        L{IReactorSSL.connectSSL<twisted.internet.interfaces.IReactorSSL.connectSSL>},
+        the connection owned by the plugin.
         """
         return self._connect("connectSSL", *args, **kw)
 

@@ -455,8 +455,9 @@ class _Search:
                 continue
             skip.add(id(referrer))
             # At most a quarter of the next level of one type holding one
-            # type: a class's thousands of instances, or thousands of lists of
-            # bound methods, must not hide the one list beside them.
+            # other type, so that a class's thousands of instances, or
+            # thousands of lists of bound methods, do not hide the one list
+            # beside them.
             kind = (id(type(referrer)), id(type(child)))
             if len(up) < self._width and kinds.get(kind, 0) < per_kind:
                 kinds[kind] = kinds.get(kind, 0) + 1

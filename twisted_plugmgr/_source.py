@@ -6,10 +6,16 @@ manager. The rules:
 
   - a plugin name is a Python identifier, checked before anything is
     imported (L{check_name});
-  - a plugin is looked for only inside the configured packages and paths,
-    by looking at the files themselves (no import-system caches, no
+  - a plugin is looked for inside the configured packages and paths, by
+    looking at the files themselves (no import-system caches, no
     C{sys.path}), and a file that resolves (through a symlink) outside the
     place it was found in is refused (L{locate});
+  - when asked, a plugin is also looked for in the entry points of the
+    installed distributions (group L{ENTRY_POINT_GROUP}, C{name =
+    "package.module"}): their metadata is read afresh every time, and the
+    module's file is found without running it (only its parent packages
+    are imported, as for a plugin of a configured package); a name found
+    in two places is refused (L{AmbiguousPlugin});
   - a plugin found in a path is imported under a private module name, so
     that a plugin file named like another module (C{json.py}) never replaces
     it in C{sys.modules};
@@ -23,20 +29,24 @@ manager. The rules:
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.metadata
 import importlib.util
 import keyword
 import os
+import re
 import sys
 from types import ModuleType
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import attr
+from twisted.python.failure import Failure
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyClass
 
-from ._errors import InvalidMetadata, InvalidName, NoSuchPlugin
+from ._errors import AmbiguousPlugin, CompileFailed, InvalidMetadata, InvalidName, NoSuchPlugin
 from ._interfaces import IPlugin
 
 __all__ = [
@@ -54,10 +64,15 @@ __all__ = [
     "find_plugin_class",
     "check_metadata",
     "OPTIONAL_METADATA",
+    "ENTRY_POINT_GROUP",
 ]
 
 #: Metadata a plugin should have; its absence is only reported.
 OPTIONAL_METADATA: Tuple[str, ...] = ("longname", "license", "author")
+
+#: The entry-point group in which an installed distribution declares its
+#: plugins, each as C{name = "package.module"}.
+ENTRY_POINT_GROUP = "twisted_plugmgr.plugins"
 
 
 def check_name(name: object) -> str:
@@ -86,8 +101,13 @@ class PluginSource:
     @ivar module_name: the name its module has in C{sys.modules}.
     @ivar origin: the path of its module file (C{.py} or C{__init__.py}).
     @ivar is_package: whether the plugin is a package (a directory).
-    @ivar root: the directory it was found in (a configured path, or a
-        directory of a configured package).
+    @ivar root: the directory it was found in (a configured path, a
+        directory of a configured package, or the directory holding the
+        module or package an entry point names).
+    @ivar entry_point: for a plugin declared by an installed distribution,
+        its entry point, described for a person (C{"entry point greet =
+        acme_greet.greet (distribution acme-greet 1.0)"}); L{None} for one
+        found in a configured package or path.
     """
 
     name: str
@@ -95,6 +115,7 @@ class PluginSource:
     origin: str
     is_package: bool
     root: str
+    entry_point: Optional[str] = None
 
     @property
     def directory(self) -> str:
@@ -145,34 +166,74 @@ def _package_dirs(package: str) -> List[str]:
     return list(getattr(module, "__path__", ()))
 
 
-def locate(name: str, packages: Sequence[str], paths: Sequence[str], private_prefix: str) -> PluginSource:
+def _in_files(name: str, packages: Sequence[str], paths: Sequence[str],
+              private_prefix: str) -> Optional[Tuple[PluginSource, str]]:
     """
-    Find plugin C{name} in C{packages} (dotted package names, searched
-    first) then C{paths} (directories).
-
-    @param private_prefix: the prefix of the private module names of
-        plugins found in paths.
-    @raise InvalidName: for a bad name, before anything else.
-    @raise NoSuchPlugin: when no configured place has it.
+    Plugin C{name} in C{packages} (first) or C{paths}, and a description of
+    where it was found (C{"path /srv/plugins (greet.py)"}).
     """
-    check_name(name)
     for package in packages:
         for directory in _package_dirs(package):
             found = _candidate(directory, name)
             if found:
-                return PluginSource(name, f"{package}.{name}", found[0], found[1], directory)
+                where = f"package {package} ({os.path.relpath(found[0], directory)})"
+                return PluginSource(name, f"{package}.{name}", found[0], found[1], directory), where
     for directory in paths:
         found = _candidate(directory, name)
         if found:
-            return PluginSource(name, f"{private_prefix}{name}", found[0], found[1], directory)
+            where = f"path {directory} ({os.path.relpath(found[0], directory)})"
+            return PluginSource(name, f"{private_prefix}{name}", found[0], found[1], directory), where
+    return None
+
+
+def locate(name: str, packages: Sequence[str], paths: Sequence[str], private_prefix: str,
+           entry_points: bool = False) -> PluginSource:
+    """
+    Find plugin C{name} in C{packages} (dotted package names, searched
+    first) then C{paths} (directories), and, if C{entry_points}, in the
+    entry points of the installed distributions (L{ENTRY_POINT_GROUP}).
+    No plugin module is imported; the parent packages of an entry point's
+    module are.
+
+    @param private_prefix: the prefix of the private module names of
+        plugins found in paths.
+    @param entry_points: whether to look at the installed distributions'
+        entry points too.
+    @raise InvalidName: for a bad name, before anything else.
+    @raise AmbiguousPlugin: when the name is declared by an entry point and
+        found in a package or path too, or declared by two entry points;
+        it names every place.
+    @raise NoSuchPlugin: when no place has it, or the module an entry point
+        names does not exist.
+    @raise InvalidMetadata: when an entry point does not name a module of
+        Python source (C{module:attribute}, an extension module, a
+        namespace package).
+    @raise CompileFailed: when a parent package of an entry point's module
+        raised while being imported.
+    """
+    check_name(name)
+    found = _in_files(name, packages, paths, private_prefix)
+    if entry_points:
+        points = _declared().get(name, [])
+        places = [_describe(point) for point in points] + ([found[1]] if found else [])
+        if len(places) > 1:
+            raise AmbiguousPlugin(name, places)
+        if points:
+            return _entry_point_source(name, points[0])
+    if found:
+        return found[0]
     places = [f"package {p}" for p in packages] + [f"path {d}" for d in paths]
+    if entry_points:
+        places.append(f"the installed distributions' entry points ({ENTRY_POINT_GROUP})")
     raise NoSuchPlugin(name, "not found in " + (", ".join(places) or "any package or path (none configured)"))
 
 
-def available(packages: Sequence[str], paths: Sequence[str]) -> List[str]:
+def available(packages: Sequence[str], paths: Sequence[str], entry_points: bool = False) -> List[str]:
     """
     The sorted names of the plugins that could be loaded from C{packages}
-    and C{paths}, found by looking at the files (no plugin is imported).
+    and C{paths} (found by looking at the files) and, if C{entry_points},
+    declared in the installed distributions' entry points (found in their
+    metadata). No plugin is imported.
     """
     directories = [d for p in packages for d in _package_dirs(p)] + list(paths)
     names = set()
@@ -191,7 +252,152 @@ def available(packages: Sequence[str], paths: Sequence[str]) -> List[str]:
                 continue
             if _candidate(directory, stem):
                 names.add(stem)
+    if entry_points:
+        for name in _declared():
+            try:
+                names.add(check_name(name))
+            except InvalidName:
+                continue
     return sorted(names)
+
+
+# -- entry points ---------------------------------------------------------
+
+
+def _entry_points() -> List[importlib.metadata.EntryPoint]:
+    """
+    The entry points of L{ENTRY_POINT_GROUP}, read afresh (a distribution
+    installed since the last look is seen), of the first distribution of
+    each name on C{sys.path} only (the one its modules are imported from).
+    """
+    _forget_listings()
+    try:
+        return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    except (TypeError, ValueError):
+        # A distribution's entry_points.txt cannot be parsed (a line without
+        # "=", a file that is not UTF-8): read them one by one, without it.
+        return list(_readable_entry_points())
+
+
+def _readable_entry_points() -> Iterator[importlib.metadata.EntryPoint]:
+    """
+    L{_entry_points}, slowly: the distributions whose metadata cannot be
+    read or parsed are left out.
+    """
+    seen = set()
+    for dist in importlib.metadata.distributions():
+        try:
+            key = re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower()
+            points = [p for p in dist.entry_points if p.group == ENTRY_POINT_GROUP]
+        except (TypeError, ValueError):
+            continue
+        if key:
+            if key in seen:
+                continue
+            seen.add(key)
+        yield from points
+
+
+def _forget_listings() -> None:
+    """
+    Forget what the import system and C{importlib.metadata} remember of the
+    directories of C{sys.path}, so that what was installed since is seen.
+    """
+    importlib.invalidate_caches()
+    if sys.version_info < (3, 13):
+        # Before 3.13, importlib.invalidate_caches leaves importlib.metadata's
+        # cache alone, and its invalidate_caches is a function taking the
+        # class, not a classmethod.
+        finder: Any = importlib.metadata.MetadataPathFinder
+        finder.invalidate_caches(finder)
+
+
+def _declared() -> Dict[str, List[importlib.metadata.EntryPoint]]:
+    """
+    Entry-point name -> the entry points of L{ENTRY_POINT_GROUP} of that
+    name, in C{sys.path} order (one per distribution and value). A
+    distribution whose entry-point metadata cannot be parsed declares none.
+    """
+    found: Dict[str, List[importlib.metadata.EntryPoint]] = {}
+    for point in _entry_points():
+        same = found.setdefault(point.name, [])
+        if all(_describe(p) != _describe(point) for p in same):
+            same.append(point)
+    return found
+
+
+def _describe(point: importlib.metadata.EntryPoint) -> str:
+    """
+    C{point} for a person: C{"entry point greet = acme_greet.greet
+    (distribution acme-greet 1.0)"}.
+    """
+    dist = getattr(point, "dist", None)
+    try:
+        metadata = dist.metadata if dist is not None else None
+    except ValueError:  # not UTF-8
+        metadata = None
+    if metadata is not None and metadata["Name"]:
+        owner = f"distribution {metadata['Name']} {metadata['Version']}"
+    else:
+        owner = "a distribution without a readable name"
+    return f"entry point {point.name} = {point.value} ({owner})"
+
+
+def _entry_point_source(name: str, point: importlib.metadata.EntryPoint) -> PluginSource:
+    """
+    The source of plugin C{name}, declared by C{point}: the module it names
+    (a module or a package of Python source), found without running it.
+    """
+    where = _describe(point)
+    module_name = point.value.strip()
+    if ":" in module_name:
+        raise InvalidMetadata(name, [
+            f"{where}: names an attribute; a plugin's entry point names a module "
+            f"(name = \"package.module\")"])
+    parts = module_name.split(".")
+    if not all(part.isidentifier() and not keyword.iskeyword(part) for part in parts):
+        raise InvalidMetadata(name, [f"{where}: {module_name!r} is not a module name"])
+    spec = _find_spec(name, module_name, where)
+    origin = spec.origin
+    if spec.submodule_search_locations is not None and not origin:
+        raise InvalidMetadata(name, [
+            f"{where}: {module_name} is a namespace package (no __init__.py), not a plugin module"])
+    if not origin or not spec.has_location or not origin.endswith(".py") or not os.path.isfile(origin):
+        raise InvalidMetadata(name, [
+            f"{where}: {module_name} is not a module of Python source ({origin or 'no file'})"])
+    is_package = spec.submodule_search_locations is not None
+    directory = os.path.dirname(origin)
+    root = os.path.dirname(directory) if is_package else directory
+    return PluginSource(name, module_name, origin, is_package, root, where)
+
+
+def _find_spec(name: str, module_name: str, where: str) -> importlib.machinery.ModuleSpec:
+    """
+    The spec of module C{module_name} as an import would find it now (its
+    parent packages imported, not the module itself, and never the one that
+    may stand in C{sys.modules}).
+    """
+    parent_name = module_name.rpartition(".")[0]
+    search = None
+    if parent_name:
+        try:
+            parent = importlib.import_module(parent_name)
+        except ModuleNotFoundError as e:
+            missing = e.name or ""
+            if missing == parent_name or parent_name.startswith(missing + "."):
+                raise NoSuchPlugin(name, f"{where}: no module {missing!r}") from None
+            raise CompileFailed(name, f"{where}: package {parent_name}", failure=Failure()) from None
+        except BaseException:  # the distribution's code: SystemExit, KeyboardInterrupt too
+            raise CompileFailed(name, f"{where}: package {parent_name}", failure=Failure()) from None
+        search = getattr(parent, "__path__", None)
+        if search is None:
+            raise NoSuchPlugin(name, f"{where}: {parent_name} is not a package")
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        spec = find(module_name, search) if find is not None else None
+        if spec is not None:
+            return spec
+    raise NoSuchPlugin(name, f"{where}: no module {module_name!r}")
 
 
 class _FreshSourceLoader(importlib.machinery.SourceFileLoader):

@@ -1,7 +1,7 @@
 """
 Running the manager under C{twistd} / C{twist}: the command-line L{Options},
 L{makeService}, and the top service that owns the manager, the control
-channel and the IRC bot, handles signals, and reconfigures on SIGHUP.
+channel and the IRC bot, handles signals, and reconfigures on SIGHUP::
 
     twist plugmgr --config plugmgr.toml
     twistd -n plugmgr --config plugmgr.toml --watch
@@ -238,8 +238,9 @@ class PlugmgrService(MultiService):
         @param reactor: the reactor; it also keeps time (L{IReactorTime}),
             receives the signals' hand-over (L{IReactorFromThreads}, when
             C{handle_signals}), and reads the config file of a reconfig in
-            its thread pool when it has one (L{IReactorThreads}; inline
-            otherwise).
+            its thread pool when it has one
+            (L{IReactorThreads<twisted.internet.interfaces.IReactorThreads>};
+            inline otherwise).
         @param handle_signals: install the SIGHUP, SIGTERM and SIGINT
             handlers once the reactor runs.
         @param manager_factory: what builds the manager (L{PluginManager}
@@ -262,6 +263,8 @@ class PlugmgrService(MultiService):
             kw["start_deadline"] = manager_config.start_deadline
         if manager_config.log_tables:
             kw["log_tables"] = True
+        if not manager_config.entry_points:
+            kw["entry_points"] = False
         if manager_config.old_code_grace is not None:
             grace = manager_config.old_code_grace
             kw["old_code_grace"] = None if grace is False else grace

@@ -86,12 +86,14 @@ if _HAVE_INOTIFY:
 
     class _Notifier(_inotify.INotify):
         """
-        An L{INotify} that tells its owner when its connection is lost.
+        An L{INotify<twisted.internet.inotify.INotify>} that tells its owner
+        when its connection is lost.
 
-        Twisted's L{INotify} loses its connection, and with it every watch,
-        when a watched directory is deleted, or when a callback raises; this
-        subclass calls C{on_lost(self, reason)} after the usual cleanup, so
-        the owner can open a new one.
+        Twisted's L{INotify<twisted.internet.inotify.INotify>} loses its
+        connection, and with it every watch, when a watched directory is
+        deleted, or when a callback raises; this subclass calls
+        C{on_lost(self, reason)} after the usual cleanup, so the owner can
+        open a new one.
         """
 
         def __init__(

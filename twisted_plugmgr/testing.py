@@ -1,8 +1,9 @@
 """
 Helpers for people who test plugins (ours included): an event recorder, a
-fake L{IPluginAPI} to construct a plugin without a manager, a fake
-L{IPluginManager} for what talks to a manager, a manager on a L{Clock}, and
-synchronous access to the results of Deferreds.
+fake L{IPluginAPI} to construct a plugin without a manager (L{make_plugin}
+constructs one as a manager would, its data checked against its
+C{Config}), a fake L{IPluginManager} for what talks to a manager, a manager
+on a L{Clock}, and synchronous access to the results of Deferreds.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from ._interfaces import IPluginAPI
 from ._manager import PluginManager
 from ._plugin import LiveReference
 from ._reactor import PluginReactor
+from ._schema import data_for
 
 __all__ = [
     "EventRecorder",
     "FakePluginAPI",
+    "make_plugin",
     "FakePlugin",
     "FakePluginManager",
     "clock_manager",
@@ -163,6 +166,26 @@ class FakePluginAPI:
         """
         self.stops.append(reason)
         return succeed(reason)
+
+
+def make_plugin(cls: Any, data: Any = None, api: Any = None) -> Any:
+    """
+    Construct plugin class C{cls} as its manager would, without one: its
+    C{data} checked against its C{Config} first (the plugin is given an
+    instance of it), then C{cls(api, data)}.
+
+    @param data: what C{load} would be given (a mapping, an instance of its
+        C{Config}, or L{None}).
+    @param api: what the plugin is given (the name in errors is its
+        C{name}); by default a L{FakePluginAPI} named after C{cls.name}.
+    @return: the plugin, not started (call its C{startService}).
+    @raise InvalidData: when C{data} does not fit its C{Config}, naming
+        each key, as a C{load} would.
+    @raise InvalidMetadata: when its C{Config} is not a schema.
+    """
+    name = str(getattr(api, "name", None) or getattr(cls, "name", None) or "plugin")
+    data = data_for(name, cls, data)
+    return cls(api if api is not None else FakePluginAPI(name), data)
 
 
 def clock_manager(paths: Any = (), packages: Any = (), start: bool = True,

@@ -44,11 +44,13 @@ class ManagerConfig(PolicyKeys):
         code is still referenced; C{False} when the file turns the check off,
         L{None} when it does not say (the manager's default).
     @ivar log_tables: log C{plugin_table} events too (at debug level).
+    @ivar entry_points: also find plugins in the installed distributions'
+        entry points (group C{twisted_plugmgr.plugins}).
     @ivar restart: the manager's default restart policy keys (as
         L{RestartPolicy}'s; C{restart}, C{restart_delay}, C{restart_delay_max},
         C{restart_burst}, C{restart_interval}, C{fail_on_error}), each
         L{None} when the file does not give it (L{RestartPolicy}'s default
-        applies); L{policy} gives those that are given.
+        applies); L{policy()<PolicyKeys.policy>} gives those that are given.
     """
 
     packages: Tuple[str, ...] = ()
@@ -65,6 +67,7 @@ class ManagerConfig(PolicyKeys):
     allow_shared_dir: bool = False
     old_code_grace: Union[float, bool, None] = None
     log_tables: bool = False
+    entry_points: bool = True
     restart: Optional[str] = None
     restart_delay: Optional[float] = None
     restart_delay_max: Optional[float] = None
@@ -77,7 +80,7 @@ class ManagerConfig(PolicyKeys):
 MANAGER_KEYS = (
     "packages", "paths", "watch", "control", "shutdown_mode", "deadlines",
     "start_deadline", "control_token", "control_token_file", "allow_shared_dir",
-    "old_code_grace", "log_tables",
+    "old_code_grace", "log_tables", "entry_points",
 ) + POLICY_KEYS
 
 
@@ -122,6 +125,8 @@ def check_manager(check: Checker, value: Any) -> ManagerConfig:
             kw["old_code_grace"] = check.positive(grace, "manager.old_code_grace")
     if "log_tables" in section:
         kw["log_tables"] = check.boolean(section["log_tables"], "manager.log_tables")
+    if "entry_points" in section:
+        kw["entry_points"] = check.boolean(section["entry_points"], "manager.entry_points")
     if "control_token" in section:
         kw["control_token"] = check.string(section["control_token"], "manager.control_token")
     if "control_token_file" in section:

@@ -32,7 +32,8 @@ class PluginConfig(PolicyKeys):
         C{restart_delay}, C{restart_delay_max}, C{restart_burst},
         C{restart_interval}, C{fail_on_error}), each L{None} when the
         section does not give it (the plugin class's attribute, then the
-        manager's default, apply); L{policy} gives those that are given.
+        manager's default, apply); L{policy()<PolicyKeys.policy>} gives those
+        that are given.
     @ivar isolate: run the plugin in a worker process of its own (L{None}:
         its class decides); C{call_deadline} and C{limits} go with it
         (L{isolation} gives those that are given).

@@ -3,7 +3,7 @@ The control channel: AMP commands, the server that answers them for an
 L{IPluginManager}, and a small client.
 
 The server listens on any Twisted server endpoint. A UNIX socket (the
-default) is private to its user (see L{._listen}); any other endpoint (TCP,
+default) is private to its user (see L{_listen}); any other endpoint (TCP,
 ...) needs a shared token: the first command of every connection must be
 L{Authenticate}, and the token is compared with L{hmac.compare_digest}.
 Connections are logged at debug level only; what they do (load, unload,
@@ -12,13 +12,13 @@ expected error (a bad plugin name, an unknown plugin...) is answered
 without a traceback in the log.
 
 The modules, each with one job:
-  - L{._wire}: the argument type, the JSON form of values and events, the
+  - L{_wire}: the argument type, the JSON form of values and events, the
     errors and the table of what each reports, the commands;
-  - L{._operations}: the server's answers to an operator's questions
+  - L{_operations}: the server's answers to an operator's questions
     (info, catalog, call, emit, reconfig, ready) and its error mapping;
-  - L{._server}: L{ControlProtocol} and L{ControlFactory}, the server side;
-  - L{._listen}: socket-path safety and L{ControlService}, which listens;
-  - L{._client}: L{ControlClient} and L{connect}.
+  - L{_server}: L{ControlProtocol} and L{ControlFactory}, the server side;
+  - L{_listen}: socket-path safety and L{ControlService}, which listens;
+  - L{_client}: L{ControlClient} and L{connect}.
 
 Public names only; everything is defined in those modules.
 """
@@ -45,6 +45,7 @@ from ._wire import (
     JSON,
     WIRE_ERRORS,
     AlreadyLoadedError,
+    AmbiguousPluginError,
     Authenticate,
     AuthenticationFailed,
     AuthenticationRequired,
@@ -61,6 +62,7 @@ from ._wire import (
     Info,
     InitFailedError,
     InternalError,
+    InvalidDataError,
     InvalidMetadataError,
     InvalidNameError,
     InvalidTransitionError,
@@ -98,6 +100,8 @@ __all__ = [
     "CompileFailedError",
     "InitFailedError",
     "InvalidMetadataError",
+    "InvalidDataError",
+    "AmbiguousPluginError",
     "DependencyFailedError",
     "ManagerStoppedError",
     "InvalidTransitionError",

@@ -1,6 +1,7 @@
 """
 The client side of the control channel: L{connect} to a running manager,
-and the L{ControlClient} whose methods send the commands of L{._wire}.
+and the L{ControlClient} whose methods send the commands of
+L{_wire<twisted_plugmgr._control._wire>}.
 """
 
 from __future__ import annotations

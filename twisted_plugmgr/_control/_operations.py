@@ -8,9 +8,9 @@ readiness probe).
 L{OperatorCommands} is the base of the server's protocol: it holds these
 responders and how any responder's failure becomes an answer
 (L{OperatorCommands._call}): a L{PluginError} is answered as the row of
-L{._wire.WIRE_ERRORS} that reports it, without a traceback in the log (the
-manager has reported it already); anything else is an L{InternalError},
-logged once as a Failure.
+L{WIRE_ERRORS<twisted_plugmgr._control._wire.WIRE_ERRORS>} that reports it,
+without a traceback in the log (the manager has reported it already);
+anything else is an L{InternalError}, logged once as a Failure.
 
 Files are read and compiled off the reactor thread (L{run_blocking}), never
 imported.

@@ -1,7 +1,8 @@
 """
 The server side of the control channel: one L{ControlProtocol} per
-connection, answering the commands of L{._wire} for an L{IPluginManager},
-and the L{ControlFactory} that builds them and closes them all at stop.
+connection, answering the commands of
+L{_wire<twisted_plugmgr._control._wire>} for an L{IPluginManager}, and the
+L{ControlFactory} that builds them and closes them all at stop.
 
 Malformed input (a box that is not an AMP command, a command without
 C{_ask}, an argument that does not parse, a key or value too long, a box too

@@ -81,10 +81,12 @@ from twisted.python.failure import Failure
 
 from .._errors import (
     AlreadyLoaded,
+    AmbiguousPlugin,
     CallTimedOut,
     CompileFailed,
     DependencyError,
     InitFailed,
+    InvalidData,
     InvalidMetadata,
     InvalidName,
     InvalidTransition,
@@ -108,6 +110,8 @@ __all__ = [
     "CompileFailedError",
     "InitFailedError",
     "InvalidMetadataError",
+    "InvalidDataError",
+    "AmbiguousPluginError",
     "DependencyFailedError",
     "ManagerStoppedError",
     "InvalidTransitionError",
@@ -316,6 +320,16 @@ class InvalidMetadataError(ControlError):
     code = b"INVALID_METADATA"
 
 
+class InvalidDataError(ControlError):
+    """The data given to a plugin does not fit its C{Config} schema."""
+    code = b"INVALID_DATA"
+
+
+class AmbiguousPluginError(ControlError):
+    """A plugin name is both an entry point and in the packages or paths."""
+    code = b"AMBIGUOUS_PLUGIN"
+
+
 class DependencyFailedError(ControlError):
     """A plugin's requirements cannot be met, or others require it."""
 
@@ -448,6 +462,8 @@ WIRE_ERRORS: Tuple[WireError, ...] = (
     WireError(CompileFailedError, CompileFailed),
     WireError(InitFailedError, InitFailed),
     WireError(InvalidMetadataError, InvalidMetadata),
+    WireError(InvalidDataError, InvalidData),
+    WireError(AmbiguousPluginError, AmbiguousPlugin),
     WireError(DependencyFailedError, DependencyError),
     WireError(ManagerStoppedError, ManagerStopped),
     WireError(InvalidTransitionError, InvalidTransition),

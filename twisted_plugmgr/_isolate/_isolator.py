@@ -45,7 +45,8 @@ class Isolator:
         return any(r.version is not None and r.version.isolated for r in self._registry)
 
     def import_version(self, name: str, packages: Sequence[str], paths: Sequence[str],
-                       prefix: str) -> Tuple[Version, Tuple[str, ...], Dict[str, Any]]:
+                       prefix: str, entry_points: bool = False,
+                       ) -> Tuple[Version, Tuple[str, ...], Dict[str, Any]]:
         """
         L{_instance.import_version}, or, for a plugin that is to be isolated,
         an L{IsolatedVersion} (nothing of its code runs here: its worker
@@ -57,13 +58,14 @@ class Isolator:
         """
         record = self._registry.get(name)
         options: Dict[str, Any] = dict(record.isolation) if record is not None else {}
-        source = _source.locate(name, packages, paths, prefix)
+        source = _source.locate(name, packages, paths, prefix, entry_points=entry_points)
         static = self._static(source, name)
         isolate = options.get("isolate")
         if isolate is None:
             isolate = static.get("isolate") is True
         if not isolate:
-            version, missing, displaced = import_version(name, packages, paths, prefix)
+            version, missing, displaced = import_version(name, packages, paths, prefix,
+                                                         entry_points)
             if options.get("isolate") is None and _says_isolate(version.cls):
                 where = f"{version.cls.__qualname__} in {_source_file(version.cls, source)}"
                 _source.purge(source.module_name)

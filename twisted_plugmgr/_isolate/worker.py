@@ -34,7 +34,8 @@ from zope.interface import implementer
 
 from .._errors import InitFailed, InvalidMetadata, PluginError
 from .._interfaces import IPluginHost
-from ._wire import NO_STATE_MARK, Notify, QuietAMP, Request, decode_failure, dumps, encode_failure, loads
+from ._channel import ChannelAMP
+from ._wire import NO_STATE_MARK, decode_failure, dumps, encode_failure, loads
 
 __all__ = ["main", "WorkerProtocol", "LIMITS"]
 
@@ -149,7 +150,7 @@ class _RemoteHost:
         return self._protocol.ask("stop", (reason, str(getattr(mode, "value", mode))))
 
 
-class WorkerProtocol(QuietAMP):
+class WorkerProtocol(ChannelAMP):
     """
     The worker's end of the channel: runs what the manager asks of the
     plugin and forwards what the plugin sends.
@@ -157,11 +158,13 @@ class WorkerProtocol(QuietAMP):
     @ivar name: the plugin's name, once loaded.
     @ivar plugin: the plugin's instance, once constructed.
 
-    Requests run in the order they came, in reactor turns of their own
-    (see L{_TURN}): once the requests of a turn took a millisecond, their
-    answers are written before the next handler starts (the manager times
-    a call from the answer of the one before it), never held back by a
-    slow handler that arrived in the same read.
+    Requests run in the order they came, as soon as the read they came in
+    is handled, their answers written together when they are done (see
+    L{_TURN}): once the requests of a turn took a millisecond, the rest
+    wait for the next reactor turn, and the answers so far are written
+    before the next handler starts (the manager times a call from the
+    answer of the one before it), never held back by a slow handler that
+    arrived in the same read.
 
     @param on_lost: called once the channel closed.
     @param reactor: the worker's reactor.
@@ -173,8 +176,8 @@ class WorkerProtocol(QuietAMP):
         self.plugin: Any = None
         self._on_lost = on_lost
         self._reactor = reactor
-        #: requests not run yet, in the order they came, with their answers.
-        self._queue: Deque[Tuple[bytes, Deferred[Dict[str, Any]]]] = deque()
+        #: requests not run yet, in the order they came, with their tags.
+        self._queue: Deque[Tuple[bytes, bytes]] = deque()
         self._turn: Optional[IDelayedCall] = None
         self._forwarding = False
         self._ops: Dict[str, Callable[[Any], Any]] = {
@@ -195,7 +198,7 @@ class WorkerProtocol(QuietAMP):
         except BaseException as e:
             payload = dumps(("error", encode_failure(Failure(PluginError(
                 self.name, f"{op}: a value that cannot be pickled ({e!r})")))))
-        self.callRemote(Notify, p=payload)
+        self.send_notify(payload)
 
     def ask(self, op: str, value: Any) -> Deferred[Any]:
         """
@@ -206,44 +209,58 @@ class WorkerProtocol(QuietAMP):
         except BaseException as e:
             return fail(PluginError(self.name, f"api.{op}: its arguments cannot be pickled "
                                                f"({e!r})"))
-        return self.callRemote(Request, p=payload).addCallback(self._answered)
+        return self.send_request(payload).addCallback(self._answered)
 
-    def _answered(self, box: Dict[str, Any]) -> Any:
-        ok, value = loads(box["p"])
+    def _answered(self, p: bytes) -> Any:
+        ok, value = loads(p)
         if ok:
             return value
         return decode_failure(self.name, value)
 
     # -- from the manager --------------------------------------------------
 
-    @Request.responder
-    def request(self, p: bytes) -> Deferred[Dict[str, Any]]:
+    def asked(self, p: bytes, tag: bytes) -> None:
         """
-        Queue the op pickled in C{p}, to run in a reactor turn of its own;
-        answer its result or its error.
+        Queue the op pickled in C{p}, to run once the read it came in is
+        handled (see L{read_done}); its result or its error is the answer
+        to C{tag}.
         """
-        answer: Deferred[Dict[str, Any]] = Deferred()
-        self._queue.append((p, answer))
-        if self._turn is None:
+        self._queue.append((p, tag))
+        if self._turn is None and not self.reading:
             self._turn = self._reactor.callLater(0, self._next)
-        return answer
+
+    def read_done(self) -> None:
+        """
+        Run the requests of this read now, unless earlier ones wait for
+        their turn (their answers are written with this read's).
+        """
+        if self._queue and self._turn is None:
+            self._run_queue()
 
     def _next(self) -> None:
         """
-        Run the requests queued, in order, in this turn while they take
-        less than L{_TURN} in all; the rest in the next turn (so that the
-        answers so far are written first).
+        A turn of the requests queued (see L{_run_queue}); its answers are
+        written together once it ends.
         """
         self._turn = None
+        self.holding(self._run_queue)
+
+    def _run_queue(self) -> None:
+        """
+        Run the requests queued, in order, while they take less than
+        L{_TURN} in all; the rest in the next reactor turn (so that the
+        answers so far are written first).
+        """
         queue = self._queue
         began = perf_counter()
         while queue:
-            p, answer = queue.popleft()
+            p, tag = queue.popleft()
             result = self._run(p)
             if isinstance(result, Deferred):
-                result.chainDeferred(answer)
+                result.addCallbacks(self.send_answer, self.send_error, callbackArgs=(tag,),
+                                    errbackArgs=(tag,))
             else:
-                answer.callback(result)
+                self.send_answer(result, tag)
             if queue and perf_counter() - began >= _TURN:
                 self._turn = self._reactor.callLater(0, self._next)
                 return
@@ -252,31 +269,28 @@ class WorkerProtocol(QuietAMP):
         """
         Run the op pickled in C{p}: its answer, or a Deferred of it.
         """
-        what = "the request"
         try:
             op, value = loads(p)
-            what = f"handler {value[0]}" if op == "call" else op
             result = self._ops[op](value)
         except BaseException:
             return self._error(Failure())
         if isinstance(result, Deferred):
-            return result.addCallbacks(self._ok, self._error, callbackArgs=(what,))
-        return self._ok(result, what)
+            return result.addCallbacks(self._ok, self._error, callbackArgs=(op, value))
+        return self._ok(result, op, value)
 
-    @Notify.responder
-    def notified(self, p: bytes) -> Dict[str, Any]:
+    def told(self, p: bytes) -> None:
         """The manager sends nothing one way yet."""
-        return {}
 
-    def _ok(self, result: Any, what: str) -> Dict[str, Any]:
+    def _ok(self, result: Any, op: str, value: Any) -> bytes:
         try:
-            return {"p": dumps((True, result))}
+            return dumps((True, result))
         except BaseException as e:
+            what = f"handler {value[0]}" if op == "call" else op
             return self._error(Failure(PluginError(
                 self.name, f"{what}: its result cannot be pickled ({e!r})")))
 
-    def _error(self, failure: Failure) -> Dict[str, Any]:
-        return {"p": dumps((False, encode_failure(failure)))}
+    def _error(self, failure: Failure) -> bytes:
+        return dumps((False, encode_failure(failure)))
 
     # -- the operations --------------------------------------------------
 
@@ -287,6 +301,7 @@ class WorkerProtocol(QuietAMP):
         from .._dispatch import handler_specs
         from .._plugin import PluginAPI
         from .._policy import RestartPolicy, class_policy
+        from .._schema import data_for
 
         (name, module_name, origin, is_package, root), path, limits, data, sources = value
         self.name = name
@@ -313,6 +328,9 @@ class WorkerProtocol(QuietAMP):
             raise InvalidMetadata(name, [f"looking at the plugin class raised {e!r}"]) from None
         if _is_bot_plugin(cls):
             raise InvalidMetadata(name, ["an IRC bot plugin (BotPlugin) cannot be isolated"])
+        # Its Config is checked here, where its class is (the manager's is
+        # a proxy): InvalidData (or InvalidMetadata) travels back as itself.
+        data = data_for(name, cls, data)
         manager = _RemoteManager(self)
         api = PluginAPI(manager, name, reactor, host=_RemoteHost(self))
         try:

@@ -49,7 +49,8 @@ class IRCv3Client:
     def register(self, nickname: str, hostname: str = "foo", servername: str = "bar") -> None:
         """
         Open the IRCv3 negotiation (C{CAP LS 302}), then register as
-        L{irc.IRCClient} does: a server without C{CAP} registers at once.
+        L{IRCClient<twisted.words.protocols.irc.IRCClient>} does: a server
+        without C{CAP} registers at once.
         """
         self.caps.start()
         super().register(nickname, hostname, servername)  # type: ignore[misc]
@@ -140,8 +141,9 @@ class IRCv3Client:
 
     def irc_ERR_PASSWDMISMATCH(self, prefix: str, params: List[str]) -> None:
         """
-        The server refused the password: say so (L{irc.IRCClient} raises,
-        which only logs a traceback); the server closes the connection.
+        The server refused the password: say so
+        (L{IRCClient<twisted.words.protocols.irc.IRCClient>} raises, which only
+        logs a traceback); the server closes the connection.
         """
         self.log.error("the server refused the password: {text}",
                        text=params[-1] if params else "")

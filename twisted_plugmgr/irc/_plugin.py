@@ -120,8 +120,8 @@ class BotPlugin(Plugin):
         """
         Run C{f(*args, **kw)} (file I/O, for instance) in the reactor's
         thread pool, off the reactor thread; return a Deferred with its
-        result. On a reactor without threads (a L{Clock} in tests), it runs
-        at once.
+        result. On a reactor without threads (a
+        L{Clock<twisted.internet.task.Clock>} in tests), it runs at once.
         """
         return run_blocking(self.bot.reactor, f, *args, **kw)
 

@@ -1,6 +1,6 @@
 """
 Observability: Prometheus metrics and a live web dashboard of a
-L{PluginManager<twisted_plugmgr.PluginManager>}.
+L{PluginManager<twisted_plugmgr.PluginManager>}::
 
     web = WebService(manager, "tcp:9180:interface=127.0.0.1", token="s3cret")
     web.setServiceParent(application)

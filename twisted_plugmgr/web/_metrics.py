@@ -118,7 +118,7 @@ def metrics_registry(metrics: Any, feed: EventFeed) -> CollectorRegistry:
 
 class GuardedMetrics(Resource):
     """
-    C{prometheus_client}'s L{MetricsResource}, answering 401 unless the
+    C{prometheus_client}'s C{MetricsResource}, answering 401 unless the
     request carries the token as a bearer token, when C{guarded} (429 for a
     client address that gave too many wrong tokens).
     """
