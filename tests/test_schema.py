@@ -14,14 +14,14 @@ import dataclasses
 import os
 import sys
 import types
-from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import attr
 import pytest
 import pytest_twisted
+from _workers import until, workers
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 
 from twisted_plugmgr import (
     DependencyError,
@@ -699,33 +699,6 @@ def test_a_plugin_required_by_another_is_loaded_with_no_data(env, logged_failure
 # -- an isolated plugin: its worker checks the data ------------------------------
 
 
-def workers() -> List[int]:
-    """The pids of this process's worker children, alive."""
-    me = str(os.getpid())
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if fields[1] == me and fields[0] != "Z" and b"_isolate.worker" in cmdline:
-            found.append(int(entry))
-    return found
-
-
-async def until(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Wait, polling the reactor every 10 ms, until C{predicate()}; fail after C{seconds}."""
-    waited = 0.0
-    while not predicate():
-        if waited > seconds:
-            raise AssertionError("condition not met in time")
-        await deferLater(reactor, 0.01, lambda: None)
-        waited += 0.01
 
 
 @pytest.fixture
