@@ -31,6 +31,7 @@ from twisted_plugmgr import (
     PluginCrashed,
     PluginError,
     PluginManager,
+    PluginState,
     RemoteError,
     ShutdownMode,
     ShutdownTimedOut,
@@ -509,6 +510,53 @@ async def test_crash_fails_calls_and_restarts(manager, logged_failures, handler,
 
 
 @pytest_twisted.ensureDeferred
+async def test_restart_after_a_crash_takes_the_warm_spare(manager, logged_failures):
+    """
+    While an isolated plugin runs, one more worker waits warm; a crash
+    restarts the plugin in that very process (no interpreter start), and
+    another spare is started behind it.
+    """
+    events = Events(manager)
+    await manager.load("iso")
+    first = await manager.call("iso", "pid")
+    await until(lambda: len(workers()) == 2)
+    (spare,) = set(workers()) - {first}
+    started = events.next("plugin_started", "iso")
+    with pytest.raises(PluginCrashed):
+        await manager.call("iso", "exit", 3)
+    await started
+    assert manager.info("iso").state is PluginState.RUNNING
+    assert await manager.call("iso", "pid") == spare == manager.info("iso").pid
+    await until(lambda: len(workers()) == 2 and first not in workers())
+    logged_failures.flush(PluginCrashed)
+
+
+@pytest.mark.parametrize("end", ["unload", "shutdown"])
+@pytest_twisted.ensureDeferred
+async def test_the_spare_goes_with_a_quarantined_plugin(manager, logged_failures, end):
+    """
+    A quarantined isolated plugin has no worker, but may be reset: the
+    warm spare waits for it; once it is unloaded, or the manager shut
+    down, no worker is left.
+    """
+    await manager.load("iso", restart="always", restart_burst=1, restart_interval=100)
+    with pytest.raises(PluginCrashed):
+        await manager.call("iso", "exit", 3)
+    await until(lambda: manager.info("iso").restarts == 1 and
+                manager.info("iso").state is PluginState.RUNNING)
+    with pytest.raises(PluginCrashed):
+        await manager.call("iso", "exit", 3)
+    await until(lambda: manager.info("iso").state is PluginState.QUARANTINED)
+    await until(lambda: len(workers()) == 1)  # the spare only
+    if end == "unload":
+        await manager.unload("iso")
+    else:
+        await manager.shutdown(ShutdownMode.IMMEDIATE)
+    await until(lambda: not workers(), 5.0)
+    logged_failures.flush(PluginCrashed)
+
+
+@pytest_twisted.ensureDeferred
 async def test_memory_limit(manager, logged_failures):
     """
     With C{limits = {memory_mb = ...}}, a handler allocating past it fails
@@ -899,13 +947,15 @@ async def test_reload_whose_import_hangs_keeps_the_old_worker(plugins, logged_fa
     from twisted_plugmgr import StartTimedOut
 
     # The deadline also covers a cold worker's interpreter start (the first
-    # load), which a loaded machine can take a second for.
-    m = PluginManager(paths=[str(plugins)], reactor=reactor, start_deadline=3.0,
+    # load), which a loaded machine can take seconds for; the reload takes
+    # the warm spare (waited for).
+    m = PluginManager(paths=[str(plugins)], reactor=reactor, start_deadline=5.0,
                       old_code_grace=None)
     m.startService()
     try:
         await m.load("iso")
         old = await m.call("iso", "pid")
+        await until(lambda: len(workers()) == 2)
         write(plugins, "iso", iso_source("2", "import time; time.sleep(60)"))
         with pytest.raises(StartTimedOut):
             await m.reload("iso")

@@ -1,10 +1,11 @@
 """
-The isolate channel's quick writes (L{_channel.write_now} and
-L{_channel.ChannelAMP}), on real sockets in the real reactor: bytes written
-at once, partial writes and a full socket (EAGAIN) finished by the reactor
-in order, a lost peer reported as a lost connection, and AMP calls through
-two channel ends -- many in flight, answered in order and out of order,
-values of several writes, calls failed when the connection goes.
+The isolate channel's transport and protocol on real sockets in the real
+reactor: L{_stream.Stream} writes at once (partial writes and a full
+socket, EAGAIN, finished by the reactor in order; a lost peer reported as a
+lost connection; loseConnection and abortConnection), and
+L{_channel.ChannelAMP} carries AMP calls through two channel ends -- many
+in flight, answered in order and out of order, values of several writes,
+calls failed when the connection goes -- and to and from a stock AMP peer.
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.error import ConnectionClosed
+from twisted.internet.error import ConnectionAborted, ConnectionClosed, ConnectionDone
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.protocols import amp
 from twisted.python.failure import Failure
+from zope.interface.verify import verifyObject
 
-from twisted_plugmgr._isolate._channel import ChannelAMP, write_now
+from twisted_plugmgr._isolate._channel import ChannelAMP
+from twisted_plugmgr._isolate._stream import Stream
 from twisted_plugmgr._isolate._wire import Notify, Request
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="AF_UNIX socket buffers: Linux")
@@ -52,7 +56,7 @@ class Collect(Protocol):
 
 
 def adopt(sock: socket.socket, protocol: Any) -> Any:
-    """Put C{sock} in the reactor with C{protocol}; its transport."""
+    """Put a copy of C{sock} in the reactor with C{protocol}, on Twisted's own transport."""
     reactor.adoptStreamConnection(sock.fileno(), socket.AF_UNIX,  # type: ignore[attr-defined]
                                   Factory.forProtocol(lambda: protocol))
     return protocol.transport
@@ -76,6 +80,11 @@ async def until_received(collect: Collect, size: int, seconds: float = 10.0) -> 
     return collect.received()
 
 
+def stream(sock: socket.socket, protocol: Any) -> Stream:
+    """C{sock} in the reactor with C{protocol}, on the channel's transport (which owns it)."""
+    return Stream(sock, protocol, reactor)
+
+
 def close(*things: Any) -> None:
     for thing in things:
         if isinstance(thing, socket.socket):
@@ -84,19 +93,20 @@ def close(*things: Any) -> None:
             thing.abortConnection()
 
 
-# -- write_now ---------------------------------------------------------------
+# -- the transport -------------------------------------------------------------
 
 
 @pytest_twisted.ensureDeferred
 async def test_bytes_are_on_the_socket_before_the_reactor_turns():
     """
-    On an idle transport, what C{write_now} is given is in the socket when
-    it returns (Twisted's C{write} would wait for the next reactor turn).
+    On an idle transport, what C{write} is given is in the socket when it
+    returns (Twisted's C{write} would wait for the next reactor turn).
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    transport = adopt(ours, Collect())
+    transport = stream(ours, Collect())
     try:
-        write_now(transport, b"hello")
+        verifyObject(ITransport, transport)
+        transport.write(b"hello")
         theirs.setblocking(False)
         assert theirs.recv(100) == b"hello"
     finally:
@@ -106,20 +116,20 @@ async def test_bytes_are_on_the_socket_before_the_reactor_turns():
 @pytest_twisted.ensureDeferred
 async def test_partial_write_sends_the_rest_in_order():
     """
-    More than the socket takes: C{write_now} returns at once, the reactor
+    More than the socket takes: C{write} returns at once, the reactor
     writes the rest, and bytes written after it come after it -- also
     when the socket has room again before the reactor's turn.
     """
     ours, theirs = small_pair()
-    transport = adopt(ours, Collect())
+    transport = stream(ours, Collect())
     theirs.setblocking(False)
     payload = os.urandom(2_000_000)
     try:
         started = time.monotonic()
-        write_now(transport, payload)
+        transport.write(payload)
         assert time.monotonic() - started < 1.0  # it did not wait for the peer
         got = [theirs.recv(65536)]  # room in the socket, the reactor not turned yet
-        write_now(transport, b"tail")
+        transport.write(b"tail")
         assert await until_read(theirs, got, len(payload) + 4) == payload + b"tail"
     finally:
         close(transport, ours, theirs)
@@ -149,7 +159,7 @@ async def test_full_socket_buffers_and_sends_later():
     empty: the bytes wait in the transport and follow what filled it.
     """
     ours, theirs = small_pair()
-    transport = adopt(ours, Collect())
+    transport = stream(ours, Collect())
     filler = socket.socket(fileno=os.dup(transport.fileno()))
     filler.setblocking(False)
     filled = 0
@@ -161,7 +171,7 @@ async def test_full_socket_buffers_and_sends_later():
     filler.close()
     peer = Collect()
     try:
-        write_now(transport, b"after")
+        transport.write(b"after")
         peer_transport = adopt(theirs, peer)
         try:
             expected = b"f" * filled + b"after"
@@ -175,28 +185,83 @@ async def test_full_socket_buffers_and_sends_later():
 @pytest_twisted.ensureDeferred
 async def test_write_to_a_closed_peer_loses_the_connection():
     """
-    The peer is gone: C{write_now} raises nothing, and the connection is
-    reported lost.
+    The peer is gone: C{write} raises nothing, the connection is reported
+    lost, and the socket is closed.
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     protocol = Collect()
-    transport = adopt(ours, protocol)
-    ours.close()
+    transport = stream(ours, protocol)
     theirs.close()
-    write_now(transport, b"x" * 100_000)
+    transport.write(b"x" * 100_000)
     await protocol.lost.addTimeout(5, reactor)
     assert protocol.reason.check(ConnectionClosed)
+    assert ours.fileno() == -1
 
 
-def test_other_transports_get_their_write():
+@pytest_twisted.ensureDeferred
+async def test_lose_connection_writes_what_waits_first():
     """
-    A transport that is not one of Twisted's sockets (here a test
-    transport) gets C{write} as usual.
+    C{loseConnection} with bytes still buffered (the socket was full):
+    they all arrive, then the end of the stream; the connection is done
+    cleanly on both sides.
     """
-    transport = StringTransport()
-    write_now(transport, b"abc")
-    write_now(transport, b"def")
-    assert transport.value() == b"abcdef"
+    ours, theirs = small_pair()
+    protocol = Collect()
+    transport = stream(ours, protocol)
+    payload = os.urandom(1_000_000)
+    transport.write(payload)
+    transport.loseConnection()
+    peer = Collect()
+    peer_transport = adopt(theirs, peer)
+    try:
+        await peer.lost.addTimeout(10, reactor)
+        assert peer.received() == payload
+        await protocol.lost.addTimeout(5, reactor)
+        assert protocol.reason.check(ConnectionDone)
+        assert ours.fileno() == -1
+    finally:
+        close(peer_transport, theirs)
+
+
+@pytest_twisted.ensureDeferred
+async def test_abort_connection_drops_what_waits():
+    """
+    C{abortConnection}: the connection is lost (C{ConnectionAborted}) on
+    the next reactor turn, once, without writing what waits; the peer
+    sees the stream end; writes afterwards are ignored.
+    """
+    ours, theirs = small_pair()
+    protocol = Collect()
+    transport = stream(ours, protocol)
+    transport.write(os.urandom(1_000_000))
+    transport.abortConnection()
+    transport.abortConnection()
+    assert not protocol.lost.called  # on the next turn
+    await protocol.lost.addTimeout(5, reactor)
+    assert protocol.reason.check(ConnectionAborted)
+    transport.write(b"ignored")
+    peer = Collect()
+    peer_transport = adopt(theirs, peer)
+    try:
+        await peer.lost.addTimeout(5, reactor)
+        assert len(peer.received()) < 1_000_000
+    finally:
+        close(peer_transport, theirs)
+
+
+@pytest_twisted.ensureDeferred
+async def test_it_reads_what_arrives_and_the_end_of_the_stream():
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    protocol = Collect()
+    stream(ours, protocol)
+    theirs.sendall(b"one ")
+    theirs.sendall(b"two")
+    assert await until_received(protocol, 7) == b"one two"
+    theirs.close()
+    await protocol.lost.addTimeout(5, reactor)
+    assert protocol.reason.check(ConnectionDone)
+    assert ours.fileno() == -1
+
 
 
 # -- two channel ends ------------------------------------------------------------
@@ -237,10 +302,7 @@ class End(ChannelAMP):
 def ends(small: bool = False) -> Tuple[End, End, List[Any]]:
     a, b = small_pair() if small else socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     left, right = End(), End()
-    opened = [adopt(a, left), adopt(b, right)]
-    a.close()  # the reactor has its own copies of the two ends
-    b.close()
-    return left, right, opened
+    return left, right, [stream(a, left), stream(b, right)]
 
 
 def ask(end: End, p: bytes) -> Deferred[bytes]:
@@ -384,9 +446,8 @@ class Stock(amp.AMP):
 def with_stock() -> Tuple[End, Stock, List[Any]]:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     end, stock = End(), Stock()
-    opened = [adopt(a, end), adopt(b, stock)]
-    a.close()
-    b.close()
+    opened = [stream(a, end), adopt(b, stock)]
+    b.close()  # the reactor has its own copy of Twisted's end
     return end, stock, opened
 
 

@@ -224,6 +224,7 @@ class PluginManager(PolicyMethods, MultiService):
     def _dropped(self, record: Record, error: PluginError) -> None:
         self._reloader.dropped(record, error)
         self._supervisor.forget(record)
+        self._isolator.pool.released()  # the warm spare goes with the last isolated plugin
 
     # -- the table --------------------------------------------------------
 
@@ -362,7 +363,10 @@ class PluginManager(PolicyMethods, MultiService):
 
         @return: a Deferred firing with L{None} when all is done.
         """
-        return self._stopper.shutdown(ShutdownMode.coerce(mode), self.unwatch)
+        d = self._stopper.shutdown(ShutdownMode.coerce(mode), self.unwatch)
+        # The warm spare worker, if any, ends too (none is started again:
+        # no plugin is left to want one).
+        return d.addBoth(lambda outcome: self._isolator.pool.close().addBoth(lambda _: outcome))
 
     # -- addressing -------------------------------------------------------
 

@@ -4,13 +4,9 @@ The AMP protocol of an isolated plugin's channel, the same at both ends
 (the boxes of L{_wire.Request} and L{_wire.Notify}, readable and writable
 by any AMP peer), without its per-connection log lines, and quick.
 
-Quick in three ways, for a call costs a message each way:
+Quick in two ways, for a call costs a message each way (its transport, a
+L{_stream.Stream}, also writes at once and reads with one C{recv}):
 
-  - Twisted's C{FileDescriptor.write} only buffers and asks the reactor
-    for writability: the bytes go out on the next reactor turn. Here a box
-    is written at once when nothing waits in the transport's buffer (what
-    the socket does not take stays there, for the reactor to write as
-    usual: L{write_now}).
   - The boxes made while the boxes of one read are handled (the answers to
     several calls in flight, the calls they lead to) go out in one write
     at the end of that read.
@@ -32,7 +28,7 @@ from twisted.python.failure import Failure
 
 from ._wire import CHUNK
 
-__all__ = ["ChannelAMP", "write_now"]
+__all__ = ["ChannelAMP"]
 
 _log = Logger(namespace="twisted_plugmgr.isolate")
 
@@ -43,39 +39,6 @@ _NOTIFY = b"\x00\x08_command\x00\x06Notify"
 _ANSWER = b"\x00\x07_answer"
 #: What ends a box.
 _END = b"\x00\x00"
-
-
-def write_now(transport: Any, data: bytes) -> None:
-    """
-    Write C{data} to C{transport}: at once, as much as its socket takes,
-    when nothing waits in its buffer; the rest (all of it, when something
-    waits) with its C{write}, which the reactor sends when the socket can
-    take more. The order of the bytes is kept; it never blocks.
-
-    A transport that is not one of Twisted's file descriptors (a TLS or
-    test transport, another reactor's) gets its C{write} as usual.
-    """
-    try:
-        idle = (transport.connected and not transport.disconnecting
-                and not transport._writeDisconnected and not transport._tempDataLen
-                and len(transport.dataBuffer) == transport.offset
-                and not getattr(transport, "_sendmsgQueue", None))  # no descriptors to pass
-        sock = transport.socket
-    except AttributeError:
-        idle = False
-    if idle:
-        try:
-            sent = sock.send(data)  # Twisted's sockets do not block
-        except OSError:
-            # Nothing taken (EAGAIN), or an error: the transport's write
-            # buffers it, and its next doWrite sends it or reports the
-            # connection lost.
-            sent = 0
-        if sent >= len(data):
-            return
-        if sent:
-            data = data[sent:]
-    transport.write(data)
 
 
 def _string(value: bytes) -> bytes:
@@ -183,7 +146,7 @@ class ChannelAMP(amp.AMP):
         if held is not None:
             held.append(data)
         elif self.transport is not None:
-            write_now(self.transport, data)
+            self.transport.write(data)
 
     # -- receiving ---------------------------------------------------------
 
@@ -247,7 +210,7 @@ class ChannelAMP(amp.AMP):
         if self._held is held:
             self._held = None
         if held and self.transport is not None:
-            write_now(self.transport, b"".join(held))
+            self.transport.write(b"".join(held))
 
     def _boxes(self, data: bytes) -> None:
         """

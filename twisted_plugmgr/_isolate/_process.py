@@ -17,12 +17,13 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
-from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorProcess, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._channel import ChannelAMP
+from ._stream import Stream
 from ._wire import dumps, encode_failure, loads
 
 __all__ = ["Worker", "WorkerPool", "Exit"]
@@ -65,6 +66,7 @@ class Worker(ProcessProtocol):
     One worker process.
 
     @ivar pid: its process id.
+    @ivar ready: whether its reactor runs, Twisted imported (it said so).
     @ivar exit: how it ended, once it has (else L{None}).
     @ivar log: where its output lines go (renamed once a plugin is given
         to it).
@@ -90,6 +92,7 @@ class Worker(ProcessProtocol):
         self._told = False
         self._waiting_exit: list = []
         self._kill_call: Optional[IDelayedCall] = None
+        self.ready = False
 
     def spawn(self) -> None:
         """
@@ -105,12 +108,13 @@ class Worker(ProcessProtocol):
             transport = self._reactor.spawnProcess(
                 self, sys.executable, [sys.executable, "-m", "twisted_plugmgr._isolate.worker"],
                 env=env, childFDs={0: "w", 1: "r", 2: "r", 3: theirs.fileno()})
-            self.pid = transport.pid
-            self._reactor.adoptStreamConnection(
-                ours.fileno(), socket.AF_UNIX, Factory.forProtocol(lambda: self._channel))
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
-            ours.close()
+        self.pid = transport.pid
+        Stream(ours, self._channel, self._reactor)
         transport.closeStdin()
 
     # -- requests ----------------------------------------------------------
@@ -177,6 +181,9 @@ class Worker(ProcessProtocol):
             op, value = loads(p)
         except BaseException:
             self.log.failure("a message from worker {pid} cannot be read", pid=self.pid)
+            return
+        if op == "ready":
+            self.ready = True
             return
         self.on_notify(op, value)
 
@@ -330,8 +337,8 @@ class WorkerPool:
     imported, no plugin) ready while C{wanted()} says isolated plugins may
     need one, so that a restart does not pay for an interpreter start.
 
-    @param reactor: a reactor providing L{IReactorProcess} (and
-        C{adoptStreamConnection}).
+    @param reactor: a reactor providing L{IReactorProcess} and
+        L{IReactorFDSet}.
     @param wanted: whether a spare is worth keeping now.
     @param spare: whether to keep spares at all.
     """
@@ -349,8 +356,8 @@ class WorkerPool:
         """
         Whether the reactor can run worker processes.
         """
-        return IReactorProcess.providedBy(self._reactor) and hasattr(
-            self._reactor, "adoptStreamConnection")
+        return IReactorProcess.providedBy(self._reactor) and IReactorFDSet.providedBy(
+            self._reactor)
 
     def take(self) -> Worker:
         """
@@ -381,14 +388,18 @@ class WorkerPool:
 
     @property
     def spare_pid(self) -> Optional[int]:
-        """The pid of the warm spare, if one is ready."""
-        return self._spare.pid if self._spare is not None else None
+        """The pid of the warm spare, once its reactor runs."""
+        spare = self._spare
+        return spare.pid if spare is not None and spare.ready and spare.exit is None else None
 
     def released(self) -> None:
         """
-        A worker ended: on the next reactor turn, the spare goes if it is no
-        longer wanted.
+        A worker ended, or a plugin went: on the next reactor turn, the
+        spare goes if it is no longer wanted. (No spare: nothing to do; one
+        about to start checks for itself.)
         """
+        if self._spare is None:
+            return
         if self._check is None or not self._check.active():
             self._check = self._reactor.callLater(0, self._idle)
 

@@ -35,6 +35,7 @@ from zope.interface import implementer
 from .._errors import InitFailed, InvalidMetadata, PluginError
 from .._interfaces import IPluginHost
 from ._channel import ChannelAMP
+from ._stream import Stream
 from ._wire import NO_STATE_MARK, decode_failure, dumps, encode_failure, loads
 
 __all__ = ["main", "WorkerProtocol", "LIMITS"]
@@ -526,7 +527,6 @@ def main(fd: int = 3) -> None:
     _leave_process_group()
     _die_with_parent(int(os.environ.get("PLUGMGR_PARENT_PID", "0")))
     from twisted.internet import reactor
-    from twisted.internet.protocol import Factory
 
     globalLogBeginner.beginLoggingTo([], redirectStandardIO=False, discardBuffer=True)
 
@@ -535,9 +535,8 @@ def main(fd: int = 3) -> None:
             reactor.stop()
 
     protocol = WorkerProtocol(lost, reactor)
-    factory = Factory.forProtocol(lambda: protocol)
-    reactor.adoptStreamConnection(fd, socket.AF_UNIX, factory)  # type: ignore[attr-defined]
-    os.close(fd)
+    Stream(socket.socket(fileno=fd), protocol, reactor)
+    reactor.callWhenRunning(protocol.notify, "ready", None)
     reactor.run()
     sys.stdout.flush()
     sys.stderr.flush()
