@@ -669,21 +669,68 @@ def test_a_transaction_with_refused_data_for_one_plugin_changes_none(env, logged
     assert result_of(manager.call("greeter", "given")).greeting == "hi"
     logged_failures.flush(InvalidData, ReloadFailed)
 
-@pytest.mark.xfail(strict=True, reason="Supervisor.revive (_supervise.py) keeps the new data "
-                                       "before it is checked: it restarts with refused data")
-def test_a_quarantined_plugin_given_refused_data_keeps_its_data(env, logged_failures):
-    manager, clock, events, plugdir = env
-    greeter(plugdir)
-    result_of(manager.load("greeter", GOOD, restart="always", restart_burst=1,
-                           restart_interval=100, restart_delay=1))
+def quarantine(manager: PluginManager, clock: Any) -> None:
+    """Make the greeter (loaded with a burst of one restart) fail into quarantine."""
     for _ in range(2):
         result_of(manager.call("greeter", "broke"))
         clock.advance(1)
     assert manager.plugin_table()["greeter"].state is PluginState.QUARANTINED
-    failure_of(manager.load("greeter", BAD), InvalidData)
+
+
+def test_a_quarantined_plugin_given_refused_data_keeps_its_data(env, logged_failures):
+    """
+    A load of a quarantined plugin with data its Config refuses: refused,
+    and nothing changed -- still quarantined, its data, its restart policy
+    and its restarts as they were; a reset then starts it with its data.
+    """
+    manager, clock, events, plugdir = env
+    greeter(plugdir)
+    result_of(manager.load("greeter", GOOD, restart="always", restart_burst=1,
+                           restart_interval=100, restart_delay=1))
+    quarantine(manager, clock)
+    before = manager.plugin_table()["greeter"]
+    seen = len(events.kinds())
+    failure = failure_of(manager.load("greeter", BAD, restart="no"), InvalidData)
+    assert failure.value.keys == ("greeting", "servers[0].port", "colour")
+    logged_failures.flush(InvalidData)
+    after = manager.plugin_table()["greeter"]
+    assert after.state is PluginState.QUARANTINED
+    assert (after.restarts, after.last_failure) == (before.restarts, before.last_failure)
+    assert "plugin_failed" not in events.kinds()[seen:]
+    assert "plugin_started" not in events.kinds()[seen:]
+    clock.advance(10)
+    assert manager.plugin_table()["greeter"].state is PluginState.QUARANTINED
+    plugin = result_of(manager.reset("greeter"))
+    assert plugin.data.greeting == "hi"
+    # Its policy is still the one it was loaded with: it restarts.
+    result_of(manager.call("greeter", "broke"))
+    clock.advance(1)
+    assert manager.getServiceNamed("greeter") is not plugin
+    assert manager.plugin_table()["greeter"].state is PluginState.RUNNING
+
+
+def test_a_quarantined_plugin_reloaded_with_refused_data_keeps_its_code(env, logged_failures):
+    """
+    A reload of a quarantined plugin with data the new version's Config
+    refuses: refused, still quarantined, with its old code and data.
+    """
+    manager, clock, events, plugdir = env
+    greeter(plugdir)
+    result_of(manager.load("greeter", GOOD, restart="always", restart_burst=1,
+                           restart_interval=100, restart_delay=1))
+    quarantine(manager, clock)
+    greeter(plugdir, version="2")
+    failure_of(manager.reload("greeter", data=BAD), InvalidData)
     logged_failures.flush(InvalidData)
     assert manager.plugin_table()["greeter"].state is PluginState.QUARANTINED
-    assert result_of(manager.reset("greeter")).data.greeting == "hi"
+    plugin = result_of(manager.reset("greeter"))
+    assert plugin.data.greeting == "hi"
+    assert manager.plugin_table()["greeter"].version == "1"
+    # And a reload with good data gets the new code.
+    quarantine(manager, clock)
+    assert result_of(manager.reload("greeter", data=GOOD)).data.greeting == "hi"
+    assert manager.plugin_table()["greeter"].version == "2"
+
 
 def test_a_plugin_required_by_another_is_loaded_with_no_data(env, logged_failures):
     manager, clock, events, plugdir = env
@@ -767,6 +814,34 @@ async def test_an_isolated_reload_with_bad_data_keeps_the_old_worker_and_its_dat
     await manager.reload("greeter", data=dict(GOOD, channel="#c"))
     new_pid, given = await manager.call("greeter", "summary")
     assert new_pid != pid and given["channel"] == "#c"
+
+
+@linux_only
+@pytest_twisted.ensureDeferred
+async def test_a_quarantined_isolated_plugin_given_refused_data_keeps_its_data(
+        isolating, logged_failures):
+    """
+    Data refused by the worker of a quarantined isolated plugin: still
+    quarantined, no worker left of the refused start; a reset starts it in
+    a worker with its data.
+    """
+    manager, plugdir = isolating
+    await manager.load("greeter", GOOD, isolate=True, restart="always", restart_burst=1,
+                       restart_interval=100)
+    await manager.call("greeter", "broke")
+    await until(lambda: manager.info("greeter").restarts == 1 and
+                manager.info("greeter").state is PluginState.RUNNING)
+    await manager.call("greeter", "broke")
+    await until(lambda: manager.info("greeter").state is PluginState.QUARANTINED)
+    with pytest.raises(InvalidData):
+        await manager.load("greeter", BAD)
+    logged_failures.flush(InvalidData)
+    assert manager.plugin_table()["greeter"].state is PluginState.QUARANTINED
+    # At most the warm spare: the worker of the refused start is gone.
+    await until(lambda: len(workers()) <= 1, 5.0)
+    await manager.reset("greeter")
+    pid, given = await manager.call("greeter", "summary")
+    assert pid in workers() and given["greeting"] == "hi"
 
 
 

@@ -58,7 +58,7 @@ class Loader:
                  teardown: Callable[[Record, str, PluginError], None],
                  settle: Callable[[Record], None], unload: Callable[..., Deferred[Any]],
                  changed: Callable[[], None],
-                 revive: Callable[[Record, Any, bool], Deferred[Any]]) -> None:
+                 revive: Callable[..., Deferred[Any]]) -> None:
         self.registry = registry
         self.life = life
         self.index = index
@@ -112,8 +112,7 @@ class Loader:
             _source.check_name(name)
             existing = self.registry.get(name)
             if existing is not None and existing.lifecycle.quarantined:
-                existing.policy = dict(policy or {})
-                return self.revive(existing, data, True)
+                return self.revive(existing, data, True, dict(policy or {}))
             if existing is not None:
                 if existing.lifecycle.stopping and existing.stop is not None:
                     return existing.stop.wait().addBoth(

@@ -151,7 +151,8 @@ class PluginManager(PolicyMethods, MultiService):
             registry, self._life, self._index, self._delivery, reporter, self._import, reactor,
             self._phase, running=lambda: bool(self.running), teardown=self._stopper.teardown,
             settle=self._settle, unload=self._stopper.unload_named, changed=self._autoreload.update,
-            revive=lambda record, data, clear: self._supervisor.revive(record, data, clear))
+            revive=lambda record, data, clear, policy=None: self._supervisor.revive(
+                record, data, clear, policy))
         self._reloader = Reloader(
             registry, self._life, self._index, reporter, self._import, self.deadlines, reactor,
             abandon=self._delivery.abandon, require=self._loader.require,

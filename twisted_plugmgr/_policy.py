@@ -187,3 +187,9 @@ class RestartWindow:
         Forget every restart (a fresh load, a reset).
         """
         self._times = []
+
+    def copy(self) -> RestartWindow:
+        """
+        Another window with the same restarts.
+        """
+        return RestartWindow(self._times)

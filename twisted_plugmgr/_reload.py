@@ -24,6 +24,7 @@ from ._deferreds import call_with_deadline, fan_out, run_blocking
 from ._dispatch import HandlerIndex
 from ._errors import (
     InitFailed,
+    InvalidData,
     ManagerStopped,
     NoSuchPlugin,
     PluginError,
@@ -292,11 +293,19 @@ class Reloader:
             if not record.lifecycle.quarantined:  # unloaded meanwhile
                 return give_up(Failure(NoSuchPlugin(record.name, f"it is {record.state.value}")))
             record.version = new
-            return self.revive(record, data, False).addCallbacks(
-                started, lambda f: self.release(loaded, "reload_failed").addBoth(
-                    lambda _: self.failed(record.name, f.value if isinstance(
-                        f.value, PluginError) else InitFailed(record.name, "it did not start",
-                                                              failure=f))))
+            return self.revive(record, data, False).addCallbacks(started, not_started,
+                                                                 errbackArgs=(loaded,))
+
+        def not_started(failure: Failure, loaded: List[str]) -> Deferred[Any]:
+            if failure.check(InvalidData) and record.lifecycle.quarantined:
+                # The data was refused: nothing changed, the old code stays.
+                new.purge()
+                _source.restore_modules(old.module_name, old_modules)
+                record.version = old.fresh()
+            error = failure.value if isinstance(failure.value, PluginError) else InitFailed(
+                record.name, "it did not start", failure=failure)
+            return self.release(loaded, "reload_failed").addBoth(
+                lambda _: self.failed(record.name, error))
 
         def started(instance: Any) -> Any:
             record.reloads += 1

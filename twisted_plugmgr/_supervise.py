@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from ._deferreds import Shared
 from ._delivery import Delivery
 from ._dispatch import HandlerIndex
-from ._errors import NoSuchPlugin, PluginError, PluginQuarantined
+from ._errors import InvalidData, NoSuchPlugin, PluginError, PluginQuarantined
 from ._events import Reporter
 from ._instance import VersionLife
 from ._lifecycle import ShutdownMode
@@ -53,6 +53,9 @@ class _Restart:
     parked: Shared = attr.ib(factory=Shared)
     started: Shared = attr.ib(factory=Shared)
     answered: bool = False
+    #: a revive's: puts back what it changed (data, policy, restarts) if
+    #: the plugin refuses the data it was given.
+    revert: Optional[Callable[[], None]] = None
 
 
 class Supervisor:
@@ -324,6 +327,15 @@ class Supervisor:
             record.version = record.version.fresh()
         if self._restarts.get(record) is restart:
             del self._restarts[record]
+        if restart.revert is not None and failure.check(InvalidData) and not restart.cancelled:
+            # A load, reset or reload of a quarantined plugin with data its
+            # Config refuses: refused, and nothing changed (it stays
+            # quarantined, with its data).
+            restart.revert()
+            record.lifecycle.fire("quarantine")
+            restart.parked.fire(None)
+            self._answer(restart, failure)
+            return
         record.last_failure = one_line(failure)
         self.reporter.broadcast("plugin_failed", record.name, failure=failure, cause="start",
                                 message=record.last_failure)
@@ -362,23 +374,33 @@ class Supervisor:
         """
         return record not in self._restarts
 
-    def revive(self, record: Record, data: Any, clear: bool) -> Deferred[Any]:
+    def revive(self, record: Record, data: Any, clear: bool,
+               policy: Optional[Dict[str, Any]] = None) -> Deferred[Any]:
         """
         Start a quarantined plugin afresh (C{load}, C{reset}, C{reload}),
-        with C{data}; C{clear} forgets its restarts.
+        with C{data} (and C{policy}, its load-level restart policy keys, if
+        given); C{clear} forgets its restarts.
 
         @return: a Deferred with the instance once it started, or failing
             with why its start failed (its policy then goes on as for any
-            restart).
+            restart) -- but for L{InvalidData}: data its C{Config} refuses
+            changes nothing, the plugin stays quarantined.
         """
         if not record.lifecycle.quarantined:
             return fail(NoSuchPlugin(record.name, f"it is {record.state.value}"))
+        before = (record.data, record.policy, record.window.copy(), record.restarts)
+
+        def revert() -> None:
+            record.data, record.policy, record.window, record.restarts = before
+
         if clear:
             record.window.clear()
             record.restarts = 0
+        if policy is not None:
+            record.policy = policy
         record.data = data
         record.lifecycle.fire("restart")
-        restart = self._restarts[record] = _Restart(0, 0.0)
+        restart = self._restarts[record] = _Restart(0, 0.0, revert=revert)
         d = restart.started.wait()
         self._start(record, restart)
         return d
