@@ -43,7 +43,7 @@ settings.load_profile(PROFILE)
 
 #: Examples per kind of test, per profile.
 _EXAMPLES = {
-    "ci": {"cheap": 500, "fuzz": 500, "io": 100, "stateful": 500},
+    "ci": {"cheap": 500, "fuzz": 300, "io": 100, "stateful": 150},
     "long": {"cheap": 10000, "fuzz": 10000, "io": 2000, "stateful": 5000},
 }
 
@@ -55,7 +55,8 @@ def budget(kind: str) -> settings:
     """
     The settings of a test of C{kind}: C{"cheap"} (pure functions),
     C{"fuzz"} (a manager on a Clock, or an in-memory connection), C{"io"}
-    (writes files for each example), C{"stateful"} (see L{stateful}).
+    (writes files, or imports and loads a plugin, for each example),
+    C{"stateful"} (see L{stateful}).
     """
     return settings(settings.get_profile(PROFILE), max_examples=_EXAMPLES[PROFILE][kind])
 

@@ -211,7 +211,7 @@ ANY_DATA = st.one_of(
 )
 
 
-@budget("fuzz")
+@budget("io")
 @given(data=ANY_DATA, new=ANY_DATA)
 def test_fuzzed_data_is_handed_over_untouched(good, logged_failures, data, new):
     manager, clock, events = good
@@ -536,7 +536,7 @@ def test_fuzzed_box_sizes(control, logged_failures, box):
     settle(logged_failures)
 
 
-@budget("fuzz")
+@budget("io")
 @given(data=JSON_VALUES)
 def test_fuzzed_data_through_the_control_channel(control, logged_failures, data):
     manager, clock, factory = control
