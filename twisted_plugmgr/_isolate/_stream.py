@@ -30,8 +30,9 @@ __all__ = ["Stream"]
 class Stream(FileDescriptor):
     """
     A connected stream socket C{sock} in C{reactor} (an
-    L{twisted.internet.interfaces.IReactorFDSet} and L{IReactorTime}), carrying C{protocol} (connected at once); the
-    socket is closed with the connection.
+    L{twisted.internet.interfaces.IReactorFDSet} and L{IReactorTime}),
+    carrying C{protocol} (connected at once); the socket is closed with
+    the connection.
 
     @ivar socket: the socket.
     @ivar protocol: the protocol, until the connection is lost.
