@@ -3,7 +3,7 @@ Reconfig end to end: C{twist plugmgr} runs as a subprocess, the C{plugmgr}
 CLI (a subprocess too) edits nothing but asks it to re-read its file. A
 refused reconfig changes nothing that C{plugmgr info} and C{plugmgr ready}
 show, and is tried again; new isolation options of a plugin move it into a
-worker process of its own.
+worker process of its own (a reload) and back.
 
 Every wait is bounded and event-driven (log lines, the CLI's answers).
 """
@@ -82,8 +82,8 @@ async def test_reconfig_moves_a_plugin_into_a_worker_and_back(tmp_path, daemons)
     write_config(home, config(alpha="isolate = true\n"))
     code, out, err = await daemon.cli("reconfig")
     assert (code, out) == (0, "reloaded: alpha\n"), err
-    await daemon.proto.wait_for("reconfig: alpha unloaded and loaded again to apply "
-                                "isolate=True (its state is not handed over)")
+    await daemon.proto.wait_for("reconfig: alpha reloaded with isolate=True "
+                                "(its state handed over)")
     row = (await info(daemon, "alpha"))["info"]
     assert row["isolated"] is True and row["pid"] not in (None, manager_pid)
     assert row["state"] == "running"

@@ -19,9 +19,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple,
 import attr
 import pytest
 import pytest_twisted
-from _workers import until, workers
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from _workers import isolating_manager, shut_down, until, workers
 
 from twisted_plugmgr import (
     DependencyError,
@@ -32,7 +30,6 @@ from twisted_plugmgr import (
     PluginManager,
     PluginState,
     ReloadFailed,
-    ShutdownMode,
 )
 from twisted_plugmgr._schema import data_for
 from twisted_plugmgr.testing import (
@@ -754,13 +751,9 @@ def isolating(tmp_path):
     plugdir = tmp_path / "plugins"
     plugdir.mkdir()
     greeter(plugdir)
-    manager = PluginManager(paths=[str(plugdir)], reactor=reactor, restart_delay=0.0,
-                            deadlines={"immediate": 0.5, "smart": 2, "lazy": 3},
-                            old_code_grace=None)
-    manager.startService()
+    manager = isolating_manager(plugdir)
     yield manager, plugdir
-    pytest_twisted.blockon(manager.shutdown(ShutdownMode.IMMEDIATE))
-    pytest_twisted.blockon(Deferred.fromCoroutine(until(lambda: not workers(), 5.0)))
+    shut_down(manager)
 
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="worker processes: Linux")

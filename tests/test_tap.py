@@ -1504,18 +1504,37 @@ def isolation_config(*alpha, data="{ n = 1 }"):
                         + f"data = {data}\n")
 
 
+#: A plugin body that counts, with its count as its state.
+COUNTING = PID + """
+count = 0
+
+@handler()
+def bump(self):
+    self.count += 1
+    return self.count
+
+def get_state(self):
+    return self.count
+
+def set_state(self, state):
+    self.count = state
+"""
+
+
 @pytest_twisted.ensureDeferred
 async def test_reconfig_applies_new_isolation_options(home, running, log):
     """
-    A plugin whose isolate or call_deadline changed is unloaded and loaded
-    again with them (and its data): it moves into a worker, to a new one,
-    and back; the log says what was done; the others are left alone.
+    A plugin whose isolate, call_deadline or limits changed is reloaded
+    with them (and its data), its state handed over: it moves into a
+    worker, to a new one, and back; the log says what was done; the others
+    are left alone.
     """
-    write_plugin(home / "plugins", "alpha", body=PID)
+    write_plugin(home / "plugins", "alpha", body=COUNTING)
     r = running(write_config(home, isolation_config()))
     await r.start()
     beta = r.instance("beta")
     assert await timeout(r.manager.call("alpha", "pid")) == os.getpid()
+    assert await timeout(r.manager.call("alpha", "bump")) == 1
 
     write_config(home, isolation_config("isolate = true"))
     outcome = await timeout(r.service.reconfig())
@@ -1524,8 +1543,8 @@ async def test_reconfig_applies_new_isolation_options(home, running, log):
     assert worker != os.getpid()
     assert (r.manager.info("alpha").isolated, r.manager.info("alpha").pid) == (True, worker)
     assert await timeout(r.manager.call("alpha", "echo")) == {"n": 1}
-    assert log.has("reconfig: alpha unloaded and loaded again to apply isolate=True "
-                   "(its state is not handed over)")
+    assert await timeout(r.manager.call("alpha", "bump")) == 2  # its state came along
+    assert log.has("reconfig: alpha reloaded with isolate=True (its state handed over)")
     assert r.instance("beta") is beta
     # Applied: the same file again changes nothing.
     assert await timeout(r.service.reconfig()) == ReconfigOutcome()
@@ -1536,65 +1555,56 @@ async def test_reconfig_applies_new_isolation_options(home, running, log):
     second = await timeout(r.manager.call("alpha", "pid"))
     assert second not in (worker, os.getpid())
     assert await timeout(r.manager.call("alpha", "echo")) == {"n": 2}
-    assert log.has("to apply isolate=True, call_deadline=5.0 (its state")
+    assert log.has("reconfig: alpha reloaded with isolate=True, call_deadline=5.0 (its state")
 
     write_config(home, isolation_config("isolate = true", "call_deadline = 5",
                                         "limits = { open_files = 200 }", data="{ n = 2 }"))
     assert await timeout(r.service.reconfig()) == ReconfigOutcome(reloaded=("alpha",))
     assert await timeout(r.manager.call("alpha", "pid")) not in (worker, second, os.getpid())
     assert await timeout(r.manager.call("alpha", "open_files")) == 200
-    assert log.has("to apply isolate=True, call_deadline=5.0, limits={'open_files': 200} (")
+    assert log.has("with isolate=True, call_deadline=5.0, limits={'open_files': 200} (")
 
     write_config(home, isolation_config(data="{ n = 2 }"))
     assert await timeout(r.service.reconfig()) == ReconfigOutcome(reloaded=("alpha",))
     assert await timeout(r.manager.call("alpha", "pid")) == os.getpid()
     assert not r.manager.info("alpha").isolated
-    assert log.has("reconfig: alpha unloaded and loaded again to apply no isolation options")
+    assert await timeout(r.manager.call("alpha", "bump")) == 3
+    assert log.has("reconfig: alpha reloaded with no isolation options (its state handed over)")
     assert r.instance("beta") is beta
 
 
 @pytest_twisted.ensureDeferred
-async def test_new_isolation_options_of_a_required_plugin_say_what_to_do(home, running, log):
+async def test_new_isolation_options_of_a_required_plugin_are_applied(home, running, log):
     """
-    A plugin that others require is not unloaded to apply its new
-    isolation options: one line says how to, its data change is applied,
-    the outcome names it as failed, and each reconfig tries again until the
-    commands the line gives are run.
+    A plugin that others require moves into a worker too: a reload does
+    not stop the plugins that require it.
     """
-    write_plugin(home / "plugins", "alpha", body=PID)
+    write_plugin(home / "plugins", "alpha", body=COUNTING)
     write_plugin(home / "plugins", "beta", body='requires = ("alpha",)\n')
     r = running(write_config(home, isolation_config()))
     await r.start()
     beta = r.instance("beta")
+    await timeout(r.manager.call("alpha", "bump"))
     write_config(home, isolation_config("isolate = true", data="{ n = 2 }"))
-    line = ("reconfig: alpha's new isolation options (isolate=True) are not applied: "
-            "required by beta; run `plugmgr unload alpha` then `plugmgr reconfig`")
-    for _ in range(2):
-        outcome = await timeout(r.service.reconfig())
-        assert outcome.failed == ("isolation alpha",)
-        assert await timeout(r.manager.call("alpha", "pid")) == os.getpid()
-        assert r.instance("beta") is beta
-    assert outcome == ReconfigOutcome(failed=("isolation alpha",))  # the data: once
-    assert [x for x in log.lines if "isolation options" in x] == [line, line]
-    assert await timeout(r.manager.call("alpha", "echo")) == {"n": 2}
-
-    await timeout(r.manager.unload("alpha"))  # beta goes first
     outcome = await timeout(r.service.reconfig())
-    assert outcome == ReconfigOutcome(loaded=("alpha", "beta"))
+    assert outcome == ReconfigOutcome(reloaded=("alpha",))
     assert await timeout(r.manager.call("alpha", "pid")) != os.getpid()
     assert await timeout(r.manager.call("alpha", "echo")) == {"n": 2}
-    assert sorted(r.table()) == ["alpha", "beta"]
+    assert await timeout(r.manager.call("alpha", "bump")) == 2
+    assert r.instance("beta") is beta and sorted(r.table()) == ["alpha", "beta"]
+    assert await timeout(r.service.reconfig()) == ReconfigOutcome()
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_plugin_that_fails_with_new_isolation_options_is_loaded_back(
+async def test_a_plugin_that_fails_with_new_isolation_options_serves_as_it_was(
         home, running, log, logged_failures):
     """
-    A plugin that cannot load with its new isolation options is loaded
-    back with its old section; the outcome names it as failed, and the
-    next reconfig tries again.
+    A plugin that cannot start with its new isolation options: its reload
+    rolls back, it serves as it was (old data, in the manager's process,
+    its state kept); the outcome names it as failed, and the next reconfig
+    tries again.
     """
-    write_plugin(home / "plugins", "alpha", body=PID + f"""
+    write_plugin(home / "plugins", "alpha", body=COUNTING + f"""
 import os as _os
 if _os.getpid() != {os.getpid()}:
     raise RuntimeError("alpha cannot run in a worker")
@@ -1602,6 +1612,7 @@ if _os.getpid() != {os.getpid()}:
     r = running(write_config(home, isolation_config()))
     await r.start()
     beta = r.instance("beta")
+    await timeout(r.manager.call("alpha", "bump"))
     write_config(home, isolation_config("isolate = true", data="{ n = 2 }"))
     for attempt in (1, 2):
         outcome = await timeout(r.service.reconfig())
@@ -1609,7 +1620,8 @@ if _os.getpid() != {os.getpid()}:
         assert await timeout(r.manager.call("alpha", "pid")) == os.getpid()
         assert await timeout(r.manager.call("alpha", "echo")) == {"n": 1}
         assert not r.manager.info("alpha").isolated and r.instance("beta") is beta
-        lines = [x for x in log.lines if "failed to load with isolate=True" in x]
+        lines = [x for x in log.lines if "new isolation options (isolate=True) are not" in x]
         assert len(lines) == attempt and "alpha cannot run in a worker" in lines[0]
-        assert "loading it back as it was" in lines[0] and "\n" not in lines[0]
+        assert "it serves as it was" in lines[0] and "\n" not in lines[0]
+    assert await timeout(r.manager.call("alpha", "bump")) == 2
     logged_failures.flush(Exception)

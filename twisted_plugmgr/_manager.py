@@ -413,6 +413,7 @@ class PluginManager(PolicyMethods, MultiService):
         data: Any = UNCHANGED,
         mode: Union[ShutdownMode, str] = ShutdownMode.SMART,
         dependents: bool = False,
+        isolation: Optional[Mapping[str, Any]] = None,
     ) -> Deferred[Any]:
         """
         Replace plugin C{name} with a fresh import of its source,
@@ -426,11 +427,18 @@ class PluginManager(PolicyMethods, MultiService):
         @param data: the new instance's data (the current data by default).
         @param dependents: also reload, after it, the plugins that require
             it, in dependency order.
+        @param isolation: new isolation options (C{isolate},
+            C{call_deadline}, C{limits}) in place of those given at load
+            (C{{}}: none, the class's own apply); L{None} keeps them. A
+            reload with C{{"isolate": True}} moves a running plugin into a
+            worker process with its state (pickled), C{{"isolate": False}}
+            back; they are in effect once the reload succeeded.
         @return: a Deferred with the new instance, after C{plugin_reloaded}; or failing with
             L{NoSuchPlugin}, L{CompileFailed}, L{InvalidMetadata} or L{InitFailed}, still serving.
         """
         try:
-            return self.metrics.timed(self._reloader.reload_named(name, data, mode, dependents, self.reload))
+            return self.metrics.timed(self._reloader.reload_named(
+                name, data, mode, dependents, self.reload, isolation))
         except BaseException:
             # A bug of ours, not a plugin's: never raise out of reload().
             failure = Failure()

@@ -16,8 +16,8 @@ and nothing else changes (the next reconfig of the same file tries it all
 again). Then the plugins the file no longer enables are unloaded (an unload
 always removes its plugin), the new restart policies are set, and a plugin
 whose isolation options (C{isolate}, C{call_deadline}, C{limits}) changed
-is unloaded and loaded again with them (no reload carries them); one that
-others require is left as it is, with one line saying what to do.
+is reloaded with them (C{reload(name, isolation=...)}: its state handed
+over into its worker or out of it); if that fails, it serves as it was.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 
 from ._config import Config, ConfigError, ManagerConfig, PluginConfig
 from ._deferreds import run_blocking
-from ._errors import DependencyError, NoSuchPlugin
+from ._errors import NoSuchPlugin
 from ._isolate._options import ISOLATION_KEYS
 from ._policy import POLICY_KEYS, RestartPolicy
 from ._settings import Settings, read_config
@@ -130,9 +130,9 @@ class ReconfigTransaction:
         reloaded) and says whether that worked.
     @param log: where the outcome is logged.
     @param old: the config file as last applied (what an aborted
-        transaction puts the policies it set back to, and what a plugin
-        whose new isolation options cannot be applied is loaded back
-        with); L{None}: C{new}.
+        transaction puts the policies it set back to, and what the restart
+        policy of a plugin whose new isolation options cannot be applied
+        goes back to); L{None}: C{new}.
     @param undo: what to call, last first, when the transaction is
         aborted: the changes made before it ran (the manager's restart
         policy); it adds its own.
@@ -155,9 +155,8 @@ class ReconfigTransaction:
         """
         Apply the changes; C{failed} collects what failed after the
         transaction committed (an unload, a policy, new isolation options).
-        C{restart}: the plugins to unload and load again once it committed,
-        with the new data, restart policy and isolation options of their
-        sections.
+        C{restart}: the plugins to reload once it committed with the new
+        data, restart policy and isolation options of their sections.
 
         @return: a Deferred firing with the L{ReconfigOutcome}, or failing
             with L{ReconfigRefused} when a load or a reload failed (what
@@ -262,53 +261,39 @@ class ReconfigTransaction:
 
     def _restart(self, name: str) -> Deferred[bool]:
         """
-        Unload plugin C{name} and load it again with its new section (data,
-        restart policy, isolation options): only a load applies isolation
-        options. If the new load fails, load it back with its old section.
+        Reload plugin C{name} with its new section: its data, its restart
+        policy (set first, when it changed) and its isolation options. The
+        reload hands its state over, into a worker or out of one, and the
+        plugins that require it go on running. If the reload fails, the
+        old version serves on with its old section.
 
-        @return: a Deferred firing with whether its new options are in
+        @return: a Deferred firing with whether its new section is in
             effect (never failing; what happened is logged).
         """
         manager, new, old = self.manager, self.new.plugins[name], self.old.plugins[name]
         options = format_isolation(new.isolation())
+        policy_set = new.policy() != old.policy() and self.set_policy(name, new.policy(), True)
 
-        def kept(failure: Failure) -> Any:
-            if not failure.check(DependencyError):
-                return None  # NoSuchPlugin, ShutdownFailed: it is gone; load it anew
-            self.log.warn(_NEEDS_UNLOAD, name=name, options=options,
-                          error=failure.getErrorMessage())
-            return False
-
-        def unloaded(result: Any) -> Any:
-            if result is False:
-                return False
-            return _load(manager, new).addCallbacks(loaded, not_loaded)
-
-        def loaded(_: Any) -> bool:
-            self.log.info("reconfig: {name} unloaded and loaded again to apply {options} "
-                          "(its state is not handed over)", name=name, options=options)
+        def reloaded(_: Any) -> bool:
+            self.log.info("reconfig: {name} reloaded with {options} (its state handed over)",
+                          name=name, options=options)
             return True
 
-        def not_loaded(failure: Failure) -> Deferred[bool]:
-            self.log.error("reconfig: {name} failed to load with {options} ({error}); "
-                           "loading it back as it was", name=name, options=options,
+        def not_reloaded(failure: Failure) -> bool:
+            if policy_set:
+                self._put_back_policy(name)
+            self.log.error(_NOT_APPLIED, name=name, options=options,
                            error=_one_line(failure))
+            return False
 
-            def lost(failure: Failure) -> bool:
-                self.log.error("reconfig: {name} could not be loaded back: {error}",
-                               name=name, error=_one_line(failure))
-                return False
-
-            return _load(manager, old).addCallbacks(lambda _: False, lost)
-
-        d: Deferred[Any] = manager.unload(name, reason="reconfig: new isolation options",
-                                          cascade=False)
-        return d.addErrback(kept).addCallback(unloaded)
+        d: Deferred[Any] = manager.reload(name, data=plugin_data(new),
+                                          isolation=new.isolation())
+        return d.addCallbacks(reloaded, not_reloaded)
 
 
 #: The line logged when a plugin's new isolation options cannot be applied.
-_NEEDS_UNLOAD = ("reconfig: {name}'s new isolation options ({options}) are not applied: "
-                 "{error}; run `plugmgr unload {name}` then `plugmgr reconfig`")
+_NOT_APPLIED = ("reconfig: {name}'s new isolation options ({options}) are not applied: "
+                "{error}; it serves as it was")
 
 
 def _load(manager: Any, plugin: PluginConfig) -> Deferred[Any]:
@@ -451,19 +436,11 @@ class Reconfigurer:
                   or (name in new.plugins and not new.plugins[name].enabled)]
         kept = [name for name in new.enabled()
                 if name in loaded and name not in unload and name in old.plugins]
-        # Only a load applies isolation options: a plugin whose options
-        # changed is unloaded and loaded again (with its new data and
-        # policy), unless others that stay require it.
-        isolation = [name for name in kept
-                     if old.plugins[name].isolation() != new.plugins[name].isolation()]
-        restart = [name for name in isolation if not self._required(name, unload)]
+        # A plugin whose isolation options changed is reloaded with them
+        # (and its new data and policy) once the transaction committed.
+        restart = [name for name in kept
+                   if old.plugins[name].isolation() != new.plugins[name].isolation()]
         failed: List[str] = []
-        for name in isolation:
-            if name not in restart:
-                self._log.warn(_NEEDS_UNLOAD, name=name,
-                               options=format_isolation(new.plugins[name].isolation()),
-                               error=f"required by {', '.join(self._required(name, unload))}")
-                failed.append(f"isolation {name}")
         reload = [name for name in kept if name not in restart
                   and old.plugins[name].data != new.plugins[name].data]
         # A plugin whose restart policy keys changed gets them with
@@ -487,7 +464,7 @@ class Reconfigurer:
         self._log.info("reconfig: unload {unload}, reload {reload}, load {load}, "
                        "restart policy {policy}{restart}",
                        unload=unload, reload=reload, load=load, policy=policy,
-                       restart=f", unload and load again {restart}" if restart else "")
+                       restart=f", reload with new isolation options {restart}" if restart else "")
 
         def commit(outcome: ReconfigOutcome) -> ReconfigOutcome:
             # Keep the new manager-level settings that need no restart (the
@@ -504,17 +481,6 @@ class Reconfigurer:
                                           old=old, undo=undo)
         return transaction.run(unload, reload, load, policy, failed, manager_policy_set,
                                restart).addCallback(commit)
-
-    def _required(self, name: str, unload: List[str]) -> List[str]:
-        """
-        The loaded plugins that require plugin C{name} and that this
-        reconfig does not unload.
-        """
-        try:
-            dependents = self.manager.details(name).dependents
-        except NoSuchPlugin:
-            return []
-        return [other for other in dependents if other not in unload]
 
     def _set_manager_policy(self, changes: Dict[str, Any]) -> bool:
         """
@@ -581,8 +547,8 @@ def _as_applied(old: Config, new: Config, failed: Sequence[str],
     differ and tries again): the restart policy keys of a plugin whose
     policy was not set (C{"policy NAME"}); the isolation options of one
     whose new ones were not applied (C{"isolation NAME"}), or its whole
-    section when it was to be loaded again (in C{restart}) and was loaded
-    back as it was.
+    section when it was to be reloaded with them (in C{restart}) and that
+    reload failed.
     """
     plugins = dict(new.plugins)
     for what in failed:

@@ -33,6 +33,7 @@ from ._errors import (
 )
 from ._events import Reporter
 from ._instance import NO_STATE, Version, VersionLife, attribute
+from ._isolate._options import ISOLATION_KEYS, check_options
 from ._lifecycle import ManagerLifecycle, ShutdownMode
 from ._registry import Record, Registry
 from ._supervise import one_line
@@ -56,6 +57,7 @@ class _Queued:
     data: Any
     mode: ShutdownMode
     dependents: bool
+    isolation: Optional[Dict[str, Any]] = None
     waiters: List[Deferred[Any]] = attr.ib(factory=list)
 
 
@@ -161,15 +163,21 @@ class Reloader:
         return start().addBoth(unmark)
 
     def reload_named(self, name: Any, data: Any, mode: Any, dependents: bool,
-                     reload: Callable[..., Deferred[Any]]) -> Deferred[Any]:
+                     reload: Callable[..., Deferred[Any]],
+                     isolation: Optional[Mapping[str, Any]] = None) -> Deferred[Any]:
         """
-        L{PluginManager.reload}, checked: a bad name or mode, a manager that
-        shut down, or a plugin that is not loaded fail with a L{PluginError},
-        broadcast as C{plugin_reload_failed}.
+        L{PluginManager.reload}, checked: a bad name, mode or isolation
+        option, a manager that shut down, or a plugin that is not loaded
+        fail with a L{PluginError}, broadcast as C{plugin_reload_failed}.
         """
         try:
             mode = ShutdownMode.coerce(mode)
             _source.check_name(name)
+            if isolation is not None:
+                if not isinstance(isolation, Mapping):
+                    raise ValueError(f"invalid isolation {isolation!r}: expected a mapping of "
+                                     + ", ".join(ISOLATION_KEYS))
+                isolation = check_options(isolation)
             if not self.phase.accepting:
                 raise ManagerStopped(name)
             record = self.registry.named(name)
@@ -179,7 +187,7 @@ class Reloader:
             if not isinstance(error, PluginError):
                 error = PluginError(name, str(error))
             return self.failed(name, error)
-        return self.request(record, data, mode, dependents, reload)
+        return self.request(record, data, mode, dependents, reload, isolation)
 
     def reload_many(self, names: Any, data: Optional[Mapping[str, Any]],
                     mode: Any) -> Deferred[Dict[str, Optional[str]]]:
@@ -220,7 +228,8 @@ class Reloader:
         return Transaction(self, records, data, mode).run()
 
     def request(self, record: Record, data: Any, mode: ShutdownMode, dependents: bool,
-                reload: Callable[..., Deferred[Any]]) -> Deferred[Any]:
+                reload: Callable[..., Deferred[Any]],
+                isolation: Optional[Dict[str, Any]] = None) -> Deferred[Any]:
         """
         Reload C{record} now if it runs and nothing is queued for it;
         otherwise queue the reload until it runs and settles (collapsing it
@@ -228,17 +237,21 @@ class Reloader:
         started is reloaded once it has started.
 
         @param reload: the manager's public C{reload}, for the dependents.
+        @param isolation: its new isolation options (checked), replacing
+            those of its load; L{None} keeps them.
         """
         if record.lifecycle.serving and record not in self._queued:
-            return self._now(record, data, mode, dependents, reload)
+            return self._now(record, data, mode, dependents, reload, isolation)
         if record.lifecycle.quarantined:
-            return self._revive(record, record.data if data is UNCHANGED else data)
+            return self._revive(record, record.data if data is UNCHANGED else data, isolation)
         queued = self._queued.get(record)
         if queued is None:
-            queued = self._queued[record] = _Queued(data, mode, dependents)
+            queued = self._queued[record] = _Queued(data, mode, dependents, isolation)
         else:
             if data is not UNCHANGED:
                 queued.data = data
+            if isolation is not None:
+                queued.isolation = isolation
             queued.mode = mode
             queued.dependents = queued.dependents or dependents
         waiter: Deferred[Any] = Deferred()
@@ -254,7 +267,8 @@ class Reloader:
             return  # a plugin waiting for its manager's start: after it
         del self._queued[record]
         if self.registry.current(record) and record.lifecycle.serving:
-            d = self._now(record, queued.data, queued.mode, queued.dependents, reload)
+            d = self._now(record, queued.data, queued.mode, queued.dependents, reload,
+                          queued.isolation)
         else:
             d = fail(NoSuchPlugin(record.name, f"it is {record.state.value}"))
         fan_out(d, queued.waiters)
@@ -268,21 +282,28 @@ class Reloader:
             for waiter in queued.waiters:
                 waiter.errback(Failure(error))
 
-    def _revive(self, record: Record, data: Any) -> Deferred[Any]:
+    def _revive(self, record: Record, data: Any,
+                isolation: Optional[Dict[str, Any]] = None) -> Deferred[Any]:
         """
-        Reload a quarantined plugin: its source is imported afresh, and the
-        new version starts as a restart would (its restarts still count).
+        Reload a quarantined plugin: its source is imported afresh (with
+        C{isolation}, if given), and the new version starts as a restart
+        would (its restarts still count).
         """
         old = record.version
         assert old is not None
+        old_isolation = record.isolation
+        if isolation is not None:
+            record.isolation = dict(isolation)
         old_modules = _source.take_modules(old.module_name)
         try:
             new, _, _ = self.importer(record.name)
         except PluginError as error:
+            record.isolation = old_isolation
             _source.restore_modules(old.module_name, old_modules)
             return self.failed(record.name, error)
 
         def give_up(failure: Failure) -> Any:
+            record.isolation = old_isolation
             new.purge()
             _source.restore_modules(old.module_name, old_modules)
             error = failure.value if isinstance(failure.value, PluginError) else InitFailed(
@@ -299,6 +320,7 @@ class Reloader:
         def not_started(failure: Failure, loaded: List[str]) -> Deferred[Any]:
             if failure.check(InvalidData) and record.lifecycle.quarantined:
                 # The data was refused: nothing changed, the old code stays.
+                record.isolation = old_isolation
                 new.purge()
                 _source.restore_modules(old.module_name, old_modules)
                 record.version = old.fresh()
@@ -365,8 +387,10 @@ class Reloader:
         return new, old_modules
 
     def _now(self, record: Record, data: Any, mode: ShutdownMode, dependents: bool,
-             reload: Callable[..., Deferred[Any]]) -> Deferred[Any]:
-        result = ReloadAttempt(self, record, record.data if data is UNCHANGED else data, mode).run()
+             reload: Callable[..., Deferred[Any]],
+             isolation: Optional[Dict[str, Any]] = None) -> Deferred[Any]:
+        result = ReloadAttempt(self, record, record.data if data is UNCHANGED else data, mode,
+                               isolation=isolation).run()
         if dependents:
             return result.addCallback(self._reload_dependents, record.name, mode, reload)
         return result
@@ -458,8 +482,11 @@ class ReloadAttempt:
     """
 
     def __init__(self, reloader: Reloader, record: Record, data: Any, mode: ShutdownMode,
-                 fresh: bool = False) -> None:
+                 fresh: bool = False, isolation: Optional[Dict[str, Any]] = None) -> None:
         self.reloader = reloader
+        #: the new isolation options (in effect if it succeeds), and the old.
+        self.isolation = isolation
+        self.old_isolation = record.isolation
         self.fresh = fresh  # the same code, a fresh instance: a restart with state
         self.record = record
         self.name = record.name
@@ -485,8 +512,11 @@ class ReloadAttempt:
                 self.new = record.starting = self.old.fresh()
                 reloader.life.construct(self.name, self.new, self.data)
             else:
+                if self.isolation is not None:
+                    record.isolation = dict(self.isolation)  # what the import goes by
                 self.new, self.old_modules = reloader.prepare(record, self.data)
         except PluginError as error:
+            record.isolation = self.old_isolation
             record.starting = None
             d = reloader.failed(self.name, error)
             reloader.after(record)  # run a reload that was queued meanwhile
@@ -610,6 +640,7 @@ class ReloadAttempt:
         if not self.fresh:  # a restart with state shares its code
             self.new.purge()
             _source.restore_modules(self.old.module_name, self.old_modules)
+            self.record.isolation = self.old_isolation
 
     def _succeeded(self, instance: Any) -> None:
         assert self.new is not None
