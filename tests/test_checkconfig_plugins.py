@@ -240,6 +240,45 @@ async def test_what_an_enabled_plugin_requires_is_checked_too(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_requires_cycle_is_a_problem_as_the_manager_would_refuse_it(tmp_path):
+    """
+    Plugins that require each other, through plugins the file does not
+    enable: one line per cycle, from the plugin checked first (one that
+    requires itself is invalid metadata); an enabled plugin that requires
+    one in a cycle cannot load either, and its line says which.
+    """
+    plugin(tmp_path, "alpha", "requires = ('beta',)\n")
+    plugin(tmp_path, "beta", "requires = ('gamma',)\n")
+    plugin(tmp_path, "gamma", "requires = ('alpha',)\n")
+    plugin(tmp_path, "narcissus", "requires = ('narcissus',)\n")
+    plugin(tmp_path, "fine", "requires = ('gamma',)\n")
+    config(tmp_path, """
+        [manager]
+        paths = ["plugins"]
+        entry_points = false
+        [plugins.fine]
+        [plugins.alpha]
+        [plugins.narcissus]
+    """)
+    code, out, err = await check(tmp_path)
+    assert (code, out) == (1, "")
+    lines = [line for line in err.splitlines() if line.startswith("plugmgr: ")]
+    assert lines == [
+        "plugmgr: plugmgr.toml: plugin 'fine': dependency error: it requires gamma, in the "
+        "dependency cycle alpha -> beta -> gamma -> alpha",
+        "plugmgr: plugmgr.toml: plugin 'alpha': dependency error: dependency cycle: "
+        "alpha -> beta -> gamma -> alpha",
+        "plugmgr: plugmgr.toml: plugin 'narcissus': invalid plugin metadata: P requires itself",
+        "plugmgr: plugmgr.toml: 3 problems in 3 of 5 plugins checked (fine, alpha, narcissus)",
+    ]
+    code, out, err = await check(tmp_path, "--json")
+    problems = json.loads(out)["problems"]
+    assert [(p["plugin"], p["kind"]) for p in problems] == [
+        ("fine", "dependency cycle"), ("alpha", "dependency cycle"),
+        ("narcissus", "invalid metadata")]
+
+
+@pytest_twisted.ensureDeferred
 async def test_entry_points_are_looked_in_as_the_file_says(tmp_path):
     config(tmp_path, '[manager]\npaths = ["plugins"]\n[plugins.nowhere]\n')
     (tmp_path / "plugins").mkdir()

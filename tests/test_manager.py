@@ -750,6 +750,34 @@ def test_dependency_cycle(env, logged_failures):
     logged_failures.flush(DependencyError)
 
 
+def test_a_failure_deep_in_the_requirements_is_said_once(env, logged_failures):
+    """
+    A cycle (or a broken module) several requirements down: one line that
+    names the plugin loaded, its requirement, the chain, and the cause at
+    its end, once (not each level's message inside the next).
+    """
+    manager, clock, events, plugdir = env
+    write_plugin(plugdir, "front", body="requires = ('a',)\n")
+    write_plugin(plugdir, "a", body="requires = ('b',)\n")
+    write_plugin(plugdir, "b", body="requires = ('c',)\n")
+    write_plugin(plugdir, "c", body="requires = ('a',)\n")
+    failure = failure_of(manager.load("front"), DependencyError)
+    assert str(failure.value) == (
+        "plugin 'front': dependency error: cannot load requirement 'a' (chain front -> a -> b "
+        "-> c -> a) (DependencyError: plugin 'c': dependency error: dependency cycle: front -> "
+        "a -> b -> c -> a)")
+    assert failure.value.requirement == "a" and failure.value.chain[-1] == "a"
+    (plugdir / "c.py").write_text("raise ImportError('no c today')\n")
+    failure = failure_of(manager.load("front"), DependencyError)
+    message = str(failure.value)
+    assert message.startswith("plugin 'front': dependency error: cannot load requirement 'a' "
+                              "(chain front -> a -> b -> c) (CompileFailed: plugin 'c': module "
+                              "failed to import: ")
+    assert message.count("no c today") == 1 and "\n" not in message
+    assert manager.plugin_table() == {} and plugin_modules(manager) == []
+    logged_failures.flush(DependencyError, CompileFailed)
+
+
 def test_unload_cascades_to_dependents(env):
     manager, clock, events, plugdir = env
     write_chain(plugdir)

@@ -29,6 +29,7 @@ from ._config import Config
 from ._errors import (
     AmbiguousPlugin,
     CompileFailed,
+    DependencyError,
     InvalidData,
     InvalidMetadata,
     InvalidName,
@@ -39,7 +40,7 @@ from ._instance import import_version
 from ._schema import data_for
 from ._tracebacks import plugin_cause, plugin_frames
 
-__all__ = ["PluginsReport", "check_plugins", "check_plugin", "check_prefix"]
+__all__ = ["PluginsReport", "check_plugins", "check_plugin", "check_prefix", "requires_cycles"]
 
 #: The kind of a problem, by the error that says it (the first that matches).
 _KINDS = (
@@ -49,6 +50,7 @@ _KINDS = (
     (CompileFailed, "compile failed"),
     (InvalidMetadata, "invalid metadata"),
     (InvalidData, "invalid data"),
+    (DependencyError, "dependency cycle"),
 )
 
 
@@ -189,6 +191,7 @@ def check_plugins(config: Config, prefix: Optional[str] = None) -> PluginsReport
     queue: List[Tuple[str, Optional[str]]] = [(name, None) for name in config.enabled()]
     checked: List[str] = []
     problems: List[Dict[str, Any]] = []
+    graph: Dict[str, Tuple[str, ...]] = {}
     while queue:
         name, required_by = queue.pop(0)
         if name in checked:
@@ -202,6 +205,72 @@ def check_plugins(config: Config, prefix: Optional[str] = None) -> PluginsReport
                 problem.update(required_by=required_by,
                                message=f"{problem['message']} (required by {required_by!r})")
             problems.append(problem)
-        queue.extend((required, name) for required in requires
-                     if isinstance(required, str) and required not in checked)
+        graph[name] = tuple(r for r in requires if isinstance(r, str))
+        queue.extend((required, name) for required in graph[name] if required not in checked)
+    cycles = requires_cycles(graph, checked)
+    in_cycle = {name: cycle for cycle in cycles for name in cycle}
+    for cycle in cycles:
+        error = DependencyError(cycle[0], cycle, "dependency cycle: " + " -> ".join(cycle))
+        problems.extend(_from_error(cycle[0], error))
+    for name in config.enabled():
+        reached = _reaches(graph, name, in_cycle) if name not in in_cycle else None
+        if reached is not None:
+            cycle = in_cycle[reached]
+            error = DependencyError(name, (name, reached), f"it requires {reached}, in the "
+                                    f"dependency cycle {' -> '.join(cycle)}")
+            problems.extend(_from_error(name, error))
+    order = {name: i for i, name in enumerate(checked)}
+    problems.sort(key=lambda problem: order.get(problem["plugin"], len(order)))  # stable
     return PluginsReport(checked, problems)
+
+
+def _reaches(graph: Dict[str, Tuple[str, ...]], name: str,
+             targets: Dict[str, Any]) -> Optional[str]:
+    """
+    The first of C{targets} that plugin C{name} requires, directly or not
+    (breadth first), or L{None}.
+    """
+    queue, seen = list(graph.get(name, ())), {name}
+    while queue:
+        required = queue.pop(0)
+        if required in targets:
+            return required
+        if required not in seen:
+            seen.add(required)
+            queue.extend(graph.get(required, ()))
+    return None
+
+
+def requires_cycles(graph: Dict[str, Tuple[str, ...]],
+                    order: List[str]) -> List[Tuple[str, ...]]:
+    """
+    The cycles of C{requires} in C{graph} (name -> the names it requires),
+    one per set of plugins, each from the plugin that comes first in
+    C{order} back to it (C{("a", "b", "a")}; C{("a", "a")} for a plugin
+    that requires itself): the loads a manager refuses with a
+    L{DependencyError}.
+    """
+    cycles: List[Tuple[str, ...]] = []
+    seen: set = set()
+    done: set = set()
+
+    def walk(name: str, path: List[str]) -> None:
+        path.append(name)
+        for required in graph.get(name, ()):
+            if required in path:
+                cycle = path[path.index(required):]
+                if frozenset(cycle) not in seen:
+                    seen.add(frozenset(cycle))
+                    first = min(cycle, key=lambda n: order.index(n) if n in order else len(order))
+                    start = cycle.index(first)
+                    rotated = cycle[start:] + cycle[:start]
+                    cycles.append(tuple(rotated) + (first,))
+            elif required not in done:
+                walk(required, path)
+        path.pop()
+        done.add(name)
+
+    for name in order:
+        if name not in done:
+            walk(name, [])
+    return cycles

@@ -227,13 +227,17 @@ class DependencyError(PluginError):
     that others require cannot be unloaded alone.
 
     @ivar chain: the plugin names involved, in order.
+    @ivar requirement: the requirement that could not be loaded, when that
+        is what failed (its error is C{failure}: the first in the chain of
+        requirements that is not itself a requirement failing).
     """
 
     def __init__(
         self, plugin: Any = None, chain: Iterable[str] = (), detail: str = "",
-        failure: Optional[Failure] = None,
+        failure: Optional[Failure] = None, requirement: Optional[str] = None,
     ) -> None:
         self.chain = tuple(chain)
+        self.requirement = requirement
         text = detail or " -> ".join(self.chain)
         super().__init__(plugin, text, failure)
 

@@ -184,10 +184,15 @@ class Loader:
             error = failure.value
             missing = getattr(error, "plugin", "?")
             chain_of = getattr(error, "chain", ()) or chain + (name, missing)
+            # The cause, once: what failed at the end of the chain of
+            # requirements (each level's message would repeat the next).
+            cause = failure
+            while isinstance(cause.value, DependencyError) and cause.value.requirement \
+                    and cause.value.failure is not None:
+                cause = cause.value.failure
             self.release(loaded, why).addBoth(lambda _: result.errback(Failure(DependencyError(
-                name, chain_of,
-                f"cannot load requirement {missing!r} (chain {' -> '.join(chain_of)}): {error}",
-                failure=failure))))
+                name, chain_of, f"cannot load requirement {missing!r} (chain "
+                f"{' -> '.join(chain_of)})", failure=cause, requirement=missing))))
 
         next_one()
         return result
