@@ -20,7 +20,7 @@ asked anything.
 from __future__ import annotations
 
 import hmac
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set
+from typing import Any, Callable, Dict, Mapping, Optional, Set
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -34,14 +34,13 @@ from .._errors import NoSuchPlugin
 from .._events import PluginEvent
 from .._interfaces import IPluginManager
 from .._lifecycle import ShutdownMode
-from .._policy import RestartPolicy
+from ._arguments import data_of_each, plugin_names, policy_keys, shutdown_mode
 from ._operations import OperatorCommands
 from ._wire import (
     Authenticate,
     AuthenticationFailed,
     AuthenticationRequired,
     Available,
-    BadRequestError,
     ControlError,
     Event,
     InternalError,
@@ -84,11 +83,6 @@ AUTH_TIMEOUT = 10.0
 #: Seconds the control service waits for its connections to close at stop.
 CLOSE_TIMEOUT = 2.0
 
-#: The longest answer to a bad policy (it names the key first; a huge
-#: value is cut).
-_MAX_POLICY_ERROR = 300
-
-
 class _Malformed(Exception):
     """Input that breaks the protocol; the connection is dropped."""
 
@@ -109,88 +103,6 @@ def _describe_plugin(name: str, plugin: Any, row: Any = None) -> Dict[str, Any]:
     return {"name": name, "version": shown(plugin, "version"),
             "longname": shown(plugin, "longname"), "restarts": shown(row, "restarts"),
             "last_failure": shown(row, "last_failure")}
-
-
-def _json_kind(value: Any) -> str:
-    """
-    What C{value}, decoded from JSON, was: C{"an array"}, C{"a string"}...
-    """
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "null" if value is None else "an object"
-
-
-def _policy(policy: Any) -> Dict[str, Any]:
-    """
-    The restart policy keys of a C{policy} argument (absent: none), checked
-    as the manager checks them; a key whose value is null is not given.
-
-    @raise BadRequestError: when C{policy} is not an object, names a key
-        that is not a policy key, or gives a key a bad value: one line,
-        naming the key.
-    """
-    if policy is None:
-        return {}
-    if not isinstance(policy, dict):
-        raise BadRequestError(f"invalid policy: expected an object of restart policy keys, "
-                              f"not {_json_kind(policy)}")
-    try:
-        RestartPolicy().evolve(**policy)
-    except ValueError as e:
-        text = " ".join(f"invalid policy: {e}".split())
-        if len(text) > _MAX_POLICY_ERROR:
-            text = text[:_MAX_POLICY_ERROR - 3] + "..."
-        raise BadRequestError(text) from None
-    return {key: value for key, value in policy.items() if value is not None}
-
-
-def _names(names: Any) -> List[str]:
-    """
-    The plugin names of a C{names} argument: an array of strings (empty:
-    none). Whether each is a valid name, loaded and running is the
-    manager's to say.
-
-    @raise BadRequestError: when C{names} is not an array, or an item of it
-        is not a string: one line, naming which.
-    """
-    if not isinstance(names, list):
-        raise BadRequestError(f"invalid names: expected an array of plugin names, "
-                              f"not {_json_kind(names)}")
-    for index, name in enumerate(names):
-        if not isinstance(name, str):
-            raise BadRequestError(f"invalid names: names[{index}] is {_json_kind(name)}, "
-                                  "not a plugin name (a string)")
-    return names
-
-
-def _data_of_each(data: Any) -> Optional[Dict[str, Any]]:
-    """
-    The C{data} argument of L{ReloadMany}: an object of plugin name -> new
-    data, or L{None} when absent (no data changes).
-
-    @raise BadRequestError: when it is not an object: one line.
-    """
-    if data is None:
-        return None
-    if not isinstance(data, dict):
-        raise BadRequestError(f"invalid data: expected an object of plugin name -> data, "
-                              f"not {_json_kind(data)}")
-    return data
-
-
-def _mode(mode: Optional[str]) -> Optional[ShutdownMode]:
-    if mode is None:
-        return None
-    try:
-        return ShutdownMode.coerce(mode)
-    except ValueError as e:
-        raise BadRequestError(str(e)) from None
 
 
 def _abort(transport: Optional[ITransport]) -> None:
@@ -430,7 +342,7 @@ class ControlProtocol(OperatorCommands):
         (checked first: a bad one is refused, and nothing is loaded).
         """
         try:
-            keys = _policy(policy)
+            keys = policy_keys(policy)
         except ControlError:
             return fail()
         self._log.info("control: load {plugin!r} from {peer}{policy}", plugin=name,
@@ -448,7 +360,7 @@ class ControlProtocol(OperatorCommands):
         try:
             kw: Dict[str, Any] = {"reason": reason or ""}
             if mode is not None:
-                kw["mode"] = _mode(mode)
+                kw["mode"] = shutdown_mode(mode)
         except ControlError:
             return fail()
         self._log.info("control: unload {plugin!r} from {peer}", plugin=name, peer=self._peer())
@@ -464,7 +376,7 @@ class ControlProtocol(OperatorCommands):
         kw: Dict[str, Any] = {}
         try:
             if mode is not None:
-                kw["mode"] = _mode(mode)
+                kw["mode"] = shutdown_mode(mode)
         except ControlError:
             return fail()
         if data is not None:
@@ -482,10 +394,10 @@ class ControlProtocol(OperatorCommands):
         """
         kw: Dict[str, Any] = {}
         try:
-            chosen = _names(names)
-            kw["data"] = _data_of_each(data)
+            chosen = plugin_names(names)
+            kw["data"] = data_of_each(data)
             if mode is not None:
-                kw["mode"] = _mode(mode)
+                kw["mode"] = shutdown_mode(mode)
         except ControlError:
             return fail()
         self._log.info("control: reload {plugins} in one transaction from {peer}",
@@ -527,7 +439,7 @@ class ControlProtocol(OperatorCommands):
         Shut the manager down, answer, then let the process stop.
         """
         try:
-            chosen = _mode(mode) or ShutdownMode.SMART
+            chosen = shutdown_mode(mode) or ShutdownMode.SMART
         except ControlError:
             return fail()
         self._log.info("control: shutdown ({mode}) from {peer}", mode=chosen.value,
