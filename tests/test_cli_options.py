@@ -481,7 +481,7 @@ async def test_load_json_answer_has_restarts_and_last_failure(server):
     assert code == 0, err
     assert json.loads(out) == {"name": "hello", "version": "1.0",
                                "longname": "the hello plugin", "restarts": 0,
-                               "last_failure": None}
+                               "last_failure": None, "isolated": False, "pid": None}
 
 
 @pytest.mark.parametrize("option, message", [
@@ -573,7 +573,8 @@ async def test_reset_json_answer(server, logged_failures):
     assert code == 0, err
     assert json.loads(out) == {"name": "hello", "version": "1.0",
                                "longname": "the hello plugin", "restarts": 0,
-                               "last_failure": "ValueError: boom"}
+                               "last_failure": "ValueError: boom", "isolated": False,
+                               "pid": None}
     logged_failures.flush(ValueError)
 
 

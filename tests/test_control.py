@@ -486,7 +486,7 @@ async def test_load_then_status(server):
     client = await server.connect()
     plugin = await client.load("hello", {"greeting": "hi", "n": [1, 2]})
     assert plugin == {"name": "hello", "version": "1.0", "longname": "the hello plugin",
-                      "restarts": 0, "last_failure": None}
+                      "restarts": 0, "last_failure": None, "isolated": False, "pid": None}
     assert server.manager.plugins["hello"].data == {"greeting": "hi", "n": [1, 2]}
     [row] = await client.status()
     assert (row["name"], row["version"], row["state"], row["loaded_at"], row["reloads"],
@@ -601,7 +601,7 @@ async def test_reload_changed(server):
     results = await client.reload_changed()
     assert results == {
         "a": {"ok": True, "name": "a", "version": "2.0", "longname": "the a plugin",
-              "restarts": 0, "last_failure": None},
+              "restarts": 0, "last_failure": None, "isolated": False, "pid": None},
         "b": {"ok": False, "error": BROKEN_B},
     }
     await client.close()
@@ -810,13 +810,14 @@ async def test_a_bad_policy_is_refused_and_nothing_is_loaded(server, policy, nam
     await client.close()
 
 
+@pytest.mark.parametrize("argument, key", [("policy", "restart"), ("isolation", "isolate")])
 @pytest_twisted.ensureDeferred
-async def test_a_huge_bad_policy_value_gets_a_short_answer(server):
+async def test_a_huge_bad_value_gets_a_short_answer(server, argument, key):
     client = await server.connect()
     with pytest.raises(BadRequestError) as info:
-        await client.load("hello", policy={"restart": "x\n" * 100_000})
+        await client.load("hello", **{argument: {key: "x\n" * 100_000}})
     message = info.value.message
-    assert message.startswith("invalid policy: invalid restart 'x\\nx")
+    assert message.startswith(f"invalid {argument}: invalid {key} 'x\\nx")
     assert len(message) <= 300 and message.endswith("...") and "\n" not in message
     assert server.manager.calls == []
     await client.close()
@@ -843,7 +844,7 @@ async def test_reset_clears_the_restarts_and_answers_the_description(server):
     client = await server.connect()
     assert await client.reset("hello") == {
         "name": "hello", "version": "1.0", "longname": "the hello plugin", "restarts": 0,
-        "last_failure": "ValueError: boom"}
+        "last_failure": "ValueError: boom", "isolated": False, "pid": None}
     assert server.manager.plugins["hello"] is plugin
     assert last_call(server.manager, "reset") == ("reset", "hello")
     await client.close()
@@ -916,13 +917,16 @@ def test_wire_protocol_is_unchanged():
         b"Authenticate": ([("token", "Unicode", False)], []),
         b"Status": ([], [("plugins", "JSON", False)]),
         b"Available": ([], [("names", "JSON", False)]),
-        # policy is new, and optional: a Load of an older client is the same.
+        # policy and isolation are new, and optional: a Load of an older
+        # client is the same.
         b"Load": ([("name", "Unicode", False), ("data", "JSON", True),
-                   ("policy", "JSON", True)], [("plugin", "JSON", False)]),
+                   ("policy", "JSON", True), ("isolation", "JSON", True)],
+                  [("plugin", "JSON", False)]),
         b"Unload": ([("name", "Unicode", False), ("mode", "Unicode", True),
                      ("reason", "Unicode", True)], [("quit_message", "JSON", False)]),
         b"Reload": ([("name", "Unicode", False), ("data", "JSON", True),
-                     ("mode", "Unicode", True)], [("plugin", "JSON", False)]),
+                     ("mode", "Unicode", True), ("isolation", "JSON", True)],
+                    [("plugin", "JSON", False)]),
         # New: a command of its own, so Reload of an older client is the same.
         b"ReloadMany": ([("names", "JSON", False), ("data", "JSON", True),
                          ("mode", "Unicode", True)], [("versions", "JSON", False)]),
@@ -1421,7 +1425,7 @@ async def test_real_manager_load_status_unload(real_server):
     assert await client.available() == ["hello"]
     assert await client.load("hello", {"a": 1}) == {
         "name": "hello", "version": "1", "longname": "the hello", "restarts": 0,
-        "last_failure": None}
+        "last_failure": None, "isolated": False, "pid": None}
     [row] = await client.status()
     assert (row["name"], row["version"], row["state"]) == ("hello", "1", "running")
     assert row["source"] == str(real_server.plugins / "hello.py")
@@ -1460,7 +1464,7 @@ async def test_real_manager_reload_and_reload_changed(real_server):
     results = await client.reload_changed()
     assert results == {"hello": {"ok": True, "name": "hello", "version": "3",
                                  "longname": "the hello", "restarts": 0,
-                                 "last_failure": None}}
+                                 "last_failure": None, "isolated": False, "pid": None}}
     await client.close()
 
 

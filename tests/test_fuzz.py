@@ -678,7 +678,7 @@ def test_load_of_a_plugin_with_a_raising_version_is_answered(control, logged_fai
     try:
         # The plugin sets only its name (no longname); its version raises.
         assert answers[0]["plugin"] == {"name": "liar", "version": None, "longname": None,
-                                        "restarts": 0, "last_failure": None}
+                                        "restarts": 0, "last_failure": None, "isolated": False, "pid": None}
         assert not client.closed.called
     finally:
         close(client, pump, factory)

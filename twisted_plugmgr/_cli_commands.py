@@ -23,7 +23,13 @@ from ._cli_format import (
     format_status,
     format_versions,
 )
-from ._cli_parser import parse_arguments, parse_data, parse_policy, reload_data
+from ._cli_parser import (
+    parse_arguments,
+    parse_data,
+    parse_isolation,
+    parse_policy,
+    reload_data,
+)
 from ._control import ControlClient
 
 __all__ = ["Refused", "run_command", "EXIT_OK", "EXIT_REFUSED"]
@@ -71,10 +77,33 @@ async def _available(args: argparse.Namespace, client: ControlClient, emit: Emit
     return EXIT_OK
 
 
+def _check_isolation(plugin: Dict[str, Any], options: Any) -> None:
+    """
+    After a load or reload given isolation options C{options}: a manager
+    older than them answers without saying whether the plugin is isolated,
+    having ignored them.
+
+    @raise Refused: then, saying where the plugin runs.
+    """
+    if options is not None and "isolated" not in plugin:
+        raise Refused(f"plugin {plugin.get('name')!r}: the isolation options were ignored: "
+                      "this manager is older than them (where the plugin runs is as before)")
+
+
+async def _load(args: argparse.Namespace, client: ControlClient, emit: Emit) -> int:
+    options = parse_isolation(args)
+    plugin = await client.load(args.name, parse_data(args.data), parse_policy(args), options)
+    emit(plugin, format_versions("loaded", plugin))
+    _check_isolation(plugin, options)
+    return EXIT_OK
+
+
 async def _reload(args: argparse.Namespace, client: ControlClient, emit: Emit) -> int:
     if len(args.names) == 1:
-        plugin = await client.reload(args.names[0], reload_data(args), args.mode)
+        options = parse_isolation(args)
+        plugin = await client.reload(args.names[0], reload_data(args), args.mode, options)
         emit(plugin, format_versions("reloaded", plugin))
+        _check_isolation(plugin, options)
     else:
         versions = await client.reload_many(args.names, reload_data(args), args.mode)
         emit(versions, "\n".join(f"reloaded {n} {v or ''}".rstrip()
@@ -131,6 +160,8 @@ async def run_command(args: argparse.Namespace, client: ControlClient, emit: Emi
         return await _status(args, client, emit)
     if name == "available":
         return await _available(args, client, emit)
+    if name == "load":
+        return await _load(args, client, emit)
     if name == "reload":
         return await _reload(args, client, emit)
     if name == "reload-changed":
@@ -142,9 +173,6 @@ async def run_command(args: argparse.Namespace, client: ControlClient, emit: Emi
     if name == "info":
         details = await client.info(args.name)
         emit(details, format_info(details))
-    elif name == "load":
-        plugin = await client.load(args.name, parse_data(args.data), parse_policy(args))
-        emit(plugin, format_versions("loaded", plugin))
     elif name == "unload":
         quit_message = await client.unload(args.name, args.mode, args.reason)
         emit({"name": args.name, "quit_message": quit_message},

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import textwrap
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 __all__ = [
     "WIDTH", "when", "table", "format_status", "format_event", "format_info",
@@ -146,6 +146,37 @@ def _seconds(value: Any) -> str:
     return f"{value:.3f}s" if isinstance(value, (int, float)) else "-"
 
 
+def _limits(limits: Any) -> str:
+    if not isinstance(limits, dict) or not limits:
+        return "none"
+    return " ".join(f"{key}={value}" for key, value in limits.items())
+
+
+def _isolation(details: Dict[str, Any]) -> List[Tuple[str, Any]]:
+    """
+    The isolation fields of C{info}: an isolated plugin's call deadline and
+    limits; the isolation options given to it, when some were.
+    """
+    fields: List[Tuple[str, Any]] = []
+    deadline = details.get("call_deadline")
+    if (details.get("info") or {}).get("isolated") and isinstance(deadline, (int, float)):
+        fields += [("call deadline", f"{deadline:g}s"),
+                   ("limits", _limits(details.get("limits")))]
+    given = details.get("isolation_options")
+    if isinstance(given, dict) and given:
+        fields.append(("isolation given", " ".join(
+            _option(key, value) for key, value in given.items())))
+    return fields
+
+
+def _option(key: str, value: Any) -> str:
+    if key == "limits":
+        return f"limits: {_limits(value)}"
+    if key == "call_deadline" and isinstance(value, (int, float)):
+        return f"call_deadline={value:g}s"
+    return f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+
+
 def _policy(policy: Dict[str, Any]) -> str:
     if not policy:
         return "-"
@@ -180,6 +211,7 @@ def format_info(details: Dict[str, Any]) -> str:
         ("version", info.get("version")), ("state", info.get("state")),
         ("runs in", f"worker process {info.get('pid') or '(none now)'}"
          if info.get("isolated") else "the manager's process"),
+        *_isolation(details),
         ("author", info.get("author")), ("license", info.get("license")),
         ("module", info.get("module")), ("source", info.get("source")),
         ("loaded", when(info.get("loaded_at"))), ("reloads", info.get("reloads")),
@@ -276,9 +308,13 @@ def format_ready(answer: Dict[str, Any]) -> str:
 
 def format_versions(verb: str, plugin: Dict[str, Any], name: Optional[str] = None) -> str:
     """
-    C{VERB NAME VERSION}: the answer of a load, reload or reset.
+    C{VERB NAME VERSION}: the answer of a load, reload or reset; then, for a
+    plugin that runs isolated, C{(worker process PID)}.
     """
-    return f"{verb} {name or plugin['name']} {plugin.get('version') or ''}".rstrip()
+    text = f"{verb} {name or plugin['name']} {plugin.get('version') or ''}".rstrip()
+    if plugin.get("isolated"):
+        text += f" (worker process {plugin.get('pid') or '(none now)'})"
+    return text
 
 
 def _plural(count: int, word: str) -> str:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from typing import Any, Dict, List, NoReturn, Optional, Sequence
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
+from ._isolate._options import ISOLATION_KEYS, LIMIT_KEYS, check_options
 from ._policy import RESTART_MODES, RestartPolicy
 
 __all__ = [
     "UsageError", "VersionRequested", "build_parser", "parse", "parse_data", "reload_data",
-    "parse_policy", "parse_arguments", "check", "PLUGIN_ARGUMENTS", "SHUTDOWN_MODES",
+    "parse_policy", "parse_isolation", "parse_arguments", "check", "PLUGIN_ARGUMENTS",
+    "SHUTDOWN_MODES",
 ]
 
 #: The shutdown modes a C{--mode} option takes.
@@ -148,6 +150,32 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
                        "calls is a failure (let it crash)")
 
 
+def _add_isolation_options(parser: argparse.ArgumentParser, reload: bool) -> None:
+    """
+    The isolation options of C{load} and (with C{reload}) of C{reload}; one
+    not given is L{None}.
+    """
+    group = parser.add_argument_group(
+        "isolation", "Whether the plugin runs in a worker process of its own, and how; an "
+        "option not given is left to "
+        + ("what was given before (at load, by the config file or by a reload), else to "
+           "its class." if reload else "its class."))
+    group.add_argument("--isolate", action=argparse.BooleanOptionalAction,
+                       help="run it in a worker process of its own, or in the manager's"
+                       + (" (moved with its state)" if reload else ""))
+    group.add_argument("--call-deadline", type=_seconds, metavar="S",
+                       help="seconds a call to one of its handlers may take before its "
+                       "worker is killed (isolated plugins; default 30)")
+    group.add_argument("--limit", action="append", metavar="KEY=N",
+                       help="a limit of its worker: memory_mb (address space), cpu_seconds "
+                       "or open_files; repeat for several"
+                       + ("; together they replace the limits given before" if reload else ""))
+    if reload:
+        group.add_argument("--class-isolation", action="store_true",
+                           help="first drop the isolation options given before, so that its "
+                           "class's own apply")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """
     The parser of C{plugmgr}'s command line.
@@ -183,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the plugin to load")
     p.add_argument("--data", metavar="JSON", help="data for the plugin, as JSON")
     _add_policy_options(p)
+    _add_isolation_options(p, reload=False)
     p = command("unload", "unload a plugin")
     p.add_argument("name", help="the plugin to unload")
     p.add_argument("--mode", choices=SHUTDOWN_MODES, help=_MODE_HELP)
@@ -195,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "of name -> new data, for those whose data changes")
     p.add_argument("--mode", choices=SHUTDOWN_MODES, help="how the old version shuts down: "
                    + _MODE_HELP.split(": ", 1)[1])
+    _add_isolation_options(p, reload=True)
     command("reload-changed", "reload the plugins whose source changed")
     p = command("reset", "clear a plugin's restart count; start it afresh if quarantined")
     p.add_argument("name", help="a loaded plugin")
@@ -304,6 +334,55 @@ def parse_policy(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     return policy or None
 
 
+def _limit(text: str) -> Tuple[str, int]:
+    """
+    One C{--limit KEY=N}, as C{(KEY, N)}.
+
+    @raise UsageError: naming the option, when it is not C{KEY=N} with a
+        known key and a positive whole number.
+    """
+    key, equals, amount = text.partition("=")
+    key = key.strip()
+    if not equals or key not in LIMIT_KEYS:
+        raise UsageError(f"argument --limit: invalid limit {text!r}: expected KEY=N, KEY one "
+                         f"of {', '.join(LIMIT_KEYS)}")
+    try:
+        value = int(amount)
+        check_options({"limits": {key: value}})
+    except ValueError:
+        raise UsageError(f"argument --limit: invalid limit {text!r}: expected {key}=N, N a "
+                         "positive whole number") from None
+    return key, value
+
+
+def parse_isolation(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """
+    The isolation options given as options of C{load} or C{reload},
+    checked; L{None} when none is given (the request is then what older
+    clients send). For C{reload}, C{--class-isolation} gives every option
+    not given otherwise as L{None}: the manager drops its value.
+
+    @raise UsageError: naming the option, for a bad value.
+    """
+    options: Dict[str, Any] = {}
+    if getattr(args, "isolate", None) is not None:
+        options["isolate"] = args.isolate
+    deadline = getattr(args, "call_deadline", None)
+    if deadline is not None:
+        try:
+            check_options({"call_deadline": deadline})
+        except ValueError as e:
+            raise UsageError(f"argument --call-deadline: {e}") from None
+        options["call_deadline"] = deadline
+    limits = getattr(args, "limit", None)
+    if limits:
+        options["limits"] = dict(_limit(text) for text in limits)
+    if getattr(args, "class_isolation", False):
+        for key in ISOLATION_KEYS:
+            options.setdefault(key, None)
+    return options or None
+
+
 def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -343,10 +422,14 @@ def check(args: argparse.Namespace) -> None:
     """
     Check what the options hold before connecting.
 
-    @raise UsageError: for a bad C{--data} or restart policy option.
+    @raise UsageError: for a bad C{--data}, restart policy or isolation
+        option, or isolation options for a reload of several plugins.
     """
     if args.command == "reload":
         reload_data(args)
     else:
         parse_data(getattr(args, "data", None))
     parse_policy(args)
+    if parse_isolation(args) is not None and len(getattr(args, "names", ())) > 1:
+        raise UsageError("the isolation options reload one plugin: a reload of several, in "
+                         "one transaction, keeps the isolation of each")

@@ -25,6 +25,7 @@ from ._errors import (
 )
 from ._events import Listener, Listeners, PluginEvent
 from ._interfaces import IPluginManager
+from ._isolate._options import DEFAULT_CALL_DEADLINE, check_options, split_options
 from ._lifecycle import PluginState, ShutdownMode
 from ._manager import PluginInfo
 from ._policy import RestartPolicy
@@ -43,6 +44,37 @@ def _mode(mode: Any) -> Any:
         return mode
 
 
+def _checked(name: str, given: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """
+    The restart policy keys and the isolation options in C{given}, checked
+    as the real manager checks them.
+
+    @raise PluginError: naming C{name} and the key that is not one or has a
+        bad value.
+    """
+    keys, options = split_options(given)
+    try:
+        RestartPolicy().evolve(**keys)
+        return keys, check_options(options)
+    except ValueError as e:
+        raise PluginError(name, str(e)) from None
+
+
+def _details(row: PluginInfo, options: Mapping[str, Any]) -> PluginDetails:
+    """
+    The L{PluginDetails} of a fake plugin with the row C{row}, given the
+    isolation C{options}: when isolated, their call deadline (else the
+    default) and limits.
+    """
+    isolated = options.get("isolate") is True
+    return PluginDetails(info=row, requires=(), dependents=(), files={},
+                         policy=RestartPolicy(), old_versions=(),
+                         isolation_options=dict(options),
+                         call_deadline=options.get("call_deadline", DEFAULT_CALL_DEADLINE)
+                         if isolated else None,
+                         limits=dict(options.get("limits", {})) if isolated else {})
+
+
 class FakePlugin:
     """
     A plugin as L{FakePluginManager} loads it: no code, only what a manager
@@ -56,6 +88,9 @@ class FakePlugin:
     @ivar reloads: how many times it was reloaded.
     @ivar policy: the restart policy keys it was loaded with (those given,
         not L{None}).
+    @ivar isolation: the isolation options it was loaded (or last reloaded)
+        with, checked: with C{isolate} true its row shows it isolated (no
+        worker runs: its C{pid} is L{None}).
     @ivar state: the L{PluginState} its row shows: C{RUNNING}, unless a test
         changes it (L{FakePluginManager.quarantine} does).
     @ivar restarts: the restarts its row shows (a test may set it).
@@ -64,7 +99,8 @@ class FakePlugin:
     """
 
     def __init__(self, name: str, data: Any, version: str, loaded_at: float = 0.0,
-                 reloads: int = 0, policy: Optional[Mapping[str, Any]] = None) -> None:
+                 reloads: int = 0, policy: Optional[Mapping[str, Any]] = None,
+                 isolation: Optional[Mapping[str, Any]] = None) -> None:
         self.name = name
         self.data = data
         self.version = version
@@ -72,6 +108,7 @@ class FakePlugin:
         self.loaded_at = loaded_at
         self.reloads = reloads
         self.policy: Dict[str, Any] = dict(policy or {})
+        self.isolation: Dict[str, Any] = dict(isolation or {})
         self.state = PluginState.RUNNING
         self.restarts = 0
         self.last_failure: Optional[str] = None
@@ -91,8 +128,9 @@ class FakePluginManager:
     that plugin. Names are checked as the real manager checks them: an
     invalid name fails with L{InvalidName}, an unknown or unloaded one with
     L{NoSuchPlugin}, a second load with L{AlreadyLoaded}, anything after
-    C{shutdown} with L{ManagerStopped}, a restart policy key that is not one
-    or has a bad value with a L{PluginError} naming the key, and a call to
+    C{shutdown} with L{ManagerStopped}, a restart policy key or isolation
+    option that is not one or has a bad value with a L{PluginError} naming
+    the key, and a call to
     a quarantined plugin with L{PluginQuarantined}. C{reload_many} fails
     only with L{ReloadFailed}, naming the plugin, and changes nothing.
 
@@ -112,7 +150,8 @@ class FakePluginManager:
     @ivar plugins: name -> the loaded L{FakePlugin}.
     @ivar calls: every call, in order, as C{(method name, arguments...)};
         modes are recorded as L{ShutdownMode}s, a C{load} given policy
-        keys as C{("load", name, data, {key: value})}, and a
+        keys or isolation options as C{("load", name, data, {key: value})},
+        a C{reload} given isolation options with them last, and a
         C{reload_many} as C{("reload_many", [names...], data, mode)}.
     @ivar answers: event -> what C{call} answers (and C{emit} answers in a
         list); L{None} (an empty list) for other events.
@@ -152,49 +191,50 @@ class FakePluginManager:
         return self.plugins[name]
 
     def _build(self, name: str, data: Any, reloads: int = 0,
-               policy: Optional[Mapping[str, Any]] = None) -> FakePlugin:
+               policy: Optional[Mapping[str, Any]] = None,
+               isolation: Optional[Mapping[str, Any]] = None) -> FakePlugin:
         if name in self.broken:
             raise self.broken[name]
         if name not in self.sources:
             raise NoSuchPlugin(name)
         return FakePlugin(name, data, self.sources[name], self.clock.seconds(), reloads,
-                          policy)
+                          policy, isolation)
 
     def load(self, name: Any, data: Any = None, **policy: Any) -> Deferred[FakePlugin]:
         """
-        Load C{name} from C{sources} under the restart C{policy} keys given
-        (L{None}: not given); broadcast C{plugin_started}. A quarantined
-        plugin is started afresh with C{data} and C{policy} (as L{reset}
-        does, its restarts forgotten).
+        Load C{name} from C{sources} under the restart C{policy} keys and
+        isolation options given (L{None}: not given); broadcast
+        C{plugin_started}. A quarantined plugin is started afresh with
+        C{data}, C{policy} and isolation options (as L{reset} does, its
+        restarts forgotten).
         """
         given = {key: value for key, value in policy.items() if value is not None}
         self.calls.append(("load", name, data, given) if given else ("load", name, data))
         try:
             check_name(name)
-            try:
-                RestartPolicy().evolve(**policy)
-            except ValueError as e:
-                raise PluginError(name, str(e)) from None
+            keys, options = _checked(name, given)
             if self.stopped:
                 raise ManagerStopped(name)
             if name in self.plugins:
                 if self.plugins[name].state is PluginState.QUARANTINED:
-                    return succeed(self._revive(name, data, given))
+                    return succeed(self._revive(name, data, keys, options))
                 raise AlreadyLoaded(name)
-            plugin = self.plugins[name] = self._build(name, data, policy=given)
+            plugin = self.plugins[name] = self._build(name, data, policy=keys,
+                                                      isolation=options)
         except Exception:
             return fail()
         self.broadcast(PluginEvent(kind="plugin_started", plugin=name))
         return succeed(plugin)
 
-    def _revive(self, name: str, data: Any, policy: Mapping[str, Any]) -> FakePlugin:
+    def _revive(self, name: str, data: Any, policy: Mapping[str, Any],
+                isolation: Mapping[str, Any]) -> FakePlugin:
         """
-        Start quarantined C{name} afresh: a new L{FakePlugin} with C{data}
-        and C{policy}, its restarts forgotten, its load time and last
-        failure kept; broadcast C{plugin_started}.
+        Start quarantined C{name} afresh: a new L{FakePlugin} with C{data},
+        C{policy} and C{isolation}, its restarts forgotten, its load time
+        and last failure kept; broadcast C{plugin_started}.
         """
         old = self.plugins[name]
-        fresh = self._build(name, data, old.reloads, policy)
+        fresh = self._build(name, data, old.reloads, policy, isolation)
         fresh.loaded_at, fresh.last_failure = old.loaded_at, old.last_failure
         self.plugins[name] = fresh
         self.broadcast(PluginEvent(kind="plugin_started", plugin=name))
@@ -210,7 +250,8 @@ class FakePluginManager:
         try:
             plugin = self._loaded(name)
             if plugin.state is PluginState.QUARANTINED:
-                return succeed(self._revive(name, plugin.data, plugin.policy))
+                return succeed(self._revive(name, plugin.data, plugin.policy,
+                                            plugin.isolation))
         except Exception:
             return fail()
         plugin.restarts = 0
@@ -253,23 +294,31 @@ class FakePluginManager:
 
     def reload(self, name: Any, data: Any = None,
                mode: Union[ShutdownMode, str] = ShutdownMode.SMART,
-               dependents: bool = False) -> Deferred[FakePlugin]:
+               dependents: bool = False,
+               isolation: Optional[Mapping[str, Any]] = None) -> Deferred[FakePlugin]:
         """
         Replace C{name} with a new L{FakePlugin} of the version in
         C{sources}, with C{data} (the old data when L{None}), the old one's
-        policy, restarts and last failure; broadcast C{plugin_reloaded}. A
-        failed reload leaves the old one loaded.
+        policy, restarts and last failure, and its isolation options unless
+        C{isolation} gives new ones in their place; broadcast
+        C{plugin_reloaded}. A failed reload leaves the old one loaded.
         """
-        self.calls.append(("reload", name, data, _mode(mode), dependents))
+        self.calls.append(("reload", name, data, _mode(mode), dependents)
+                          + ((dict(isolation),) if isolation is not None else ()))
         try:
             ShutdownMode.coerce(mode)
-            return succeed(self._reload(name, data))
+            if isolation is not None:
+                isolation = _checked(name, isolation)[1]
+            return succeed(self._reload(name, data, isolation))
         except Exception:
             return fail()
 
-    def _reload(self, name: str, data: Any = None) -> FakePlugin:
+    def _reload(self, name: str, data: Any = None,
+                isolation: Optional[Mapping[str, Any]] = None) -> FakePlugin:
         old = self._loaded(name)
         new = self._rebuilt(old, old.data if data is None else data)
+        if isolation is not None:
+            new.isolation = dict(isolation)
         self.plugins[name] = new
         self.broadcast(PluginEvent(kind="plugin_reloaded", plugin=name,
                                    old_version=old.version, new_version=new.version))
@@ -280,7 +329,7 @@ class FakePluginManager:
         The new L{FakePlugin} a reload of C{old} makes, with C{data}; not
         yet in C{plugins}.
         """
-        new = self._build(old.name, data, old.reloads + 1, old.policy)
+        new = self._build(old.name, data, old.reloads + 1, old.policy, old.isolation)
         new.restarts, new.last_failure = old.restarts, old.last_failure
         return new
 
@@ -416,7 +465,8 @@ class FakePluginManager:
         p = self.plugins[name]
         return PluginInfo(name=name, longname=p.longname, license=None, version=p.version,
                           author=None, module=None, state=p.state, loaded_at=p.loaded_at,
-                          reloads=p.reloads, restarts=p.restarts, last_failure=p.last_failure)
+                          reloads=p.reloads, restarts=p.restarts, last_failure=p.last_failure,
+                          isolated=p.isolation.get("isolate") is True)
 
     def info(self, name: Any) -> PluginInfo:
         """
@@ -431,14 +481,15 @@ class FakePluginManager:
     def details(self, name: Any) -> PluginDetails:
         """
         The L{PluginDetails} of plugin C{name}: its row, no requirements,
-        files or old versions, and the default restart policy.
+        files or old versions, the default restart policy, and its
+        isolation options (isolated: their call deadline, else the
+        default, and limits).
 
         @raise NoSuchPlugin: if it is not loaded.
         """
         self.calls.append(("details", name))
-        self._loaded(name)
-        return PluginDetails(info=self._row(name), requires=(), dependents=(), files={},
-                             policy=RestartPolicy(), old_versions=())
+        options = self._loaded(name).isolation
+        return _details(self._row(name), options)
 
     @property
     def metrics(self) -> FakeMetrics:

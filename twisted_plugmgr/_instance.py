@@ -124,6 +124,21 @@ class Version:
         """
         return None
 
+    @property
+    def call_deadline(self) -> Optional[float]:
+        """
+        The seconds a call to one of its handlers may take, for an isolated
+        version; L{None} (an in-process handler cannot be interrupted).
+        """
+        return None
+
+    @property
+    def limits(self) -> Dict[str, int]:
+        """
+        The resource limits of its worker, for an isolated version; none.
+        """
+        return {}
+
     def ready(self) -> Deferred[Any]:
         """
         A Deferred firing once its instance is ready to start (at once here;

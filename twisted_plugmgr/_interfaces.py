@@ -109,7 +109,8 @@ class IPluginManager(Interface):
     def load(name, data=None, **policy):
         """
         Load and start plugin C{name}, constructed with C{data}, with the
-        restart policy keys C{policy}.
+        restart policy keys and isolation options (C{isolate},
+        C{call_deadline}, C{limits}) of C{policy}.
 
         @return: a Deferred firing with the started plugin.
         """
@@ -133,7 +134,7 @@ class IPluginManager(Interface):
         """
         Return a L{PluginDetails} of plugin C{name}: its row, what it
         requires and what requires it, its source files and their hashes,
-        its restart policy and its old versions still alive.
+        its restart policy, its isolation and its old versions still alive.
 
         @raise NoSuchPlugin: if it is not loaded.
         """
@@ -145,9 +146,11 @@ class IPluginManager(Interface):
         @return: a Deferred firing with its quit message.
         """
 
-    def reload(name, data=None, mode="smart", dependents=False):
+    def reload(name, data=None, mode="smart", dependents=False, isolation=None):
         """
-        Replace plugin C{name} with a fresh import of its source, transactionally.
+        Replace plugin C{name} with a fresh import of its source,
+        transactionally; with C{isolation}, new isolation options in place
+        of those it was loaded with (L{None}: kept).
 
         @return: a Deferred firing with the new instance.
         """

@@ -9,15 +9,28 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
+from .._isolate._options import ISOLATION_KEYS, check_options
 from .._lifecycle import ShutdownMode
 from .._policy import RestartPolicy
 from ._wire import BadRequestError
 
-__all__ = ["json_kind", "policy_keys", "plugin_names", "data_of_each", "shutdown_mode"]
+__all__ = ["json_kind", "policy_keys", "isolation_options", "plugin_names", "data_of_each",
+           "shutdown_mode"]
 
-#: The longest answer to a bad policy (it names the key first; a huge
-#: value is cut).
-_MAX_POLICY_ERROR = 300
+#: The longest answer to a bad policy or isolation option (it names the
+#: key first; a huge value is cut).
+_MAX_ERROR = 300
+
+
+def _refused(what: str, error: ValueError) -> BadRequestError:
+    """
+    The one-line answer to a bad C{what} (C{"policy"}...), at most
+    L{_MAX_ERROR} characters.
+    """
+    text = " ".join(f"invalid {what}: {error}".split())
+    if len(text) > _MAX_ERROR:
+        text = text[:_MAX_ERROR - 3] + "..."
+    return BadRequestError(text)
 
 
 def json_kind(value: Any) -> str:
@@ -52,11 +65,39 @@ def policy_keys(policy: Any) -> Dict[str, Any]:
     try:
         RestartPolicy().evolve(**policy)
     except ValueError as e:
-        text = " ".join(f"invalid policy: {e}".split())
-        if len(text) > _MAX_POLICY_ERROR:
-            text = text[:_MAX_POLICY_ERROR - 3] + "..."
-        raise BadRequestError(text) from None
+        raise _refused("policy", e) from None
     return {key: value for key, value in policy.items() if value is not None}
+
+
+def isolation_options(isolation: Any, nulls: bool = False) -> Dict[str, Any]:
+    """
+    The isolation options (C{isolate}, C{call_deadline}, C{limits}) of an
+    C{isolation} argument (absent: none), checked and normalized as the
+    manager checks them.
+
+    @param nulls: whether an option whose value is null is kept, as
+        L{None} (a reload: it drops the value given before), rather than
+        left out (a load: not given).
+    @raise BadRequestError: when C{isolation} is not an object, names a key
+        that is not an isolation option, or gives one a bad value: one line,
+        naming the key.
+    """
+    if isolation is None:
+        return {}
+    if not isinstance(isolation, dict):
+        raise BadRequestError(f"invalid isolation: expected an object of "
+                              f"{', '.join(ISOLATION_KEYS)}, not {json_kind(isolation)}")
+    try:
+        for key in isolation:
+            if key not in ISOLATION_KEYS:
+                raise ValueError(f"unknown isolation option {key!r}: expected one of "
+                                 + ", ".join(ISOLATION_KEYS))
+        options = check_options(isolation)
+    except ValueError as e:
+        raise _refused("isolation", e) from None
+    if nulls:
+        options.update({key: None for key, value in isolation.items() if value is None})
+    return options
 
 
 def plugin_names(names: Any) -> List[str]:

@@ -112,13 +112,15 @@ class ControlClient:
         """The names of the plugins that could be loaded."""
         return self._protocol.callRemote(Available).addCallback(lambda r: r["names"])
 
-    def load(self, name: str, data: Any = None,
-             policy: Optional[Dict[str, Any]] = None) -> Deferred[Dict[str, Any]]:
+    def load(self, name: str, data: Any = None, policy: Optional[Dict[str, Any]] = None,
+             isolation: Optional[Dict[str, Any]] = None) -> Deferred[Dict[str, Any]]:
         """
-        Load a plugin, under the restart policy keys of C{policy} if given;
-        fires with {name, version, longname, restarts, last_failure}.
+        Load a plugin, under the restart policy keys of C{policy} and with
+        the isolation options of C{isolation} if given; fires with {name,
+        version, longname, restarts, last_failure, isolated, pid}.
         """
-        return self._protocol.callRemote(Load, name=name, data=data, policy=policy) \
+        return self._protocol.callRemote(Load, name=name, data=data, policy=policy,
+                                         isolation=isolation) \
             .addCallback(lambda r: r["plugin"])
 
     def unload(self, name: str, mode: Optional[str] = None,
@@ -127,10 +129,15 @@ class ControlClient:
         return self._protocol.callRemote(Unload, name=name, mode=mode, reason=reason) \
             .addCallback(lambda r: r["quit_message"])
 
-    def reload(self, name: str, data: Any = None,
-               mode: Optional[str] = None) -> Deferred[Dict[str, Any]]:
-        """Reload a plugin; fires with its description, as L{load}."""
-        return self._protocol.callRemote(Reload, name=name, data=data, mode=mode) \
+    def reload(self, name: str, data: Any = None, mode: Optional[str] = None,
+               isolation: Optional[Dict[str, Any]] = None) -> Deferred[Dict[str, Any]]:
+        """
+        Reload a plugin, the isolation options of C{isolation} changed if
+        given (a L{None} value drops one); fires with its description, as
+        L{load}.
+        """
+        return self._protocol.callRemote(Reload, name=name, data=data, mode=mode,
+                                         isolation=isolation) \
             .addCallback(lambda r: r["plugin"])
 
     def reload_many(self, names: List[str], data: Optional[Dict[str, Any]] = None,

@@ -30,11 +30,17 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
-from .._errors import NoSuchPlugin
+from .._errors import NoSuchPlugin, PluginError
 from .._events import PluginEvent
 from .._interfaces import IPluginManager
 from .._lifecycle import ShutdownMode
-from ._arguments import data_of_each, plugin_names, policy_keys, shutdown_mode
+from ._arguments import (
+    data_of_each,
+    isolation_options,
+    plugin_names,
+    policy_keys,
+    shutdown_mode,
+)
 from ._operations import OperatorCommands
 from ._wire import (
     Authenticate,
@@ -90,8 +96,9 @@ class _Malformed(Exception):
 def _describe_plugin(name: str, plugin: Any, row: Any = None) -> Dict[str, Any]:
     """
     The JSON description of C{plugin}, loaded as C{name}: its C{version}
-    and C{longname} (from the instance), C{restarts} and C{last_failure}
-    (from C{row}, its row of the plugin table; L{None} without one).
+    and C{longname} (from the instance), C{restarts}, C{last_failure},
+    C{isolated} and C{pid} (from C{row}, its row of the plugin table;
+    L{None} without one).
     """
     def shown(source: Any, attribute: str) -> Any:
         # Plugin code: a property may raise, a value may not convert.
@@ -102,7 +109,8 @@ def _describe_plugin(name: str, plugin: Any, row: Any = None) -> Dict[str, Any]:
 
     return {"name": name, "version": shown(plugin, "version"),
             "longname": shown(plugin, "longname"), "restarts": shown(row, "restarts"),
-            "last_failure": shown(row, "last_failure")}
+            "last_failure": shown(row, "last_failure"), "isolated": shown(row, "isolated"),
+            "pid": shown(row, "pid")}
 
 
 def _abort(transport: Optional[ITransport]) -> None:
@@ -293,6 +301,22 @@ class ControlProtocol(OperatorCommands):
             self._log.failure("control: cannot read the row of {plugin!r}", plugin=name)
             return None
 
+    def _isolation_after(self, name: str, changes: Dict[str, Any]) -> Dict[str, Any]:
+        """
+        The isolation options plugin C{name} is to have: those given before
+        with C{changes} made (a change to L{None} drops the option). None
+        before when the manager cannot say: the reload says why.
+        """
+        try:
+            before = dict(self.factory.manager.details(name).isolation_options)
+        except PluginError:
+            before = {}
+        except Exception:
+            self._log.failure("control: cannot read the isolation of {plugin!r}", plugin=name)
+            before = {}
+        before.update(changes)
+        return {key: value for key, value in before.items() if value is not None}
+
     def _described(self, plugin: Any, name: str) -> Dict[str, Any]:
         """
         The answer of a command done to C{name}: C{plugin}, described.
@@ -335,20 +359,22 @@ class ControlProtocol(OperatorCommands):
         )
 
     @Load.responder
-    def load(self, name: str, data: Any = None,
-             policy: Any = None) -> Deferred[Dict[str, Any]]:
+    def load(self, name: str, data: Any = None, policy: Any = None,
+             isolation: Any = None) -> Deferred[Dict[str, Any]]:
         """
-        Load a plugin, under the restart policy keys of C{policy} if given
-        (checked first: a bad one is refused, and nothing is loaded).
+        Load a plugin, under the restart policy keys of C{policy} and with
+        the isolation options of C{isolation} if given (checked first: a
+        bad one is refused, and nothing is loaded).
         """
         try:
             keys = policy_keys(policy)
+            options = isolation_options(isolation)
         except ControlError:
             return fail()
-        self._log.info("control: load {plugin!r} from {peer}{policy}", plugin=name,
-                       peer=self._peer(),
-                       policy=f" (policy {keys})" if keys else "")
-        d = self._call("load", name, self.factory.manager.load, name, data, **keys)
+        self._log.info("control: load {plugin!r} from {peer}{policy}{isolation}", plugin=name,
+                       peer=self._peer(), policy=f" (policy {keys})" if keys else "",
+                       isolation=f" (isolation {options})" if options else "")
+        d = self._call("load", name, self.factory.manager.load, name, data, **keys, **options)
         return d.addCallback(self._described, name)
 
     @Unload.responder
@@ -368,20 +394,28 @@ class ControlProtocol(OperatorCommands):
         return d.addCallback(lambda quit_message: {"quit_message": to_json(quit_message)})
 
     @Reload.responder
-    def reload(self, name: str, data: Any = None,
-               mode: Optional[str] = None) -> Deferred[Dict[str, Any]]:
+    def reload(self, name: str, data: Any = None, mode: Optional[str] = None,
+               isolation: Any = None) -> Deferred[Dict[str, Any]]:
         """
-        Reload a plugin; C{data} is left unchanged when not given.
+        Reload a plugin; C{data} is left unchanged when not given. The
+        isolation options of C{isolation} change those given before (at
+        load, by the config file or by a reload); a null one drops its
+        value, the others stay.
         """
         kw: Dict[str, Any] = {}
         try:
             if mode is not None:
                 kw["mode"] = shutdown_mode(mode)
+            if isolation is not None:
+                kw["isolation"] = self._isolation_after(
+                    name, isolation_options(isolation, nulls=True))
         except ControlError:
             return fail()
         if data is not None:
             kw["data"] = data
-        self._log.info("control: reload {plugin!r} from {peer}", plugin=name, peer=self._peer())
+        self._log.info("control: reload {plugin!r} from {peer}{isolation}", plugin=name,
+                       peer=self._peer(), isolation=f" (isolation {kw['isolation']})"
+                       if "isolation" in kw else "")
         d = self._call("reload", name, self.factory.manager.reload, name, **kw)
         return d.addCallback(self._described, name)
 

@@ -10,9 +10,11 @@ Every JSON value may be split over the keys C{name}, C{name.1}, C{name.2},
     Authenticate(token)                      -> ()
     Status()                                 -> plugins: JSON list of rows
     Available()                              -> names: JSON list
-    Load(name, data: JSON?, policy: JSON?)   -> plugin: JSON
+    Load(name, data: JSON?, policy: JSON?, isolation: JSON?)
+                                             -> plugin: JSON
     Unload(name, mode?, reason?)             -> quit_message: JSON
-    Reload(name, data: JSON?, mode?)         -> plugin: JSON
+    Reload(name, data: JSON?, mode?, isolation: JSON?)
+                                             -> plugin: JSON
     ReloadMany(names: JSON, data: JSON?, mode?)
                                              -> versions: JSON {name: version}
     ReloadChanged()                          -> results: JSON {name: outcome}
@@ -54,9 +56,16 @@ without a config file, every loaded plugin. A manager started without a
 config file answers C{Reconfig} with L{NotAvailableError}.
 
 A plugin is described as C{{name, version, longname, restarts,
-last_failure}}; a row of C{Status} is the whole L{PluginInfo}. A C{policy}
-is an object of restart policy keys (L{twisted_plugmgr._policy.POLICY_KEYS};
-null: not given), checked by the server before anything is done.
+last_failure, isolated, pid}}; a row of C{Status} is the whole
+L{PluginInfo}. A C{policy} is an object of restart policy keys
+(L{twisted_plugmgr._policy.POLICY_KEYS}; null: not given), checked by the
+server before anything is done. So is an C{isolation}, an object of
+isolation options (C{isolate}, C{call_deadline}, C{limits}, as in a
+plugin's config section). Given to C{Load}, a null option is not given;
+given to C{Reload}, the options change those given before (at load, by the
+config file or by an earlier reload), a null one dropping its value (the
+class's own then applies), the others kept. A manager older than
+C{isolation} ignores it: the description's C{isolated} is then absent.
 
 C{ReloadMany} reloads running plugins in one transaction, applied completely
 or not at all (L{IPluginManager.reload_many}): C{names} is an array of
@@ -533,13 +542,15 @@ class Available(_Command):
 class Load(_Command):
     """
     Load and start a plugin, constructed with C{data}, under the restart
-    policy keys of C{policy} (an object; absent: none given).
+    policy keys of C{policy} and with the isolation options of
+    C{isolation} (objects; absent: none given).
     """
 
     arguments = [
         (b"name", amp.Unicode()),
         (b"data", JSON(optional=True)),
         (b"policy", JSON(optional=True)),
+        (b"isolation", JSON(optional=True)),
     ]
     response = [(b"plugin", JSON())]
 
@@ -556,12 +567,16 @@ class Unload(_Command):
 
 
 class Reload(_Command):
-    """Reload a plugin from its source (with new C{data} if given)."""
+    """
+    Reload a plugin from its source (with new C{data} if given; the
+    isolation options of C{isolation} changed, null dropping one).
+    """
 
     arguments = [
         (b"name", amp.Unicode()),
         (b"data", JSON(optional=True)),
         (b"mode", amp.Unicode(optional=True)),
+        (b"isolation", JSON(optional=True)),
     ]
     response = [(b"plugin", JSON())]
 

@@ -88,6 +88,19 @@ class Code:
         self.handlers: Dict[str, str] = {}
         self.specs: Tuple[HandlerSpec, ...] = ()
 
+    def call_deadline(self) -> float:
+        """
+        The seconds a handler call may take: as given at load (or by the
+        config, or a reload), else as its class says, else
+        L{DEFAULT_CALL_DEADLINE}.
+        """
+        if self.isolation.call_deadline is not None:
+            return self.isolation.call_deadline
+        declared = (self.report or {}).get("meta", {}).get("call_deadline")
+        if isinstance(declared, (int, float)) and not isinstance(declared, bool) and declared > 0:
+            return float(declared)
+        return DEFAULT_CALL_DEADLINE
+
 
 @implementer(IIsolated)
 class PluginProxy(Plugin):
@@ -294,7 +307,7 @@ class PluginProxy(Plugin):
         # runs from when it was sent or, when the call sent before it is
         # still in flight, from that one's answer (not the time it waited
         # in the worker's queue).
-        seconds = self._deadline()
+        seconds = self._code.call_deadline()
         previous = self._last
         call = _Call(attribute, seconds)
         if previous is None:
@@ -361,15 +374,6 @@ class PluginProxy(Plugin):
             self._timed_out(expired)
         elif soonest is not None:
             self._sweep = reactor.callLater(soonest - now, self._check_deadlines)
-
-    def _deadline(self) -> float:
-        code = self._code
-        if code.isolation.call_deadline is not None:
-            return code.isolation.call_deadline
-        declared = (code.report or {}).get("meta", {}).get("call_deadline")
-        if isinstance(declared, (int, float)) and not isinstance(declared, bool) and declared > 0:
-            return float(declared)
-        return DEFAULT_CALL_DEADLINE
 
     def _timed_out(self, expired: List[Tuple[Deferred[Any], str, float]]) -> None:
         """
@@ -483,6 +487,16 @@ class IsolatedVersion(Version):
     def pid(self) -> Optional[int]:
         """The process id of its worker, once constructed."""
         return self.instance._worker.pid if self.instance is not None else None
+
+    @property
+    def call_deadline(self) -> Optional[float]:
+        """The seconds a call to one of its handlers may take."""
+        return self.cls._code.call_deadline()  # type: ignore[attr-defined]
+
+    @property
+    def limits(self) -> Dict[str, int]:
+        """The resource limits its worker runs under."""
+        return dict(self.cls._code.isolation.limits)  # type: ignore[attr-defined]
 
     def ready(self) -> Deferred[Any]:
         """Fires once its worker imported and constructed the plugin."""
