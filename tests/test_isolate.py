@@ -382,7 +382,7 @@ async def test_unpicklable_values_fail_that_call(manager, logged_failures):
     await manager.load("iso")
     with pytest.raises(PluginError, match="handler echo: its arguments cannot be pickled"):
         await manager.call("iso", "echo", lambda: None)
-    with pytest.raises(PluginError, match="give_lambda.*cannot be pickled|cannot be pickled"):
+    with pytest.raises(PluginError, match="handler give_lambda: its result cannot be pickled"):
         await manager.call("iso", "lambda")
     logged_failures.flush(PluginError)
     assert await manager.call("iso", "echo", 2) == 2

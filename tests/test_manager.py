@@ -5,6 +5,7 @@ Everything runs on a task.Clock: a load completes by advancing the clock.
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import pytest
@@ -179,6 +180,17 @@ def test_module_prefix_names_the_plugins_modules(env):
     assert plugin_modules(other) == []
     result_of(manager.unload("hello"))
     assert plugin_modules(manager) == []
+
+
+def test_a_later_manager_never_takes_the_prefix_of_one_gone(plugdir):
+    # An object's id is reused by the next one: a prefix made of it would
+    # give a new manager the modules an earlier one left in sys.modules.
+    prefixes = []
+    for _ in range(20):
+        prefixes.append(clock_manager(paths=[plugdir])[0].module_prefix)
+        gc.collect()
+    assert len(set(prefixes)) == len(prefixes), prefixes
+    assert all(p.startswith("_plugmgr_") and p.endswith("__") for p in prefixes)
 
 
 def test_add_package_extends_where_plugins_are_found(env, tmp_path, monkeypatch):

@@ -11,13 +11,14 @@ import pytest
 from twisted.internet.defer import Deferred, fail
 from zope.interface.verify import verifyObject
 
-from twisted_plugmgr import IPluginManager
+from twisted_plugmgr import IPluginManager, ShutdownMode
 from twisted_plugmgr._delivery import RELOAD_BUCKETS
 from twisted_plugmgr._registry import HANDLER_BUCKETS
 from twisted_plugmgr.testing import (
     FakePluginManager,
     clock_manager,
     failure_of,
+    plugin_modules,
     result_of,
     write_plugin,
 )
@@ -57,7 +58,15 @@ def counted(tmp_path):
         d = manager.load(name)
         clock.advance(0)
         result_of(d)
-    return manager, clock, tmp_path
+    yield manager, clock, tmp_path
+    # Nothing left behind: no plugin module of this manager in sys.modules.
+    done = manager.shutdown(ShutdownMode.IMMEDIATE)
+    for _ in range(30):
+        if done.called:
+            break
+        clock.advance(1)
+    result_of(done)
+    assert plugin_modules(manager) == []
 
 
 def test_off_by_default_and_nothing_counted(counted):

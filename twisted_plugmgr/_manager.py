@@ -18,6 +18,7 @@ L{PluginManager.unload} and L{PluginManager.load} for the defined outcomes).
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union, cast
 
 from twisted.application.service import MultiService, Service
@@ -127,7 +128,9 @@ class PluginManager(PolicyMethods, MultiService):
         self._reporter = reporter = Reporter(self._listeners)
         self._registry = registry = Registry()
         self._index = HandlerIndex()
-        self._private_prefix = f"_plugmgr_{id(self):x}__"
+        # Unique to this manager, also after it is gone: an id is reused by
+        # the next object, and a plugin module of this one may outlive it.
+        self._private_prefix = f"_plugmgr_{uuid.uuid4().hex[:12]}__"
         self._supervisor: Supervisor
         self._isolator = Isolator(reactor, registry)  # imports isolated plugins in workers
         host = Host(registry, reporter,
@@ -184,7 +187,10 @@ class PluginManager(PolicyMethods, MultiService):
 
     @property
     def module_prefix(self) -> str:
-        """The prefix of its plugins' private names in C{sys.modules} (one per manager)."""
+        """
+        The prefix of its plugins' private names in C{sys.modules}: one per
+        manager, never that of another manager of this process.
+        """
         return self._private_prefix
 
     @property

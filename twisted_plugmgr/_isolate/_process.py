@@ -22,9 +22,10 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .._errors import PluginError
 from ._channel import ChannelAMP
 from ._stream import Stream
-from ._wire import dumps, encode_failure, loads
+from ._wire import NotImportedHere, dumps, encode_failure, read
 
 __all__ = ["Worker", "WorkerPool", "Exit"]
 
@@ -70,6 +71,8 @@ class Worker(ProcessProtocol):
     @ivar exit: how it ended, once it has (else L{None}).
     @ivar log: where its output lines go (renamed once a plugin is given
         to it).
+    @ivar plugin: the name of the plugin given to it (L{None} before), the
+        one its errors name.
     @ivar on_request: called with C{(op, value)} for each request of the
         worker; returns the result or a Deferred.
     @ivar on_notify: called with C{(op, value)} for each one-way message.
@@ -83,6 +86,7 @@ class Worker(ProcessProtocol):
         self.exit: Optional[Exit] = None
         self.ending = False  # an end was asked for: its exit is no failure
         self.log = _log
+        self.plugin: Optional[str] = None
         self.on_request: Callable[[str, Any], Any] = _refuse
         self.on_notify: Callable[[str, Any], None] = lambda op, value: None
         self.on_exit: Callable[[Exit], None] = lambda status: None
@@ -128,7 +132,7 @@ class Worker(ProcessProtocol):
             encoded error)}; failing with L{WorkerGone} if the process ends
             first. Cancelling it forgets the answer.
         """
-        return self.send(op, value).addCallbacks(loads, self.lost)
+        return self.send(op, value).addCallbacks(read, self.lost)
 
     def send(self, op: str, value: Any) -> Deferred[bytes]:
         """
@@ -162,23 +166,39 @@ class Worker(ProcessProtocol):
 
     def answer(self, p: bytes) -> Any:
         """
-        Answer a request of the worker (see L{on_request}).
+        Answer a request of the worker (see L{on_request}); a request the
+        manager cannot read (see L{read}) is answered with a L{PluginError}
+        saying why.
         """
         try:
-            op, value = loads(p)
+            op, value = read(p)
+        except NotImportedHere as e:
+            return _error(Failure(PluginError(
+                self.plugin, f"a request of its worker cannot be read in the manager: {e}")))
+        try:
             outcome = self.on_request(op, value)
         except BaseException:
             return _error(Failure())
         if isinstance(outcome, Deferred):
-            return outcome.addCallbacks(_ok, _error)
-        return _ok(outcome)
+            return outcome.addCallbacks(self._ok, _error, callbackArgs=(op,))
+        return self._ok(outcome, op)
+
+    def _ok(self, result: Any, op: str) -> bytes:
+        try:
+            return dumps((True, result))
+        except BaseException as e:
+            return _error(Failure(PluginError(
+                self.plugin, f"api.{op}: its answer cannot be pickled ({e!r})")))
 
     def notified(self, p: bytes) -> None:
         """
         A one-way message of the worker (see L{on_notify}).
         """
         try:
-            op, value = loads(p)
+            op, value = read(p)
+        except NotImportedHere as e:
+            self.on_notify("unreadable", str(e))
+            return
         except BaseException:
             self.log.failure("a message from worker {pid} cannot be read", pid=self.pid)
             return
@@ -300,15 +320,6 @@ class Worker(ProcessProtocol):
             self._told = True
             assert self.exit is not None
             self.on_exit(self.exit)
-
-
-def _ok(result: Any) -> bytes:
-    try:
-        return dumps((True, result))
-    except BaseException as e:
-        from .._errors import PluginError
-
-        return _error(Failure(PluginError(None, f"the result cannot be pickled ({e!r})")))
 
 
 def _error(failure: Failure) -> bytes:

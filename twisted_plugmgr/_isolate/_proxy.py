@@ -35,7 +35,7 @@ from .._plugin import Plugin
 from .._policy import POLICY_KEYS
 from ._options import DEFAULT_CALL_DEADLINE, Isolation
 from ._process import Exit, WorkerGone, WorkerPool
-from ._wire import NO_STATE_MARK, decode_failure, dumps, loads
+from ._wire import NO_STATE_MARK, NotImportedHere, decode_failure, dumps, read
 
 __all__ = ["Code", "PluginProxy", "IsolatedVersion", "make_class"]
 
@@ -128,6 +128,7 @@ class PluginProxy(Plugin):
         self._worker = worker = code.pool.take()
         self._logger = Logger(namespace=f"twisted_plugmgr.plugins.{code.name}")
         worker.log = self._logger
+        worker.plugin = code.name
         worker.on_request = self._asked
         worker.on_notify = self._told
         worker.on_exit = self._crashed
@@ -227,7 +228,13 @@ class PluginProxy(Plugin):
             ok, result = outcome
             return result if ok else decode_failure(name, result)
 
-        return d.addCallbacks(answered, self._gone)
+        def unreadable(failure: Failure) -> Failure:
+            if not failure.check(NotImportedHere):
+                return failure  # as it is: trap would raise it again, with our frames
+            return Failure(PluginError(name, f"{what}: its answer cannot be read in the "
+                                             f"manager: {failure.value}"))
+
+        return d.addCallbacks(answered, self._gone).addErrback(unreadable)
 
     # -- the service -------------------------------------------------------
 
@@ -336,8 +343,14 @@ class PluginProxy(Plugin):
             self._last = None
 
     def _answered(self, answer: bytes, pending: Deferred[Any]) -> Any:
+        call = self._inflight.get(pending)
         self._done(pending)
-        ok, value = loads(answer)
+        try:
+            ok, value = read(answer)
+        except NotImportedHere as e:
+            handler = call.attribute if call is not None else "?"
+            return Failure(PluginError(self._code.name, f"handler {handler}: its answer "
+                                                        f"cannot be read in the manager: {e}"))
         if not ok:
             return decode_failure(self._code.name, value)
         elapsed, result = value
@@ -425,6 +438,9 @@ class PluginProxy(Plugin):
             host.report_error(name, decode_failure(name, value))
         elif op == "warning":
             host.report_warning(name, str(value))
+        elif op == "unreadable":  # a message (a post, say) the manager cannot read
+            host.report_error(name, Failure(PluginError(
+                name, f"a message of its worker cannot be read in the manager: {value}")))
         elif op == "timer_error":
             encoded, report = value
             host.timer_error(name, api, decode_failure(name, encoded), report)

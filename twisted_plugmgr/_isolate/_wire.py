@@ -11,9 +11,11 @@ was.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
-from typing import Any, Dict, List, Optional, Tuple
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.protocols import amp
 from twisted.python.failure import Failure
@@ -23,7 +25,8 @@ import twisted
 from .. import _errors
 from .._errors import PluginError, RemoteError
 
-__all__ = ["Chunks", "Request", "Notify", "dumps", "loads", "encode_failure",
+__all__ = ["Chunks", "Request", "Notify", "dumps", "loads", "read", "NotImportedHere",
+           "encode_failure",
            "decode_failure", "RemoteFailure", "CHUNK", "NO_STATE_MARK"]
 
 #: What C{get_state} answers for a plugin without one.
@@ -100,9 +103,52 @@ def dumps(value: Any) -> bytes:
 
 def loads(data: bytes) -> Any:
     """
-    The value pickled in C{data}.
+    The value pickled in C{data}, as a worker reads what the manager sends:
+    importing what it names.
     """
     return pickle.loads(data)
+
+
+class NotImportedHere(pickle.UnpicklingError):
+    """
+    A pickle from a worker names a class of a module the manager has not
+    imported (and that is not of the standard library): reading it would
+    run code of that module, an isolated plugin's perhaps, in the manager.
+
+    @ivar module: the module.
+    @ivar qualname: the name of the class (or function) in it.
+    """
+
+    def __init__(self, module: str, qualname: str) -> None:
+        super().__init__(f"it holds a {module}.{qualname}, and the manager does not import "
+                         f"{module} (an isolated plugin's code runs only in its worker)")
+        self.module = module
+        self.qualname = qualname
+
+
+class _ManagerUnpickler(pickle.Unpickler):
+    """
+    Unpickles what a worker sends without importing anything new, but the
+    standard library.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        """The class C{name} of C{module}, if C{module} may be read here."""
+        if module not in sys.modules and module.partition(".")[0] not in sys.stdlib_module_names:
+            raise NotImportedHere(module, name)
+        return super().find_class(module, name)
+
+
+def read(data: bytes) -> Any:
+    """
+    The value pickled in C{data}, as the manager reads what a worker sends:
+    its classes must be of modules the manager has imported already, or of
+    the standard library, so that reading a worker's answer never imports
+    an isolated plugin's code into the manager.
+
+    @raise NotImportedHere: naming the class that is not.
+    """
+    return _ManagerUnpickler(io.BytesIO(data)).load()
 
 
 #: An encoded error: (the pickle of the exception or None, the qualified
@@ -242,13 +288,18 @@ def _remote(exc: BaseException, text: str) -> Failure:
     return failure
 
 
-def decode_failure(plugin: str, encoded: Encoded) -> Failure:
+def decode_failure(plugin: str, encoded: Encoded,
+                   unpickle: Callable[[bytes], Any] = read) -> Failure:
     """
     The Failure of an error encoded by L{encode_failure}: the same exception
     type when it unpickles here, a L{RemoteError} with the remote traceback
     otherwise. A L{PluginError} of this package keeps its class, its plugin,
     its message and its plain attributes; its cause is decoded in turn (the
     plugin's own traceback, from the worker), or the remote traceback.
+
+    @param unpickle: how the exception is unpickled: L{read} in the manager
+        (the default: an exception class of a module it has not imported
+        arrives as a L{RemoteError}), L{loads} in a worker.
     """
     pickled, type_name, message, text, plugmgr = encoded
     remote = RemoteError(plugin, type_name, message, text)
@@ -263,12 +314,12 @@ def decode_failure(plugin: str, encoded: Encoded) -> Failure:
             except BaseException:  # a read-only property
                 pass
         error.plugin, error.detail = about, detail
-        error.failure = (decode_failure(plugin, cause) if cause is not None
+        error.failure = (decode_failure(plugin, cause, unpickle) if cause is not None
                          else _remote(remote, text))
         return _remote(error, text)
     if pickled is not None:
         try:
-            exc = loads(pickled)
+            exc = unpickle(pickled)
         except BaseException:
             exc = None
         if isinstance(exc, BaseException):

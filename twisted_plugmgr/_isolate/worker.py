@@ -208,15 +208,15 @@ class WorkerProtocol(ChannelAMP):
         try:
             payload = dumps((op, value))
         except BaseException as e:
-            return fail(PluginError(self.name, f"api.{op}: its arguments cannot be pickled "
-                                               f"({e!r})"))
+            return fail(PluginError(self.name, f"{_request(op, value)}: its arguments cannot "
+                                               f"be pickled ({e!r})"))
         return self.send_request(payload).addCallback(self._answered)
 
     def _answered(self, p: bytes) -> Any:
         ok, value = loads(p)
         if ok:
             return value
-        return decode_failure(self.name, value)
+        return decode_failure(self.name, value, loads)
 
     # -- from the manager --------------------------------------------------
 
@@ -457,6 +457,18 @@ def _import_from(source: Any, sources: Dict[str, bytes]) -> Any:
         return _source.import_plugin(source), compiled
     finally:
         loader.get_data = read  # type: ignore[method-assign]
+
+
+def _request(op: str, value: Any) -> str:
+    """
+    How a request of the plugin to the manager is named in an error:
+    C{api.call('other', 'event')}, C{api.emit('event')}, C{api.stop}.
+    """
+    if op == "call":
+        return f"api.call({value[0]!r}, {value[1]!r})"
+    if op == "emit":
+        return f"api.emit({value[0]!r})"
+    return f"api.{op}"
 
 
 def _log_record(event: Dict[str, Any]) -> Dict[str, Any]:
