@@ -458,22 +458,29 @@ async def test_compile_error_in_worker(manager, plugins, logged_failures):
 
 
 @pytest_twisted.ensureDeferred
-async def test_hanging_handler_times_out_and_restarts(manager, logged_failures):
+async def test_hanging_handler_times_out_and_restarts(manager, plugins, logged_failures):
     """
     A handler stuck in C{while True: pass} fails with L{CallTimedOut} at its
-    deadline while the other plugins answer; the plugin fails with cause
-    C{timeout} and is restarted in a new worker.
+    deadline while the other plugins answer, in the manager's process and
+    in another worker; the plugin fails with cause C{timeout} and is
+    restarted in a new worker.
     """
     events = Events(manager)
+    write(plugins, "other", LOCAL.replace('name = "local"', 'name = "other"'))
     await manager.load("local")
-    await manager.load("iso", call_deadline=0.5)
+    await manager.load("other", isolate=True)
+    await manager.load("iso", call_deadline=1.0)
     first = await manager.call("iso", "pid")
     hanging = manager.call("iso", "hang")
-    assert await manager.call("local", "pid") == os.getpid()  # served meanwhile
+    await deferLater(reactor, 0.3, lambda: None)  # well into the hang
+    # Served meanwhile, by a plugin in the manager and one in another worker.
+    assert await manager.call("local", "pid") == os.getpid()
+    assert await manager.call("other", "pid") not in (os.getpid(), first)
+    assert not hanging.called
     started = events.next("plugin_started", "iso")
     with pytest.raises(CallTimedOut) as info:
         await hanging
-    assert info.value.handler == "hang" and info.value.seconds == 0.5
+    assert info.value.handler == "hang" and info.value.seconds == 1.0
     await started
     failed = events.of("plugin_failed")
     assert [(e.plugin, e.cause) for e in failed] == [("iso", "timeout")]
