@@ -209,6 +209,15 @@ def alive(pid: int) -> bool:
         return False
 
 
+def running(pid: int) -> bool:
+    """Whether process C{pid} is on a CPU or ready to run (state R), not asleep."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "R"
+    except OSError:
+        return False
+
+
 def children_state() -> List[str]:
     """The states of this process's children (Z for zombies)."""
     me = str(os.getpid())
@@ -472,7 +481,7 @@ async def test_hanging_handler_times_out_and_restarts(manager, plugins, logged_f
     await manager.load("iso", call_deadline=1.0)
     first = await manager.call("iso", "pid")
     hanging = manager.call("iso", "hang")
-    await deferLater(reactor, 0.3, lambda: None)  # well into the hang
+    await until(lambda: running(first), 5.0)  # the worker spins in the hang
     # Served meanwhile, by a plugin in the manager and one in another worker.
     assert await manager.call("local", "pid") == os.getpid()
     assert await manager.call("other", "pid") not in (os.getpid(), first)
