@@ -12,7 +12,7 @@ import io
 import os
 import re
 import shutil
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlencode
 
 from twisted.internet import reactor
@@ -80,11 +80,22 @@ class Browser:
         from selenium.common.exceptions import (
             NoSuchElementException,
             StaleElementReferenceException,
+            WebDriverException,
         )
         from selenium.webdriver.support.ui import WebDriverWait
 
+        def attempt(d: Any) -> Any:
+            try:
+                return condition(d)
+            except WebDriverException as e:
+                # Chrome's word for a node a live update replaced between
+                # finding it and using it: stale, said otherwise.
+                if "does not belong to the document" in (e.msg or ""):
+                    return False
+                raise
+
         return WebDriverWait(driver, seconds, poll_frequency=0.05, ignored_exceptions=(
-            NoSuchElementException, StaleElementReferenceException)).until(condition)
+            NoSuchElementException, StaleElementReferenceException)).until(attempt)
 
     def quit(self) -> None:
         self.driver.quit()
