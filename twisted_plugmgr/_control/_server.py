@@ -304,8 +304,10 @@ class ControlProtocol(OperatorCommands):
     def _isolation_after(self, name: str, changes: Dict[str, Any]) -> Dict[str, Any]:
         """
         The isolation options plugin C{name} is to have: those given before
-        with C{changes} made (a change to L{None} drops the option). None
-        before when the manager cannot say: the reload says why.
+        with C{changes} made (a change to L{None} drops the option; a new
+        C{limits} replaces the old one whole). When the manager cannot say
+        what was given before (the plugin is not loaded, say), C{changes}
+        alone: the reload then fails and says why.
         """
         try:
             before = dict(self.factory.manager.details(name).isolation_options)
